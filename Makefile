@@ -1,0 +1,72 @@
+# model-serving: Kubernetes-native serving of scikit-learn models on KServe.
+# Every install step lives here so a fresh machine of this image needs nothing by hand.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/uv/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+REGISTRY ?= ./registry
+MODEL ?= breast-cancer
+SAMPLE ?= breast-cancer
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: help setup lock run train test test-unit test-integration lint fmt typecheck bench-train clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	@echo ">> installing uv $(UV_VERSION) into $(TOOLS)/uv"
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
+	@echo ">> creating $(VENV) from requirements.lock"
+	test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --require-hashes requirements.lock
+	$(UV) pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv with the locked dependencies and the project installed
+
+lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml (run after changing dependencies)
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-header --quiet -o requirements.lock
+
+train: setup ## Train the bundled sample and register it into $(REGISTRY) (SAMPLE=breast-cancer|diabetes)
+	$(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --promote
+
+run: train ## Set everything up and run the main job on the bundled sample: train, register, show
+	$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production
+
+lint: setup ## Check style and formatting (changes nothing)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup ## Fix style and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: setup ## Static types (mypy strict)
+	$(BIN)/mypy
+
+test-unit: setup ## Unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: setup ## Integration tests: real storage emulators and processes on 127.0.0.1
+	$(BIN)/python -m pytest tests/integration -m integration
+
+test: lint typecheck ## Lint, types and the whole test suite; fails on zero tests and on warnings
+	$(BIN)/python -m pytest tests
+
+bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows
+	$(BIN)/python -m benchmarks.bench_train --rows 10000 100000 1000000
+
+clean: ## Remove the virtualenv, tools, caches and the local registry
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache $(REGISTRY)
