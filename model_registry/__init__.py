@@ -1,0 +1,29 @@
+"""The model registry shared by the trainer and the model server."""
+
+from model_registry.errors import (
+    IntegrityError,
+    InvalidMetadata,
+    InvalidName,
+    NotFound,
+    RegistryError,
+    StorageError,
+    UntrustedArtifact,
+    VersionConflict,
+)
+from model_registry.metadata import ModelMetadata
+from model_registry.registry import LATEST, Registry, VersionStatus
+
+__all__ = [
+    "LATEST",
+    "IntegrityError",
+    "InvalidMetadata",
+    "InvalidName",
+    "ModelMetadata",
+    "NotFound",
+    "Registry",
+    "RegistryError",
+    "StorageError",
+    "UntrustedArtifact",
+    "VersionConflict",
+    "VersionStatus",
+]

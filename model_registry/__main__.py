@@ -1,0 +1,230 @@
+"""``model-registry``: list, show, alias and verify registered model versions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from model_registry.errors import InvalidName, NotFound, RegistryError
+from model_registry.registry import LATEST, Registry, VersionStatus
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REGISTRY_ERROR = 4
+
+EPILOG = f"""\
+environment:
+  MODEL_REGISTRY_URI   default for --registry-uri (else ./registry)
+  GCS: Workload Identity or GOOGLE_APPLICATION_CREDENTIALS; S3: the usual AWS_* variables
+
+exit codes:
+  {EXIT_OK}  success
+  {EXIT_VERIFY_FAILED}  verify found a version that readers would not load
+  {EXIT_USAGE}  bad arguments or invalid names
+  {EXIT_NOT_FOUND}  model, version or alias not found
+  {EXIT_REGISTRY_ERROR}  storage or registry error (unreachable, permission, conflict)
+
+examples:
+  model-registry list
+  model-registry list breast-cancer --all
+  model-registry show breast-cancer production --output json
+  model-registry alias breast-cancer production v3
+  model-registry verify breast-cancer
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="model-registry",
+        description="Inspect and manage the model registry (local path, gs:// or s3://).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--registry-uri",
+        default=os.environ.get("MODEL_REGISTRY_URI", "./registry"),
+        help="registry root: a path, gs://bucket/prefix or s3://bucket/prefix (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default="text",
+        help="text for people, json for scripts (default: %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ls = commands.add_parser("list", help="list models, or the versions of one model")
+    ls.add_argument("model", nargs="?", help="model name; omit to list models")
+    ls.add_argument(
+        "--all", action="store_true", help="also show incomplete and corrupt version directories"
+    )
+
+    show = commands.add_parser("show", help="show one version's metadata")
+    show.add_argument("model")
+    show.add_argument("ref", nargs="?", default=LATEST, help="v3, 3, an alias, or latest (default)")
+
+    alias = commands.add_parser(
+        "alias", help="list aliases, or point one at a version (verified first)"
+    )
+    alias.add_argument("model")
+    alias.add_argument("alias", nargs="?", help="alias name, e.g. production")
+    alias.add_argument("ref", nargs="?", help="version to point the alias at: v3, 3 or latest")
+    alias.add_argument("--delete", action="store_true", help="remove the alias")
+
+    verify = commands.add_parser(
+        "verify", help="check metadata and artifact sha256 of one or every version"
+    )
+    verify.add_argument("model")
+    verify.add_argument("ref", nargs="?", help="v3, 3, an alias or latest; omit for every version")
+    return parser
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _status_json(status: VersionStatus) -> dict[str, Any]:
+    meta = status.metadata
+    return {
+        "model_name": status.model_name,
+        "version": status.version,
+        "state": status.state,
+        "problem": status.problem,
+        "created_at": meta.created_at.isoformat() if meta else None,
+        "metrics": meta.metrics if meta else None,
+    }
+
+
+def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
+    if not args.model:
+        models = registry.list_models()
+        if args.output == "json":
+            _print_json({"registry": registry.uri, "models": models})
+        elif not models:
+            print(f"no models in {registry.uri}")
+        else:
+            print("\n".join(models))
+        return EXIT_OK
+    statuses = registry.statuses(args.model)
+    shown = [s for s in statuses if args.all or s.ok]
+    aliases = registry.aliases(args.model)
+    by_version: dict[str, list[str]] = {}
+    for name, version in sorted(aliases.items()):
+        by_version.setdefault(version, []).append(name)
+    if args.output == "json":
+        rows = [{**_status_json(s), "aliases": by_version.get(s.version, [])} for s in shown]
+        _print_json({"model_name": args.model, "versions": rows, "aliases": aliases})
+        return EXIT_OK
+    if not statuses:
+        raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
+    print(f"{'VERSION':<8} {'STATE':<10} {'CREATED (UTC)':<20} {'ALIASES':<20} METRICS / PROBLEM")
+    for status in shown:
+        meta = status.metadata
+        created = meta.created_at.strftime("%Y-%m-%d %H:%M:%S") if meta else "-"
+        detail = status.problem or (
+            " ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items())) if meta else ""
+        )
+        tags = ",".join(by_version.get(status.version, [])) or "-"
+        print(f"{status.version:<8} {status.state:<10} {created:<20} {tags:<20} {detail}")
+    return EXIT_OK
+
+
+def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
+    meta = registry.get(args.model, args.ref)
+    if args.output == "json":
+        _print_json(meta.model_dump(mode="json"))
+        return EXIT_OK
+    aliases = [k for k, v in sorted(registry.aliases(args.model).items()) if v == meta.version]
+    print(f"model:       {meta.model_name}")
+    print(f"version:     {meta.version}" + (f"  (aliases: {', '.join(aliases)})" if aliases else ""))
+    print(f"uri:         {registry.version_uri(meta.model_name, meta.version)}")
+    print(f"created:     {meta.created_at.isoformat()}")
+    print(f"task:        {meta.task}   estimator: {meta.training.estimator}")
+    print(f"artifact:    {meta.artifact.file} ({meta.artifact.format}, {meta.artifact.size_bytes} B)")
+    print(f"sha256:      {meta.artifact.sha256}")
+    print(f"features:    {len(meta.features)} ({', '.join(meta.feature_names[:6])}" + (
+        ", ...)" if len(meta.features) > 6 else ")"
+    ))
+    target = meta.target
+    classes = f" classes={target.classes}" if target.classes is not None else ""
+    print(f"target:      {target.name}{classes}")
+    print(f"training:    {meta.training.rows} rows from {meta.training.data_uri}")
+    print(f"             in {meta.training.duration_seconds:.2f}s")
+    print("metrics:     " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items())))
+    prov = meta.provenance
+    print(f"provenance:  package {prov.package_version}, sklearn {prov.sklearn}, "
+          f"python {prov.python}, git {prov.git_sha or 'unknown'}")
+    return EXIT_OK
+
+
+def _cmd_alias(registry: Registry, args: argparse.Namespace) -> int:
+    if args.delete:
+        if not args.alias or args.ref:
+            raise InvalidName("usage: alias MODEL ALIAS --delete")
+        version = registry.delete_alias(args.model, args.alias)
+        result = {"model_name": args.model, "alias": args.alias, "deleted": version}
+        _print_json(result) if args.output == "json" else print(
+            f"{args.model}: removed alias {args.alias} (was {version})"
+        )
+        return EXIT_OK
+    if args.alias and args.ref:
+        version = registry.set_alias(args.model, args.alias, args.ref)
+        result = {"model_name": args.model, "alias": args.alias, "version": version}
+        _print_json(result) if args.output == "json" else print(
+            f"{args.model}: {args.alias} -> {version}"
+        )
+        return EXIT_OK
+    if args.alias:
+        raise InvalidName("give both ALIAS and a version (or --delete); omit both to list aliases")
+    aliases = registry.aliases(args.model)
+    if args.output == "json":
+        _print_json({"model_name": args.model, "aliases": aliases})
+    else:
+        for name, version in sorted(aliases.items()):
+            print(f"{name}\t{version}")
+    return EXIT_OK
+
+
+def _cmd_verify(registry: Registry, args: argparse.Namespace) -> int:
+    statuses = registry.verify(args.model, args.ref)
+    if not statuses:
+        raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
+    if args.output == "json":
+        _print_json({"model_name": args.model, "versions": [_status_json(s) for s in statuses]})
+    else:
+        for status in statuses:
+            line = f"{status.model_name} {status.version}: "
+            line += "ok" if status.ok else f"{status.state.upper()}: {status.problem}"
+            print(line)
+    return EXIT_OK if all(s.ok for s in statuses) else EXIT_VERIFY_FAILED
+
+
+COMMANDS = {"list": _cmd_list, "show": _cmd_show, "alias": _cmd_alias, "verify": _cmd_verify}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        registry = Registry(args.registry_uri)
+        return COMMANDS[args.command](registry, args)
+    except InvalidName as error:
+        print(f"model-registry: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotFound as error:
+        print(f"model-registry: not found: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except RegistryError as error:
+        print(f"model-registry: error: {error}", file=sys.stderr)
+        return EXIT_REGISTRY_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers shared by every process of the project: settings-driven CLIs and logging."""

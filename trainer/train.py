@@ -1,0 +1,279 @@
+"""One training run: load, validate, fit, evaluate, gate, register."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.model_selection import train_test_split
+
+from model_registry import ModelMetadata, NotFound, Registry
+from model_registry import artifacts
+from trainer import data as data_mod
+from trainer.errors import ConfigError
+from trainer.evaluate import HIGHER_IS_BETTER, default_primary_metric, evaluate
+from trainer.gate import Basis, GateDecision, decide
+from trainer.pipeline import build_pipeline, estimator_params, parse_params, resolve_estimator
+from trainer.reference import feature_schema, reference
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+PRODUCTION = "production"
+PACKAGE = "model-serving"
+
+
+@dataclass
+class RunResult:
+    """What a run did: registered or rejected, with the numbers behind it."""
+
+    outcome: Literal["registered", "rejected"]
+    model_name: str
+    metrics: dict[str, float]
+    gate: GateDecision
+    version: str | None = None
+    promoted: bool = False
+    metadata: ModelMetadata | None = None
+    uri: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "model_name": self.model_name,
+            "version": self.version,
+            "uri": self.uri,
+            "promoted": self.promoted,
+            "metrics": self.metrics,
+            "gate": self.gate.as_dict(),
+            "timings_seconds": self.timings,
+        }
+
+
+def package_version() -> str:
+    """This project's installed version."""
+    try:
+        return importlib_metadata.version(PACKAGE)
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def git_sha() -> str | None:
+    """HEAD of the git checkout the trainer runs from, if any."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 (git from PATH, read-only)
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, timer: _Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.timings[self.name] = round(time.perf_counter() - self.start, 4)
+
+
+def _champion_score(
+    registry: Registry,
+    model_name: str,
+    prepared: data_mod.PreparedData,
+    metric: str,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    allow_pickle: bool,
+) -> tuple[float | None, str | None, Basis]:
+    """Score of the production version: on this run's held-out rows when it can take them."""
+    try:
+        champion_meta, champion = registry.load_model(
+            model_name, PRODUCTION, allow_pickle=allow_pickle
+        )
+    except NotFound:
+        return None, None, "no-champion"
+    version = champion_meta.version
+    same_schema = (
+        champion_meta.task == prepared.task
+        and champion_meta.feature_names == list(prepared.features.columns)
+    )
+    if same_schema:
+        try:
+            scores = evaluate(prepared.task, champion, x_test, y_test, prepared.classes)
+        except ValueError as error:  # e.g. the champion knows other classes
+            log.warning("cannot score production %s on this data (%s)", version, error)
+        else:
+            if metric in scores:
+                return scores[metric], version, "same-holdout"
+    recorded = champion_meta.metrics.get(metric)
+    if recorded is None:
+        raise ConfigError(
+            f"production {version} has no recorded {metric!r} and cannot be scored on this "
+            "data; pick another --primary-metric, or --force"
+        )
+    log.info("comparing with production %s's recorded %s (schemas differ)", version, metric)
+    return recorded, version, "recorded-metrics"
+
+
+def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResult:
+    """Train, evaluate and (if the gate passes) register one version. Raises on failure."""
+    timer = _Timer()
+    started = time.perf_counter()
+    model_name = settings.resolved_model_name
+    registry = registry or Registry(settings.registry_uri)
+
+    with timer.step("load"):
+        if settings.sample:
+            log.info("loading bundled sample %s", settings.sample)
+            dataset = data_mod.load_sample(settings.sample)
+        else:
+            assert settings.data_uri and settings.target
+            log.info("loading %s", settings.data_uri)
+            dataset = data_mod.load_uri(settings.data_uri, settings.target, settings.data_format)
+    log.info(
+        "loaded %d rows x %d columns (sha256 %s)", len(dataset.frame), dataset.frame.shape[1],
+        dataset.data_sha256[:12],
+    )
+    with timer.step("validate"):
+        prepared = data_mod.prepare(
+            dataset, task=settings.task, min_rows=settings.min_rows,
+            max_missing_fraction=settings.max_missing_fraction,
+            max_categories=settings.max_categories, test_size=settings.test_size,
+        )
+    estimator = resolve_estimator(prepared.task, settings.estimator)
+    params = parse_params(settings.param)
+    n_classes = len(prepared.classes) if prepared.classes else None
+    metric = settings.primary_metric or default_primary_metric(prepared.task, n_classes)
+    if metric not in HIGHER_IS_BETTER:
+        raise ConfigError(f"unknown --primary-metric {metric!r}; one of {sorted(HIGHER_IS_BETTER)}")
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        prepared.features, prepared.target, test_size=settings.test_size,
+        random_state=settings.seed,
+        stratify=prepared.target if prepared.task == "classification" else None,
+    )
+    pipeline = build_pipeline(
+        prepared.task, estimator, prepared.numeric, prepared.categorical, params, settings.seed
+    )
+    log.info(
+        "fitting %s (%s) on %d rows x %d features (%d numeric, %d categorical)", estimator,
+        prepared.task, len(x_train), x_train.shape[1], len(prepared.numeric),
+        len(prepared.categorical),
+    )
+    with timer.step("fit"):
+        try:
+            pipeline.fit(x_train, y_train)
+        except ValueError as error:
+            if type(error).__name__ == "InvalidParameterError":
+                raise ConfigError(f"invalid --param for {estimator}: {error}") from error
+            raise
+    with timer.step("evaluate"):
+        scores = evaluate(prepared.task, pipeline, x_test, y_test, prepared.classes)
+    if metric not in scores:
+        raise ConfigError(f"--primary-metric {metric} is not defined here; got {sorted(scores)}")
+    log.info("held-out %s", " ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
+
+    with timer.step("gate"):
+        champion, champion_version, basis = _champion_score(
+            registry, model_name, prepared, metric, x_test, y_test, settings.allow_pickle
+        )
+        gate = decide(
+            metric=metric, higher_is_better=HIGHER_IS_BETTER[metric], candidate=scores[metric],
+            champion=champion, champion_version=champion_version, tolerance=settings.tolerance,
+            basis=basis,
+        )
+    if not gate.accepted and settings.force:
+        log.warning("champion gate rejected the model; registering anyway (--force): %s", gate.reason)
+        gate = GateDecision(**{**gate.as_dict(), "forced": True})
+    elif not gate.accepted:
+        log.warning("champion gate rejected the model: %s", gate.reason)
+        timer.timings["total"] = round(time.perf_counter() - started, 4)
+        return RunResult("rejected", model_name, scores, gate, timings=timer.timings)
+    else:
+        log.info("champion gate passed: %s", gate.reason)
+
+    with timer.step("profile"):
+        schema = feature_schema(prepared, x_train)
+        ref = reference(prepared, x_train, y_train, settings.reference_bins)
+    with timer.step("serialize"):
+        blob = artifacts.dump_model(pipeline, settings.artifact_format)
+        reloaded = artifacts.load_model(
+            blob, settings.artifact_format, allow_pickle=settings.allow_pickle
+        )
+        probe = x_test.head(256)
+        if not np.array_equal(reloaded.predict(probe), pipeline.predict(probe)):
+            raise RuntimeError("the saved model predicts differently from the fitted one")
+
+    meta: dict[str, Any] = {
+        "task": prepared.task,
+        "features": schema,
+        "target": {
+            "name": dataset.target,
+            "dtype": str(prepared.target.dtype),
+            "classes": (
+                [c.item() if isinstance(c, np.generic) else c for c in prepared.classes]
+                if prepared.classes is not None
+                else None
+            ),
+        },
+        "metrics": scores,
+        "primary_metric": metric,
+        "training": {
+            "rows": len(x_train),
+            "test_rows": len(x_test),
+            "test_size": settings.test_size,
+            "seed": settings.seed,
+            "data_uri": dataset.data_uri,
+            "data_sha256": dataset.data_sha256,
+            "estimator": estimator,
+            "params": estimator_params(pipeline),
+            "param_overrides": params,
+            "duration_seconds": round(time.perf_counter() - started, 3),
+            "gate": gate.as_dict(),
+        },
+        "provenance": {
+            "git_sha": settings.git_sha or git_sha(),
+            "image_digest": settings.image_digest,
+            "python": platform.python_version(),
+            "sklearn": sklearn.__version__,
+            "package_version": package_version(),
+        },
+        "reference": ref,
+    }
+    log.info("registering %s in %s (%d bytes)", model_name, registry.uri, len(blob))
+    with timer.step("register"):
+        published = registry.publish(
+            model_name, blob, meta, artifact_format=settings.artifact_format
+        )
+    promoted = False
+    if settings.promote:
+        registry.set_alias(model_name, PRODUCTION, published.version)
+        promoted = True
+        log.info("production -> %s", published.version)
+    timer.timings["total"] = round(time.perf_counter() - started, 4)
+    return RunResult(
+        "registered", model_name, scores, gate, version=published.version, promoted=promoted,
+        metadata=published, uri=registry.version_uri(model_name, published.version),
+        timings=timer.timings,
+    )
