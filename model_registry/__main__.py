@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--registry-uri",
         default=os.environ.get("MODEL_REGISTRY_URI", "./registry"),
-        help="registry root: a path, gs://bucket/prefix or s3://bucket/prefix (default: %(default)s)",
+        help="registry root: a path, gs://bucket/prefix or s3://bucket/prefix "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--output",
@@ -144,15 +145,20 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
         return EXIT_OK
     aliases = [k for k, v in sorted(registry.aliases(args.model).items()) if v == meta.version]
     print(f"model:       {meta.model_name}")
-    print(f"version:     {meta.version}" + (f"  (aliases: {', '.join(aliases)})" if aliases else ""))
+    print(
+        f"version:     {meta.version}" + (f"  (aliases: {', '.join(aliases)})" if aliases else "")
+    )
     print(f"uri:         {registry.version_uri(meta.model_name, meta.version)}")
     print(f"created:     {meta.created_at.isoformat()}")
     print(f"task:        {meta.task}   estimator: {meta.training.estimator}")
-    print(f"artifact:    {meta.artifact.file} ({meta.artifact.format}, {meta.artifact.size_bytes} B)")
+    print(
+        f"artifact:    {meta.artifact.file} ({meta.artifact.format}, {meta.artifact.size_bytes} B)"
+    )
     print(f"sha256:      {meta.artifact.sha256}")
-    print(f"features:    {len(meta.features)} ({', '.join(meta.feature_names[:6])}" + (
-        ", ...)" if len(meta.features) > 6 else ")"
-    ))
+    print(
+        f"features:    {len(meta.features)} ({', '.join(meta.feature_names[:6])}"
+        + (", ...)" if len(meta.features) > 6 else ")")
+    )
     target = meta.target
     classes = f" classes={target.classes}" if target.classes is not None else ""
     print(f"target:      {target.name}{classes}")
@@ -160,8 +166,10 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
     print(f"             in {meta.training.duration_seconds:.2f}s")
     print("metrics:     " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items())))
     prov = meta.provenance
-    print(f"provenance:  package {prov.package_version}, sklearn {prov.sklearn}, "
-          f"python {prov.python}, git {prov.git_sha or 'unknown'}")
+    print(
+        f"provenance:  package {prov.package_version}, sklearn {prov.sklearn}, "
+        f"python {prov.python}, git {prov.git_sha or 'unknown'}"
+    )
     return EXIT_OK
 
 

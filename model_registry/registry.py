@@ -75,7 +75,9 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
             backend = type(error).__module__.split(".")[0] in _BACKEND_MODULES
             if not (isinstance(error, OSError) or backend):
                 raise
-            raise StorageError(f"registry storage failed: {type(error).__name__}: {error}") from error
+            raise StorageError(
+                f"registry storage failed: {type(error).__name__}: {error}"
+            ) from error
 
     return wrapper
 
@@ -250,7 +252,9 @@ class Registry:
         try:
             aliases = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            raise InvalidMetadata(f"{model_name}/{ALIASES_FILE} is not valid JSON: {error}") from error
+            raise InvalidMetadata(
+                f"{model_name}/{ALIASES_FILE} is not valid JSON: {error}"
+            ) from error
         if not isinstance(aliases, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
         ):

@@ -66,7 +66,7 @@ class Storage:
         return bool(self.fs.exists(self.path(rel)))
 
     def find(self, rel: str) -> dict[str, int]:
-        """Every object under ``rel`` (relative to it) with its size, read fresh from the backend."""
+        """Every object under ``rel`` (relative to it) with its size, read fresh."""
         base = self.path(rel)
         self.fs.invalidate_cache(base)
         if self.is_local and not Path(base).is_dir():
@@ -87,6 +87,12 @@ class Storage:
         if self.is_local:
             _local_create(Path(target), data)
             return
+        # The conditional write below is what makes this atomic on GCS and S3. Checking first
+        # also protects stores that ignore the precondition (some S3-compatible servers and
+        # the GCS emulator) against a writer that comes after, if not against an exact race.
+        self.fs.invalidate_cache(target)
+        if self.fs.exists(target):
+            raise FileExistsError(target)
         self.fs.pipe_file(target, data, mode="create")
         self.fs.invalidate_cache(target)
 

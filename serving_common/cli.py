@@ -55,8 +55,9 @@ def parse_settings(
     """Build ``settings_cls`` from flags and environment, or exit 2 with a clear message."""
     env_prefix = str(settings_cls.model_config.get("env_prefix", ""))
     env_note = (
-        f"Every flag can also be set as an environment variable: {env_prefix}<FLAG_IN_UPPER_SNAKE_CASE>"
-        f" (for example --registry-uri is {env_prefix}REGISTRY_URI). Flags win over the environment."
+        "Every flag can also be set as an environment variable, "
+        f"{env_prefix}<FLAG_IN_UPPER_SNAKE_CASE>\n(for example --log-level is "
+        f"{env_prefix}LOG_LEVEL). Flags win over the environment."
     )
     parser = argparse.ArgumentParser(
         prog=prog,

@@ -18,8 +18,8 @@ import orjson
 
 LogFormat = Literal["text", "json"]
 
-_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "log_context", default={}
+_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "log_context", default=None
 )
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -29,7 +29,7 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asct
 @contextmanager
 def log_context(**values: Any) -> Iterator[None]:
     """Add ``values`` to every log record emitted inside the block."""
-    token = _context.set({**_context.get(), **values})
+    token = _context.set({**(_context.get() or {}), **values})
     try:
         yield
     finally:
@@ -38,14 +38,14 @@ def log_context(**values: Any) -> Iterator[None]:
 
 def bind_context(**values: Any) -> None:
     """Add ``values`` to every later log record of this context (no block needed)."""
-    _context.set({**_context.get(), **values})
+    _context.set({**(_context.get() or {}), **values})
 
 
 class ContextFilter(logging.Filter):
     """Copies the current log context onto each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

@@ -60,8 +60,11 @@ def _report(result: RunResult, output: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(
-        TrainerSettings, argv, prog="model-trainer",
-        description=TrainerSettings.__doc__ or "", epilog=EPILOG,
+        TrainerSettings,
+        argv,
+        prog="model-trainer",
+        description=TrainerSettings.__doc__ or "",
+        epilog=EPILOG,
     )
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -93,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FAILED
     if settings.pushgateway_url:
         push_trainer_metrics(
-            settings.pushgateway_url, job=settings.pushgateway_job, model_name=model_name,
-            outcome=outcome, version=result.version if result else None,
+            settings.pushgateway_url,
+            job=settings.pushgateway_job,
+            model_name=model_name,
+            outcome=outcome,
+            version=result.version if result else None,
             scores=result.metrics if result and outcome == "registered" else None,
         )
     return code

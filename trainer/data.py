@@ -98,8 +98,8 @@ def load_uri(uri: str, target: str, data_format: DataFormat = "auto") -> Dataset
         if fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
         else:
-            compression = "gzip" if uri.lower().endswith(".gz") else None
-            frame = pd.read_csv(io.BytesIO(raw), compression=compression)
+            gzipped = uri.lower().endswith(".gz")
+            frame = pd.read_csv(io.BytesIO(raw), compression="gzip" if gzipped else None)
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataError([f"cannot parse {uri} as {fmt}: {error}"]) from error
     return Dataset(frame, target, uri, digest)
@@ -138,7 +138,9 @@ def _feature_problems(
             )
         if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
             if pd.api.types.is_complex_dtype(series):
-                problems.append(f"feature {column!r} holds complex numbers, which cannot be encoded")
+                problems.append(
+                    f"feature {column!r} holds complex numbers, which cannot be encoded"
+                )
                 continue
             values = series.to_numpy(dtype="float64", na_value=np.nan)
             infinite = int(np.isinf(values).sum())

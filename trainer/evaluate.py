@@ -1,4 +1,7 @@
-"""Held-out evaluation: accuracy, F1 and ROC AUC for classifiers; RMSE, MAE and R² for regressors."""
+"""Held-out evaluation.
+
+Accuracy, F1 and ROC AUC (and log loss) for classifiers; RMSE, MAE and R² for regressors.
+"""
 
 from __future__ import annotations
 

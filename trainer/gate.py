@@ -41,7 +41,9 @@ def decide(
     """
     if champion is None or champion_version is None:
         return GateDecision(
-            True, f"no production version to compare with; {metric}={candidate:.4f}", metric,
+            True,
+            f"no production version to compare with; {metric}={candidate:.4f}",
+            metric,
             candidate,
         )
     shortfall = (champion - candidate) if higher_is_better else (candidate - champion)
@@ -52,10 +54,20 @@ def decide(
     )
     if shortfall > tolerance:
         return GateDecision(
-            False, f"worse than production by {shortfall:.4f}: {numbers}", metric, candidate,
-            champion, champion_version, basis,
+            False,
+            f"worse than production by {shortfall:.4f}: {numbers}",
+            metric,
+            candidate,
+            champion,
+            champion_version,
+            basis,
         )
     return GateDecision(
-        True, f"not worse than production: {numbers}", metric, candidate, champion,
-        champion_version, basis,
+        True,
+        f"not worse than production: {numbers}",
+        metric,
+        candidate,
+        champion,
+        champion_version,
+        basis,
     )

@@ -83,7 +83,10 @@ def push_trainer_metrics(
             score.labels(model_name, version or "", metric).set(value)
     try:
         pushadd_to_gateway(
-            url, job=job, registry=registry, grouping_key={"model_name": model_name},
+            url,
+            job=job,
+            registry=registry,
+            grouping_key={"model_name": model_name},
             timeout=timeout,
         )
     except OSError as error:

@@ -70,6 +70,7 @@ def parse_params(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 def build_pipeline(
+    *,
     task: Task,
     estimator: str,
     numeric: list[str],

@@ -94,7 +94,9 @@ class TrainerSettings(BaseSettings):
         if self.data_uri is not None and not self.target:
             raise ValueError("--target is required with --data-uri")
         if self.artifact_format == "joblib" and not self.allow_pickle:
-            raise ValueError("--artifact-format joblib needs --allow-pickle (pickle runs code on load)")
+            raise ValueError(
+                "--artifact-format joblib needs --allow-pickle (pickle runs code on load)"
+            )
         return self
 
     @property

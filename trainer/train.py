@@ -6,7 +6,7 @@ import logging
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from typing import Any, Literal
 
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
 
-from model_registry import ModelMetadata, NotFound, Registry
-from model_registry import artifacts
+from model_registry import ModelMetadata, NotFound, Registry, artifacts
 from trainer import data as data_mod
 from trainer.errors import ConfigError
 from trainer.evaluate import HIGHER_IS_BETTER, default_primary_metric, evaluate
@@ -71,7 +71,10 @@ def git_sha() -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],  # noqa: S607 (git from PATH, read-only)
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -97,14 +100,110 @@ class _Step:
         self.timer.timings[self.name] = round(time.perf_counter() - self.start, 4)
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """A fitted candidate and the data it was fitted and scored on."""
+
+    prepared: data_mod.PreparedData
+    dataset: data_mod.Dataset
+    pipeline: Pipeline
+    estimator: str
+    params: dict[str, Any]
+    metric: str
+    scores: dict[str, float]
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+
+
+def _load(settings: TrainerSettings) -> data_mod.Dataset:
+    if settings.sample:
+        log.info("loading bundled sample %s", settings.sample)
+        dataset = data_mod.load_sample(settings.sample)
+    else:
+        if not (settings.data_uri and settings.target):
+            raise ConfigError("--data-uri and --target are both required")
+        log.info("loading %s", settings.data_uri)
+        dataset = data_mod.load_uri(settings.data_uri, settings.target, settings.data_format)
+    log.info(
+        "loaded %d rows x %d columns (sha256 %s)",
+        len(dataset.frame),
+        dataset.frame.shape[1],
+        dataset.data_sha256[:12],
+    )
+    return dataset
+
+
+def _fit(settings: TrainerSettings, dataset: data_mod.Dataset, timer: _Timer) -> _Fitted:
+    with timer.step("validate"):
+        prepared = data_mod.prepare(
+            dataset,
+            task=settings.task,
+            min_rows=settings.min_rows,
+            max_missing_fraction=settings.max_missing_fraction,
+            max_categories=settings.max_categories,
+            test_size=settings.test_size,
+        )
+    estimator = resolve_estimator(prepared.task, settings.estimator)
+    params = parse_params(settings.param)
+    n_classes = len(prepared.classes) if prepared.classes else None
+    metric = settings.primary_metric or default_primary_metric(prepared.task, n_classes)
+    if metric not in HIGHER_IS_BETTER:
+        raise ConfigError(f"unknown --primary-metric {metric!r}; one of {sorted(HIGHER_IS_BETTER)}")
+    x_train, x_test, y_train, y_test = train_test_split(
+        prepared.features,
+        prepared.target,
+        test_size=settings.test_size,
+        random_state=settings.seed,
+        stratify=prepared.target if prepared.task == "classification" else None,
+    )
+    pipeline = build_pipeline(
+        task=prepared.task,
+        estimator=estimator,
+        numeric=prepared.numeric,
+        categorical=prepared.categorical,
+        params=params,
+        seed=settings.seed,
+    )
+    log.info(
+        "fitting %s (%s) on %d rows x %d features (%d numeric, %d categorical)",
+        estimator,
+        prepared.task,
+        len(x_train),
+        x_train.shape[1],
+        len(prepared.numeric),
+        len(prepared.categorical),
+    )
+    with timer.step("fit"):
+        try:
+            pipeline.fit(x_train, y_train)
+        except ValueError as error:
+            if type(error).__name__ == "InvalidParameterError":
+                raise ConfigError(f"invalid --param for {estimator}: {error}") from error
+            raise
+    with timer.step("evaluate"):
+        scores = evaluate(prepared.task, pipeline, x_test, y_test, prepared.classes)
+    if metric not in scores:
+        raise ConfigError(f"--primary-metric {metric} is not defined here; got {sorted(scores)}")
+    log.info("held-out %s", " ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
+    return _Fitted(
+        prepared,
+        dataset,
+        pipeline,
+        estimator,
+        params,
+        metric,
+        scores,
+        x_train,
+        x_test,
+        y_train,
+        y_test,
+    )
+
+
 def _champion_score(
-    registry: Registry,
-    model_name: str,
-    prepared: data_mod.PreparedData,
-    metric: str,
-    x_test: pd.DataFrame,
-    y_test: pd.Series,
-    allow_pickle: bool,
+    registry: Registry, model_name: str, fitted: _Fitted, *, allow_pickle: bool
 ) -> tuple[float | None, str | None, Basis]:
     """Score of the production version: on this run's held-out rows when it can take them."""
     try:
@@ -113,14 +212,15 @@ def _champion_score(
         )
     except NotFound:
         return None, None, "no-champion"
-    version = champion_meta.version
-    same_schema = (
-        champion_meta.task == prepared.task
-        and champion_meta.feature_names == list(prepared.features.columns)
+    version, metric, prepared = champion_meta.version, fitted.metric, fitted.prepared
+    same_schema = champion_meta.task == prepared.task and champion_meta.feature_names == list(
+        prepared.features.columns
     )
     if same_schema:
         try:
-            scores = evaluate(prepared.task, champion, x_test, y_test, prepared.classes)
+            scores = evaluate(
+                prepared.task, champion, fitted.x_test, fitted.y_test, prepared.classes
+            )
         except ValueError as error:  # e.g. the champion knows other classes
             log.warning("cannot score production %s on this data (%s)", version, error)
         else:
@@ -136,119 +236,74 @@ def _champion_score(
     return recorded, version, "recorded-metrics"
 
 
-def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResult:
-    """Train, evaluate and (if the gate passes) register one version. Raises on failure."""
-    timer = _Timer()
-    started = time.perf_counter()
-    model_name = settings.resolved_model_name
-    registry = registry or Registry(settings.registry_uri)
-
-    with timer.step("load"):
-        if settings.sample:
-            log.info("loading bundled sample %s", settings.sample)
-            dataset = data_mod.load_sample(settings.sample)
-        else:
-            assert settings.data_uri and settings.target
-            log.info("loading %s", settings.data_uri)
-            dataset = data_mod.load_uri(settings.data_uri, settings.target, settings.data_format)
-    log.info(
-        "loaded %d rows x %d columns (sha256 %s)", len(dataset.frame), dataset.frame.shape[1],
-        dataset.data_sha256[:12],
+def _gate(
+    settings: TrainerSettings, registry: Registry, model_name: str, fitted: _Fitted
+) -> GateDecision:
+    champion, champion_version, basis = _champion_score(
+        registry, model_name, fitted, allow_pickle=settings.allow_pickle
     )
-    with timer.step("validate"):
-        prepared = data_mod.prepare(
-            dataset, task=settings.task, min_rows=settings.min_rows,
-            max_missing_fraction=settings.max_missing_fraction,
-            max_categories=settings.max_categories, test_size=settings.test_size,
-        )
-    estimator = resolve_estimator(prepared.task, settings.estimator)
-    params = parse_params(settings.param)
-    n_classes = len(prepared.classes) if prepared.classes else None
-    metric = settings.primary_metric or default_primary_metric(prepared.task, n_classes)
-    if metric not in HIGHER_IS_BETTER:
-        raise ConfigError(f"unknown --primary-metric {metric!r}; one of {sorted(HIGHER_IS_BETTER)}")
-
-    x_train, x_test, y_train, y_test = train_test_split(
-        prepared.features, prepared.target, test_size=settings.test_size,
-        random_state=settings.seed,
-        stratify=prepared.target if prepared.task == "classification" else None,
+    gate = decide(
+        metric=fitted.metric,
+        higher_is_better=HIGHER_IS_BETTER[fitted.metric],
+        candidate=fitted.scores[fitted.metric],
+        champion=champion,
+        champion_version=champion_version,
+        tolerance=settings.tolerance,
+        basis=basis,
     )
-    pipeline = build_pipeline(
-        prepared.task, estimator, prepared.numeric, prepared.categorical, params, settings.seed
-    )
-    log.info(
-        "fitting %s (%s) on %d rows x %d features (%d numeric, %d categorical)", estimator,
-        prepared.task, len(x_train), x_train.shape[1], len(prepared.numeric),
-        len(prepared.categorical),
-    )
-    with timer.step("fit"):
-        try:
-            pipeline.fit(x_train, y_train)
-        except ValueError as error:
-            if type(error).__name__ == "InvalidParameterError":
-                raise ConfigError(f"invalid --param for {estimator}: {error}") from error
-            raise
-    with timer.step("evaluate"):
-        scores = evaluate(prepared.task, pipeline, x_test, y_test, prepared.classes)
-    if metric not in scores:
-        raise ConfigError(f"--primary-metric {metric} is not defined here; got {sorted(scores)}")
-    log.info("held-out %s", " ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
-
-    with timer.step("gate"):
-        champion, champion_version, basis = _champion_score(
-            registry, model_name, prepared, metric, x_test, y_test, settings.allow_pickle
-        )
-        gate = decide(
-            metric=metric, higher_is_better=HIGHER_IS_BETTER[metric], candidate=scores[metric],
-            champion=champion, champion_version=champion_version, tolerance=settings.tolerance,
-            basis=basis,
-        )
-    if not gate.accepted and settings.force:
-        log.warning("champion gate rejected the model; registering anyway (--force): %s", gate.reason)
-        gate = GateDecision(**{**gate.as_dict(), "forced": True})
-    elif not gate.accepted:
-        log.warning("champion gate rejected the model: %s", gate.reason)
-        timer.timings["total"] = round(time.perf_counter() - started, 4)
-        return RunResult("rejected", model_name, scores, gate, timings=timer.timings)
-    else:
+    if gate.accepted:
         log.info("champion gate passed: %s", gate.reason)
-
-    with timer.step("profile"):
-        schema = feature_schema(prepared, x_train)
-        ref = reference(prepared, x_train, y_train, settings.reference_bins)
-    with timer.step("serialize"):
-        blob = artifacts.dump_model(pipeline, settings.artifact_format)
-        reloaded = artifacts.load_model(
-            blob, settings.artifact_format, allow_pickle=settings.allow_pickle
+    elif settings.force:
+        log.warning(
+            "champion gate rejected the model; registering anyway (--force): %s", gate.reason
         )
-        probe = x_test.head(256)
-        if not np.array_equal(reloaded.predict(probe), pipeline.predict(probe)):
-            raise RuntimeError("the saved model predicts differently from the fitted one")
+        gate = replace(gate, forced=True)
+    else:
+        log.warning("champion gate rejected the model: %s", gate.reason)
+    return gate
 
-    meta: dict[str, Any] = {
+
+def _serialize(settings: TrainerSettings, fitted: _Fitted) -> bytes:
+    """The model file, after checking that it loads back and predicts the same."""
+    blob = artifacts.dump_model(fitted.pipeline, settings.artifact_format)
+    reloaded = artifacts.load_model(
+        blob, settings.artifact_format, allow_pickle=settings.allow_pickle
+    )
+    probe = fitted.x_test.head(256)
+    if not np.array_equal(reloaded.predict(probe), fitted.pipeline.predict(probe)):
+        raise RuntimeError("the saved model predicts differently from the fitted one")
+    return blob
+
+
+def _metadata(
+    settings: TrainerSettings, fitted: _Fitted, gate: GateDecision, started: float
+) -> dict[str, Any]:
+    prepared, dataset = fitted.prepared, fitted.dataset
+    classes = prepared.classes
+    return {
         "task": prepared.task,
-        "features": schema,
+        "features": feature_schema(prepared, fitted.x_train),
         "target": {
             "name": dataset.target,
             "dtype": str(prepared.target.dtype),
             "classes": (
-                [c.item() if isinstance(c, np.generic) else c for c in prepared.classes]
-                if prepared.classes is not None
+                [c.item() if isinstance(c, np.generic) else c for c in classes]
+                if classes is not None
                 else None
             ),
         },
-        "metrics": scores,
-        "primary_metric": metric,
+        "metrics": fitted.scores,
+        "primary_metric": fitted.metric,
         "training": {
-            "rows": len(x_train),
-            "test_rows": len(x_test),
+            "rows": len(fitted.x_train),
+            "test_rows": len(fitted.x_test),
             "test_size": settings.test_size,
             "seed": settings.seed,
             "data_uri": dataset.data_uri,
             "data_sha256": dataset.data_sha256,
-            "estimator": estimator,
-            "params": estimator_params(pipeline),
-            "param_overrides": params,
+            "estimator": fitted.estimator,
+            "params": estimator_params(fitted.pipeline),
+            "param_overrides": fitted.params,
             "duration_seconds": round(time.perf_counter() - started, 3),
             "gate": gate.as_dict(),
         },
@@ -259,8 +314,30 @@ def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResul
             "sklearn": sklearn.__version__,
             "package_version": package_version(),
         },
-        "reference": ref,
+        "reference": reference(prepared, fitted.x_train, fitted.y_train, settings.reference_bins),
     }
+
+
+def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResult:
+    """Train, evaluate and (if the gate passes) register one version. Raises on failure."""
+    timer = _Timer()
+    started = time.perf_counter()
+    model_name = settings.resolved_model_name
+    registry = registry or Registry(settings.registry_uri)
+
+    with timer.step("load"):
+        dataset = _load(settings)
+    fitted = _fit(settings, dataset, timer)
+    with timer.step("gate"):
+        gate = _gate(settings, registry, model_name, fitted)
+    if not (gate.accepted or gate.forced):
+        timer.timings["total"] = round(time.perf_counter() - started, 4)
+        return RunResult("rejected", model_name, fitted.scores, gate, timings=timer.timings)
+
+    with timer.step("serialize"):
+        blob = _serialize(settings, fitted)
+    with timer.step("profile"):
+        meta = _metadata(settings, fitted, gate, started)
     log.info("registering %s in %s (%d bytes)", model_name, registry.uri, len(blob))
     with timer.step("register"):
         published = registry.publish(
@@ -273,7 +350,13 @@ def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResul
         log.info("production -> %s", published.version)
     timer.timings["total"] = round(time.perf_counter() - started, 4)
     return RunResult(
-        "registered", model_name, scores, gate, version=published.version, promoted=promoted,
-        metadata=published, uri=registry.version_uri(model_name, published.version),
+        "registered",
+        model_name,
+        fitted.scores,
+        gate,
+        version=published.version,
+        promoted=promoted,
+        metadata=published,
+        uri=registry.version_uri(model_name, published.version),
         timings=timer.timings,
     )
