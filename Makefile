@@ -15,6 +15,8 @@ MODEL ?= breast-cancer
 SAMPLE ?= breast-cancer
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
+# Compile bytecode at install: every CLI and test subprocess then starts in a fraction of the time.
+export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: help setup lock run train test test-unit test-integration lint fmt typecheck bench-train clean

@@ -9,8 +9,6 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-import skops.io as sio
-
 from model_registry.errors import UntrustedArtifact
 from model_registry.metadata import ArtifactFormat
 
@@ -28,6 +26,8 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 def dump_model(model: Any, fmt: ArtifactFormat = "skops") -> bytes:
     """Serialize a fitted model. ``joblib`` is pickle: only for estimators skops cannot save."""
     if fmt == "skops":
+        import skops.io as sio  # imported on use: it pulls in scikit-learn
+
         return bytes(sio.dumps(model))
     import joblib
 
@@ -38,6 +38,8 @@ def dump_model(model: Any, fmt: ArtifactFormat = "skops") -> bytes:
 
 def untrusted_types(data: bytes) -> list[str]:
     """Types in a skops file that skops would not load without being told to trust them."""
+    import skops.io as sio
+
     try:
         return sorted(sio.get_untrusted_types(data=data))
     except Exception as error:  # a corrupt zip or schema surfaces as many exception types
@@ -74,6 +76,8 @@ def load_model(
         raise UntrustedArtifact(
             "refusing to load model file: it contains untrusted types " + ", ".join(refused)
         )
+    import skops.io as sio
+
     try:
         return sio.loads(data, trusted=found)
     except Exception as error:

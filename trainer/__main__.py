@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -12,9 +13,10 @@ from model_registry import InvalidName, RegistryError
 from serving_common.cli import parse_settings
 from serving_common.logging import bind_context, configure_logging
 from trainer.errors import ConfigError, DataError
-from trainer.metrics import push_trainer_metrics
 from trainer.settings import TrainerSettings
-from trainer.train import RunResult, run
+
+if TYPE_CHECKING:
+    from trainer.train import RunResult
 
 log = logging.getLogger("trainer")
 
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome, code = "failed", EXIT_FAILED
     result: RunResult | None = None
     try:
+        from trainer.train import run  # scikit-learn loads only when there is work to do
+
         result = run(settings)
         outcome = result.outcome
         code = EXIT_REGISTERED if outcome == "registered" else EXIT_REJECTED
@@ -95,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("training failed")
         code = EXIT_FAILED
     if settings.pushgateway_url:
+        from trainer.metrics import push_trainer_metrics
+
         push_trainer_metrics(
             settings.pushgateway_url,
             job=settings.pushgateway_job,

@@ -1,0 +1,103 @@
+"""``model-registry`` command line: output for people and scripts, and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from model_registry import Registry
+from model_registry.__main__ import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_VERIFY_FAILED,
+    main,
+)
+from tests.conftest import metadata_body
+
+
+@pytest.fixture
+def populated(registry: Registry) -> Registry:
+    registry.publish("churn", b"one", metadata_body())
+    registry.publish("churn", b"two", metadata_body(metrics={"roc_auc": 0.95}))
+    registry.set_alias("churn", "production", "v1")
+    return registry
+
+
+def run(registry: Registry, *args: str) -> int:
+    return main(["--registry-uri", registry.uri, *args])
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out
+    assert "verify" in out
+
+
+def test_list_models_and_versions(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(populated, "list") == EXIT_OK
+    assert capsys.readouterr().out.strip() == "churn"
+    assert run(populated, "list", "churn") == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["v1", "published", lines[1].split()[2]]
+    assert "production" in lines[1]
+    assert "roc_auc=0.9500" in lines[2]
+
+
+def test_list_json_for_scripts(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(populated, "--output", "json", "list", "churn") == EXIT_OK
+    doc = orjson.loads(capsys.readouterr().out)
+    assert [v["version"] for v in doc["versions"]] == ["v1", "v2"]
+    assert doc["versions"][0]["aliases"] == ["production"]
+    assert doc["aliases"] == {"production": "v1"}
+
+
+def test_list_all_shows_incomplete_versions(
+    populated: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populated.storage.create("churn/v3/.claim", b"{}")
+    assert run(populated, "list", "churn") == EXIT_OK
+    assert "v3" not in capsys.readouterr().out
+    assert run(populated, "list", "churn", "--all") == EXIT_OK
+    assert "incomplete" in capsys.readouterr().out
+
+
+def test_show_by_alias_as_json(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(populated, "-o", "json", "show", "churn", "production") == EXIT_OK
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["version"] == "v1"
+    assert doc["artifact"]["format"] == "skops"
+
+
+def test_alias_set_list_delete(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(populated, "alias", "churn", "production", "v2") == EXIT_OK
+    assert "production -> v2" in capsys.readouterr().out
+    assert run(populated, "alias", "churn") == EXIT_OK
+    assert capsys.readouterr().out.strip() == "production\tv2"
+    assert run(populated, "alias", "churn", "production", "--delete") == EXIT_OK
+    assert populated.aliases("churn") == {}
+
+
+def test_verify_exit_code_reflects_corruption(
+    populated: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(populated, "verify", "churn") == EXIT_OK
+    assert capsys.readouterr().out.count(": ok") == 2
+    Path(populated.storage.path("churn/v2/model.skops")).write_bytes(b"TWO")
+    assert run(populated, "verify", "churn") == EXIT_VERIFY_FAILED
+    assert "v2: CORRUPT" in capsys.readouterr().out
+
+
+def test_errors_map_to_exit_codes(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(populated, "show", "churn", "v7") == EXIT_NOT_FOUND
+    assert run(populated, "show", "nope") == EXIT_NOT_FOUND
+    assert run(populated, "show", "Bad_Name") == EXIT_USAGE
+    assert run(populated, "alias", "churn", "latest", "v1") == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no version v7" in err or "v7" in err
+    assert "invalid model name" in err
