@@ -1,0 +1,146 @@
+"""Real servers on 127.0.0.1 for integration tests: GCS emulator, S3 (moto), Pushgateway."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from tests.integration.gcs_precondition_proxy import PreconditionProxy
+
+BIN = Path(sys.executable).parent
+BUCKET = "registry-it"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers: good enough
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def start(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        wait_http(url, process)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(f"{args[0]} failed to start; log: {log.read_text()[-2000:]}") from None
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gcp-storage-emulator behind a proxy enforcing ifGenerationMatch=0; sets STORAGE_EMULATOR_HOST."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    process = start(
+        [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        f"http://127.0.0.1:{port}/storage/v1/b",
+        log,
+    )
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        with PreconditionProxy(port) as proxy:
+            os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{proxy.port}"
+            fs = fsspec.filesystem("gs", skip_instance_cache=True)
+            fs.mkdir(BUCKET)
+            yield os.environ["STORAGE_EMULATOR_HOST"]
+    finally:
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        stop(process)
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server; sets AWS_ENDPOINT_URL_S3 and dummy credentials."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    process = start(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/moto-api/",
+        log,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
+    os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+    try:
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir(BUCKET)
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop(process)
+
+
+@pytest.fixture(params=["gs", "s3"])
+def remote_uri(request: pytest.FixtureRequest) -> str:
+    """A fresh registry root on each object store."""
+    request.getfixturevalue("gcs_endpoint" if request.param == "gs" else "s3_endpoint")
+    return f"{request.param}://{BUCKET}/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus Pushgateway from Debian (installed by `make system-deps`)."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.fail("prometheus-pushgateway is not installed: run `make system-deps`")
+    port = free_port()
+    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    process = start(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}/-/ready", log
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
