@@ -19,7 +19,10 @@ export UV_NO_PROGRESS := 1
 export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help setup lock run train test test-unit test-integration lint fmt typecheck bench-train clean
+DEBIAN_PACKAGES := prometheus-pushgateway
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup system-deps lock run train test test-unit test-integration lint fmt typecheck bench-train clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +40,24 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv with the locked dependencies and the project installed
+
+system-deps: ## Install the Debian packages integration tests run for real (Pushgateway), if missing
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  guard=""; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod +x /usr/sbin/policy-rc.d; guard=1; \
+	  fi; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  status=$$?; \
+	  [ -z "$$guard" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	  exit $$status; \
+	fi
 
 lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml (run after changing dependencies)
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-header --quiet -o requirements.lock
@@ -61,10 +82,10 @@ typecheck: setup ## Static types (mypy strict)
 test-unit: setup ## Unit tests only
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: setup ## Integration tests: real storage emulators and processes on 127.0.0.1
+test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
 
-test: lint typecheck ## Lint, types and the whole test suite; fails on zero tests and on warnings
+test: lint typecheck system-deps ## Lint, types and the whole test suite; fails on zero tests and on warnings
 	$(BIN)/python -m pytest tests
 
 bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows

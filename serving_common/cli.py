@@ -44,6 +44,15 @@ def format_validation_error(error: ValidationError, env_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def _tidy_help(parser: argparse.ArgumentParser) -> None:
+    """Readable metavars for mapping flags, and no internal default-factory notes."""
+    for action in parser._actions:
+        if isinstance(action.metavar, str) and action.metavar.startswith("dict["):
+            action.metavar = "KEY=VALUE"
+        if action.help and "(default factory:" in action.help:
+            action.help = action.help.split(" (default factory:")[0] + " (default: none)"
+
+
 def parse_settings(
     settings_cls: type[S],
     argv: Sequence[str] | None,
@@ -75,6 +84,7 @@ def parse_settings(
         cli_hide_none_type=True,
         cli_exit_on_error=True,
     )
+    _tidy_help(parser)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return CliApp.run(settings_cls, cli_args=args, cli_settings_source=source)

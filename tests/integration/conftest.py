@@ -66,11 +66,22 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """gcp-storage-emulator behind a proxy enforcing ifGenerationMatch=0; sets STORAGE_EMULATOR_HOST."""
+    """gcp-storage-emulator behind a proxy enforcing ifGenerationMatch=0.
+
+    Sets STORAGE_EMULATOR_HOST, which gcsfs reads, for the session.
+    """
     port = free_port()
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
     process = start(
-        [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        [
+            str(BIN / "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+        ],
         f"http://127.0.0.1:{port}/storage/v1/b",
         log,
     )

@@ -30,7 +30,7 @@ class PreconditionProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _relay(self) -> None:
@@ -80,7 +80,11 @@ class PreconditionProxy:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         url = urlsplit(path)
         query = parse_qs(url.query)
-        if not (method == "POST" and url.path.startswith("/upload/") and query.get("ifGenerationMatch") == ["0"]):
+        if not (
+            method == "POST"
+            and url.path.startswith("/upload/")
+            and query.get("ifGenerationMatch") == ["0"]
+        ):
             return self._forward(method, path, headers, body)
         bucket = url.path.split("/b/", 1)[1].split("/", 1)[0]
         names = query.get("name")
@@ -97,6 +101,11 @@ class PreconditionProxy:
             )
             if status == 200:
                 self.refused += 1
-                error = {"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not hold."}}
+                error = {
+                    "error": {
+                        "code": 412,
+                        "message": "At least one of the pre-conditions you specified did not hold.",
+                    }
+                }
                 return 412, [("Content-Type", "application/json")], json.dumps(error).encode()
             return self._forward(method, path, headers, body)

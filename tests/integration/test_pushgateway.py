@@ -27,7 +27,9 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
-def runs(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], model: str) -> dict[str, float]:
+def runs(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], model: str
+) -> dict[str, float]:
     return {
         dict(labels)["outcome"]: value
         for (name, labels), value in samples.items()
@@ -38,7 +40,11 @@ def runs(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], model: s
 def test_counts_accumulate_across_runs_and_failures_keep_last_success(pushgateway: str) -> None:
     model = "pg-accumulate"
     assert push_trainer_metrics(
-        pushgateway, job="model-trainer", model_name=model, outcome="registered", version="v1",
+        pushgateway,
+        job="model-trainer",
+        model_name=model,
+        outcome="registered",
+        version="v1",
         scores={"roc_auc": 0.97, "accuracy": 0.93},
     )
     first = scrape(pushgateway)
@@ -48,23 +54,41 @@ def test_counts_accumulate_across_runs_and_failures_keep_last_success(pushgatewa
     )
     last_success = first[success_key]
     assert first[
-        ("trainer_model_score", (("job", "model-trainer"), ("metric", "roc_auc"), ("model_name", model), ("model_version", "v1")))
+        (
+            "trainer_model_score",
+            (
+                ("job", "model-trainer"),
+                ("metric", "roc_auc"),
+                ("model_name", model),
+                ("model_version", "v1"),
+            ),
+        )
     ] == pytest.approx(0.97)
 
     for outcome in ("rejected", "failed", "failed"):
-        assert push_trainer_metrics(pushgateway, job="model-trainer", model_name=model, outcome=outcome)
+        assert push_trainer_metrics(
+            pushgateway, job="model-trainer", model_name=model, outcome=outcome
+        )
     after = scrape(pushgateway)
     assert runs(after, model) == {"registered": 1.0, "rejected": 1.0, "failed": 2.0}
     assert after[success_key] == last_success  # failures do not reset freshness
 
     assert push_trainer_metrics(
-        pushgateway, job="model-trainer", model_name=model, outcome="registered", version="v2",
+        pushgateway,
+        job="model-trainer",
+        model_name=model,
+        outcome="registered",
+        version="v2",
         scores={"roc_auc": 0.98},
     )
     final = scrape(pushgateway)
     assert runs(final, model)["registered"] == 2.0
     assert final[success_key] >= last_success
-    versions = {dict(labels).get("model_version") for (name, labels) in final if name == "trainer_model_score"}
+    versions = {
+        dict(labels).get("model_version")
+        for (name, labels) in final
+        if name == "trainer_model_score"
+    }
     assert versions == {"v2"}
 
 
@@ -76,9 +100,23 @@ def test_unreachable_pushgateway_does_not_fail_the_run() -> None:
 
 def test_trainer_cli_pushes_its_outcome(pushgateway: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "trainer", "--sample", "diabetes", "--model-name", "pg-cli",
-         "--registry-uri", str(tmp_path / "r"), "--pushgateway-url", pushgateway],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--sample",
+            "diabetes",
+            "--model-name",
+            "pg-cli",
+            "--registry-uri",
+            str(tmp_path / "r"),
+            "--pushgateway-url",
+            pushgateway,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     samples = scrape(pushgateway)

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from model_registry import IntegrityError, NotFound, Registry, VersionConflict
+from tests.conftest import metadata_body, mixed_frame
 from trainer.settings import TrainerSettings
 from trainer.train import run
-from tests.conftest import metadata_body, mixed_frame
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def test_crashed_publish_and_tampered_artifact_are_invisible(remote_uri: str) ->
 
 
 def test_trainer_reads_data_and_registers_on_the_object_store(remote_uri: str) -> None:
-    scheme = remote_uri.split("://")[0]
+    scheme = remote_uri.split("://", maxsplit=1)[0]
     data_uri = f"{remote_uri}/data/churn.csv"
     with fsspec.open(data_uri, "wb") as handle:
         handle.write(mixed_frame(150).to_csv(index=False).encode())
@@ -117,9 +117,21 @@ def test_trainer_reads_data_and_registers_on_the_object_store(remote_uri: str) -
 def test_registry_cli_on_the_object_store(remote_uri: str) -> None:
     Registry(remote_uri).publish("churn", b"one", metadata_body())
     result = subprocess.run(
-        [sys.executable, "-m", "model_registry", "--registry-uri", remote_uri, "-o", "json",
-         "list", "churn"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "model_registry",
+            "--registry-uri",
+            remote_uri,
+            "-o",
+            "json",
+            "list",
+            "churn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert [v["version"] for v in orjson.loads(result.stdout)["versions"]] == ["v1"]

@@ -125,7 +125,9 @@ def test_loser_of_a_claim_race_takes_the_next_version(
     assert publish(registry) == "v3"
 
 
-def test_claims_give_up_after_bounded_attempts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_claims_give_up_after_bounded_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(str(tmp_path / "r"), max_claim_attempts=3)
 
     def always_taken(self: Storage, rel: str, data: bytes) -> None:
@@ -205,7 +207,10 @@ def test_metadata_in_the_wrong_place_is_corrupt(registry: Registry) -> None:
     v1 = Path(registry.storage.path("churn/v1/metadata.json"))
     v2 = Path(registry.storage.path("churn/v2/metadata.json"))
     v2.write_bytes(v1.read_bytes())
-    assert registry.statuses("churn")[1].problem == "metadata.json names churn v1, but sits at churn/v2"
+    assert (
+        registry.statuses("churn")[1].problem
+        == "metadata.json names churn v1, but sits at churn/v2"
+    )
 
 
 def test_incomplete_metadata_is_refused_before_anything_is_written(registry: Registry) -> None:
@@ -216,7 +221,9 @@ def test_incomplete_metadata_is_refused_before_anything_is_written(registry: Reg
     assert registry.storage.find("") == {}
 
 
-@pytest.mark.parametrize("name", ["Churn", "churn_model", "-churn", "churn-", "", "a" * 64, "ch urn"])
+@pytest.mark.parametrize(
+    "name", ["Churn", "churn_model", "-churn", "churn-", "", "a" * 64, "ch urn"]
+)
 def test_invalid_model_names_are_refused(registry: Registry, name: str) -> None:
     with pytest.raises(InvalidName):
         registry.publish(name, b"x", metadata_body())

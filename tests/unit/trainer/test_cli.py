@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from model_registry import Registry
-from trainer.__main__ import EXIT_DATA, EXIT_REGISTERED, EXIT_REJECTED, EXIT_USAGE
 from tests.conftest import mixed_frame
+from trainer.__main__ import EXIT_DATA, EXIT_REGISTERED, EXIT_REJECTED, EXIT_USAGE
 
 
 def trainer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,8 +30,18 @@ def trainer(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_help_lists_every_setting_and_exit_code() -> None:
     result = trainer("--help")
     assert result.returncode == 0
-    for flag in ("--registry-uri", "--data-uri", "--sample", "--param", "--tolerance", "--force",
-                 "--promote", "--pushgateway-url", "--log-format", "--max-missing-fraction"):
+    for flag in (
+        "--registry-uri",
+        "--data-uri",
+        "--sample",
+        "--param",
+        "--tolerance",
+        "--force",
+        "--promote",
+        "--pushgateway-url",
+        "--log-format",
+        "--max-missing-fraction",
+    ):
         assert flag in result.stdout, flag
     assert "exit codes:" in result.stdout
     assert "TRAINER_" in result.stdout
@@ -43,8 +53,16 @@ def test_registers_then_rejects_with_distinct_exit_codes(tmp_path: Path) -> None
     assert first.returncode == EXIT_REGISTERED, first.stderr
     assert "registered breast-cancer v1 (production)" in first.stdout
     worse = trainer(
-        "--sample", "breast-cancer", "--registry-uri", uri, "--estimator", "random-forest",
-        "--param", "n_estimators=2", "--param", "max_depth=1",
+        "--sample",
+        "breast-cancer",
+        "--registry-uri",
+        uri,
+        "--estimator",
+        "random-forest",
+        "--param",
+        "n_estimators=2",
+        "--param",
+        "max_depth=1",
     )
     assert worse.returncode == EXIT_REJECTED
     assert "REJECTED breast-cancer: worse than production" in worse.stdout
@@ -77,7 +95,10 @@ def test_settings_come_from_the_environment_for_cronjobs(tmp_path: Path) -> None
 
 def test_flags_win_over_environment(tmp_path: Path) -> None:
     result = trainer(
-        "--registry-uri", str(tmp_path / "flag"), "--log-level", "WARNING",
+        "--registry-uri",
+        str(tmp_path / "flag"),
+        "--log-level",
+        "WARNING",
         env={"TRAINER_SAMPLE": "diabetes", "TRAINER_REGISTRY_URI": str(tmp_path / "env")},
     )
     assert result.returncode == EXIT_REGISTERED, result.stderr
@@ -92,8 +113,14 @@ def test_invalid_data_exits_with_the_data_code(tmp_path: Path) -> None:
     frame["when"] = frame["when"].astype("datetime64[ns]")
     frame.to_parquet(data.with_suffix(".parquet"))
     result = trainer(
-        "--data-uri", str(data.with_suffix(".parquet")), "--target", "label",
-        "--model-name", "m", "--registry-uri", str(tmp_path / "r"),
+        "--data-uri",
+        str(data.with_suffix(".parquet")),
+        "--target",
+        "label",
+        "--model-name",
+        "m",
+        "--registry-uri",
+        str(tmp_path / "r"),
     )
     assert result.returncode == EXIT_DATA
     assert "feature 'when' is a date/time" in result.stderr

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import mixed_frame
 from trainer.data import Dataset, detect_task, load_sample, load_uri, prepare
 from trainer.errors import DataError
-from tests.conftest import mixed_frame
 
 
 def dataset(frame: pd.DataFrame, target: str = "label") -> Dataset:
     return Dataset(frame, target, "mem://test.csv", "0" * 64)
 
 
-def with_column(name: str, values: object, rows: int = 200) -> pd.DataFrame:
+def with_column(name: str, values: Any, rows: int = 200) -> pd.DataFrame:
     frame = mixed_frame(rows)
     frame[name] = values
     return frame

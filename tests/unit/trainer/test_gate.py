@@ -24,7 +24,7 @@ CASES = [
 @pytest.mark.parametrize(
     ("metric", "higher", "candidate", "champion", "tolerance", "accepted"), CASES
 )
-def test_gate(
+def test_gate(  # noqa: PLR0917 (one parameter per table column)
     metric: str,
     higher: bool,
     candidate: float,

@@ -12,12 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 from model_registry import Registry
 from model_registry.artifacts import dump_model
+from tests.conftest import mixed_frame
 from trainer.data import load_sample, prepare
 from trainer.errors import ConfigError, DataError
 from trainer.pipeline import build_pipeline
 from trainer.settings import TrainerSettings
 from trainer.train import run
-from tests.conftest import mixed_frame
 
 
 def settings(registry: Registry, **values: Any) -> TrainerSettings:
@@ -41,7 +41,11 @@ def test_sample_is_registered_with_complete_metadata(registry: Registry) -> None
     for feature in meta["features"]:
         assert feature["dtype"] == "float64"
         assert feature["min"] <= feature["max"]
-    assert meta["target"] == {"name": "diagnosis", "dtype": "object", "classes": ["benign", "malignant"]}
+    assert meta["target"] == {
+        "name": "diagnosis",
+        "dtype": "object",
+        "classes": ["benign", "malignant"],
+    }
     assert set(meta["metrics"]) >= {"accuracy", "f1", "roc_auc"}
     assert meta["metrics"]["roc_auc"] > 0.95
     training = meta["training"]
@@ -83,7 +87,9 @@ def test_registered_model_predicts_identically_after_loading(registry: Registry)
     ).fit(prepared.features, prepared.target)
     registry.publish("roundtrip", dump_model(pipeline), _metadata_from_run(registry))
     _, loaded = registry.load_model("roundtrip")
-    np.testing.assert_array_equal(loaded.predict(prepared.features), pipeline.predict(prepared.features))
+    np.testing.assert_array_equal(
+        loaded.predict(prepared.features), pipeline.predict(prepared.features)
+    )
     np.testing.assert_array_equal(
         loaded.predict_proba(prepared.features), pipeline.predict_proba(prepared.features)
     )
@@ -112,7 +118,9 @@ def test_metrics_in_metadata_are_those_of_the_stored_model(registry: Registry) -
 
 def test_worse_model_is_rejected_and_nothing_registered(registry: Registry) -> None:
     run(settings(registry, promote=True), registry)
-    worse = settings(registry, estimator="random-forest", param={"n_estimators": "3", "max_depth": "1"})
+    worse = settings(
+        registry, estimator="random-forest", param={"n_estimators": "3", "max_depth": "1"}
+    )
     result = run(worse, registry)
     assert result.outcome == "rejected"
     assert result.gate.basis == "same-holdout"
@@ -133,7 +141,15 @@ def test_tolerance_and_force_let_a_worse_model_in(registry: Registry) -> None:
 
 
 def test_better_model_passes_and_promotes(registry: Registry) -> None:
-    run(settings(registry, promote=True, estimator="random-forest", param={"n_estimators": "3", "max_depth": "1"}), registry)
+    run(
+        settings(
+            registry,
+            promote=True,
+            estimator="random-forest",
+            param={"n_estimators": "3", "max_depth": "1"},
+        ),
+        registry,
+    )
     result = run(settings(registry, promote=True), registry)
     assert result.outcome == "registered"
     assert result.gate.accepted
@@ -173,7 +189,12 @@ def test_invalid_data_registers_nothing(registry: Registry, tmp_path: Path) -> N
     path = tmp_path / "d.csv"
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match="x2"):
-        run(TrainerSettings(registry_uri=registry.uri, data_uri=str(path), target="label", model_name="m"), registry)
+        run(
+            TrainerSettings(
+                registry_uri=registry.uri, data_uri=str(path), target="label", model_name="m"
+            ),
+            registry,
+        )
     assert registry.storage.find("") == {}
 
 
