@@ -147,9 +147,16 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if binary is None:
         pytest.fail("prometheus-pushgateway is not installed: run `make system-deps`")
     port = free_port()
-    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    state = tmp_path_factory.mktemp("pushgateway")
+    # Debian's build persists to /var/lib/prometheus by default: keep this instance's state apart.
     process = start(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}/-/ready", log
+        [
+            binary,
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={state / 'pushgateway.data'}",
+        ],
+        f"http://127.0.0.1:{port}/-/ready",
+        state / "pushgateway.log",
     )
     try:
         yield f"http://127.0.0.1:{port}"
