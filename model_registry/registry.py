@@ -411,6 +411,30 @@ class Registry:
         )
 
 
+@_storage_errors
+def read_version_dir(uri: str) -> tuple[ModelMetadata, bytes]:
+    """Metadata and verified artifact bytes from one version's directory.
+
+    This is what KServe's storage initializer copies to ``/mnt/models`` from a ``storageUri`` that
+    points at ``{registry}/{model}/v{N}``; a local path, ``gs://`` or ``s3://`` URI all work.
+    """
+    storage = Storage(uri)
+    try:
+        raw = storage.read_bytes(METADATA_FILE)
+    except FileNotFoundError as error:
+        raise NotFound(f"no {METADATA_FILE} in {uri}: not a published model version") from error
+    try:
+        metadata = _validate(orjson.loads(raw), storage.url(METADATA_FILE))
+    except orjson.JSONDecodeError as error:
+        raise InvalidMetadata(f"{storage.url(METADATA_FILE)} is not valid JSON: {error}") from error
+    try:
+        data = storage.read_bytes(metadata.artifact.file)
+    except FileNotFoundError as error:
+        raise NotFound(f"{storage.url(metadata.artifact.file)} is missing") from error
+    _check_artifact(metadata, data)
+    return metadata, data
+
+
 def _check_artifact(metadata: ModelMetadata, data: bytes) -> None:
     digest = sha256_hex(data)
     if digest != metadata.artifact.sha256:

@@ -23,7 +23,12 @@ _context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Context
 )
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn duplicates its message with ANSI colours
+}
 
 
 @contextmanager
@@ -86,8 +91,14 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
-    """Configure the root logger once for the process (stderr, one handler)."""
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = "text", levels: Mapping[str, str] | None = None
+) -> None:
+    """Configure the root logger once for the process (stderr, one handler).
+
+    ``levels`` sets other libraries' loggers (e.g. ``{"uvicorn.access": "WARNING"}``); they lose
+    their own handlers and propagate to the root, so every line has one format.
+    """
     logging.config.dictConfig(
         {
             "version": 1,
@@ -106,5 +117,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
                 }
             },
             "root": {"level": level.upper(), "handlers": ["stderr"]},
+            "loggers": {
+                name: {"level": value.upper(), "handlers": [], "propagate": True}
+                for name, value in (levels or {}).items()
+            },
         }
     )

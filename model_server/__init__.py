@@ -1,0 +1,1 @@
+"""The custom KServe predictor: serves one registered scikit-learn model version."""

@@ -1,0 +1,122 @@
+"""``model-server``: serve one registered model version with KServe (V1 and V2 over HTTP)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model_server.settings import ModelServerSettings
+from serving_common.cli import parse_settings
+from serving_common.logging import bind_context, configure_logging
+
+if TYPE_CHECKING:
+    from model_server.model import SklearnModel
+
+EPILOG = """\
+endpoints:
+  V1  GET /v1/models/NAME            POST /v1/models/NAME:predict
+  V2  GET /v2/health/live|ready      GET /v2/models/NAME[/ready]   POST /v2/models/NAME/infer
+      GET /metrics (Prometheus; complete across --workers)
+
+responses carry the answering version: "model_version" in the body and an x-model-version
+header; x-request-id is echoed (or generated).
+
+exit codes:
+  0  stopped cleanly (SIGTERM or SIGINT; in-flight requests finish first)
+  1  the server failed to start
+  2  bad flags or settings
+A model that fails to load does not stop the server: readiness answers 503 with the reason.
+
+examples:
+  model-server --registry-uri ./registry --model-name breast-cancer --model-version production
+  model-server --model-dir /mnt/models --model-name churn --workers 4 --log-format json
+"""
+
+
+def configure_server_logging(settings: ModelServerSettings) -> None:
+    """One format for our logs, KServe's and uvicorn's; no per-request trace lines."""
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        levels={
+            "kserve": "WARNING" if settings.log_level == "INFO" else settings.log_level,
+            "kserve.trace": "WARNING",
+            "uvicorn": "INFO",
+            "uvicorn.error": "INFO",
+            "uvicorn.access": "WARNING",
+        },
+    )
+
+
+def publish_model_info(model: SklearnModel) -> None:
+    """Set ``model_server_model_info`` for the loaded version (nothing when not loaded)."""
+    from model_server.metrics import set_model_info
+
+    if model.ready and model.metadata is not None:
+        set_model_info(
+            model.name,
+            model.version,
+            model.settings.revision or "",
+            model.metadata.provenance.sklearn,
+        )
+
+
+def _prepare_multiprocess_metrics(workers: int) -> None:
+    """Point prometheus_client at a fresh shared directory before it is imported."""
+    if workers <= 1:
+        return
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="model-server-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(
+        ModelServerSettings,
+        argv,
+        prog="model-server",
+        description=ModelServerSettings.__doc__ or "",
+        epilog=EPILOG,
+    )
+    if settings.revision is None:
+        settings.revision = os.environ.get("K_REVISION", "")
+    # KServe parses sys.argv when imported, and spawned workers re-import it: hand it nothing.
+    sys.argv = sys.argv[:1]
+    _prepare_multiprocess_metrics(settings.workers)
+    configure_server_logging(settings)
+
+    import kserve.model_server
+
+    from model_server.app import install
+    from model_server.model import SklearnModel
+    from model_server.server import PredictorServer
+
+    model = SklearnModel(settings)
+    model.load()
+    bind_context(model_name=model.name, model_version=model.version)
+    publish_model_info(model)
+    if settings.workers == 1:
+        install(kserve.model_server.app, model, access_log=settings.access_log)
+    server = PredictorServer(settings)
+    try:
+        server.serve(model)
+    finally:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        if settings.workers > 1 and directory.startswith(tempfile.gettempdir()):
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

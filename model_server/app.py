@@ -1,0 +1,235 @@
+"""HTTP handlers placed in front of KServe's routes on KServe's FastAPI app.
+
+KServe's own V1/V2 handlers answer "ready" for a model that failed to load, report every
+exception as a 500, and log a timing line per request. These handlers keep KServe's paths and
+payloads, and add what this project needs: 400s that name the problem, 404/503 with a reason, the
+answering version in every response, request ids, and the metrics of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from kserve.errors import InvalidInput
+
+from model_server import codec
+from model_server.metrics import ModelMetrics, exposition
+
+if TYPE_CHECKING:
+    from model_server.model import SklearnModel
+
+log = logging.getLogger("model_server.access")
+errors_log = logging.getLogger("model_server")
+
+JSON = "application/json"
+_JSON_TYPES = ("application/json", "application/octet-stream")
+
+
+class _Refused(Exception):
+    """A request answered with ``status`` and ``message`` (404, 415-as-400, 503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+class Handlers:
+    """Routes for one served model."""
+
+    def __init__(self, model: SklearnModel, access_log: bool) -> None:
+        self.model = model
+        self.access_log = access_log
+        self._metrics: ModelMetrics | None = None
+
+    def metrics(self) -> ModelMetrics:
+        if self._metrics is None or self._metrics.model_version != self.model.version:
+            schema = self.model.schema
+            self._metrics = ModelMetrics(
+                self.model.name, self.model.version, schema.classes if schema else None
+            )
+        return self._metrics
+
+    def _headers(self, request_id: str | None = None) -> dict[str, str]:
+        headers = {"x-model-version": self.model.version}
+        if request_id:
+            headers["x-request-id"] = request_id
+        return headers
+
+    def _check_model(self, model_name: str) -> None:
+        if model_name != self.model.name:
+            raise _Refused(
+                404,
+                f"model {model_name!r} is not served here (this server serves {self.model.name!r})",
+            )
+        if not self.model.ready:
+            raise _Refused(503, f"model {model_name!r} is not ready: {self.model.load_error}")
+
+    # -- inference -----------------------------------------------------------------------
+
+    async def v1_predict(self, model_name: str, request: Request) -> Response:
+        return await self._infer(model_name, request, "v1")
+
+    async def v2_infer(self, model_name: str, request: Request) -> Response:
+        return await self._infer(model_name, request, "v2")
+
+    async def _infer(self, model_name: str, request: Request, protocol: str) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        model = self.model
+        status = 200
+        try:
+            self._check_model(model_name)
+            content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+            if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+                raise InvalidInput(
+                    f"content type {content_type!r} is not supported; send application/json"
+                )
+            body = await request.body()
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInput(f"malformed JSON: {error}") from error
+            schema = model.schema
+            assert schema is not None
+            if protocol == "v1":
+                decoded = codec.decode_v1(document, schema)
+            else:
+                decoded = codec.decode_v2(document, schema)
+            inference_started = time.perf_counter()
+            labels, proba = model.infer(decoded.frame, decoded.probabilities)
+            self.metrics().predicted(labels, time.perf_counter() - inference_started)
+            if protocol == "v1":
+                payload = codec.encode_v1(labels, proba, schema, model.name, model.version)
+            else:
+                payload = codec.encode_v2(
+                    labels=labels,
+                    probabilities=proba,
+                    decoded=decoded,
+                    schema=schema,
+                    model_name=model.name,
+                    model_version=model.version,
+                )
+        except InvalidInput as error:
+            status, payload = 400, {"error": str(error)}
+        except _Refused as error:
+            status, payload = error.status, {"error": str(error)}
+        except Exception:
+            errors_log.exception("inference failed (request id %s)", request_id)
+            status = 500
+            payload = {
+                "error": f"internal error; the server log has the details (request id {request_id})"
+            }
+        response = _json(status, payload, self._headers(request_id))
+        elapsed = time.perf_counter() - started
+        if status != 404:  # an unknown model name is client input: keep it out of labels
+            self.metrics().request(protocol, status, elapsed)
+        if self.access_log:
+            log.info(
+                "%s %s %d",
+                request.method,
+                request.url.path,
+                status,
+                extra={
+                    "request_id": request_id,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "protocol": protocol,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                },
+            )
+        return response
+
+    # -- health and metadata -------------------------------------------------------------
+
+    async def server_ready(self) -> Response:
+        if self.model.ready:
+            return _json(200, {"ready": True}, self._headers())
+        return _json(503, {"ready": False, "error": self.model.load_error}, self._headers())
+
+    async def v2_model_ready(self, model_name: str) -> Response:
+        try:
+            self._check_model(model_name)
+        except _Refused as error:
+            return _json(
+                error.status,
+                {"name": model_name, "ready": False, "error": str(error)},
+                self._headers(),
+            )
+        return _json(200, {"name": model_name, "ready": True}, self._headers())
+
+    async def v1_model_ready(self, model_name: str) -> Response:
+        try:
+            self._check_model(model_name)
+        except _Refused as error:
+            return _json(error.status, {"error": str(error)}, self._headers())
+        body = {"name": model_name, "ready": True, "model_version": self.model.version}
+        return _json(200, body, self._headers())
+
+    async def v2_model_metadata(self, model_name: str) -> Response:
+        try:
+            self._check_model(model_name)
+        except _Refused as error:
+            return _json(error.status, {"error": str(error)}, self._headers())
+        meta = self.model.metadata
+        assert meta is not None
+        body = {
+            "name": model_name,
+            "versions": [self.model.version],
+            "platform": "sklearn",
+            "inputs": self.model.get_input_types(),
+            "outputs": self.model.get_output_types(),
+            "parameters": {
+                "task": meta.task,
+                "features": [f.model_dump(mode="json", exclude_none=True) for f in meta.features],
+                "classes": meta.target.classes,
+                "created_at": meta.created_at.isoformat(),
+                "sha256": meta.artifact.sha256,
+            },
+        }
+        return _json(200, body, self._headers())
+
+    async def metrics_endpoint(self) -> Response:
+        data, content_type = exposition()
+        return Response(data, media_type=content_type)
+
+
+def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> None:
+    """Put this project's routes in front of whatever ``app`` already has or gets later."""
+    handlers = Handlers(model, access_log)
+    router = APIRouter()
+    router.add_api_route("/metrics", handlers.metrics_endpoint, methods=["GET"])
+    router.add_api_route("/v2/health/ready", handlers.server_ready, methods=["GET"])
+    router.add_api_route("/v1/models/{model_name}:predict", handlers.v1_predict, methods=["POST"])
+    router.add_api_route("/v1/models/{model_name}", handlers.v1_model_ready, methods=["GET"])
+    router.add_api_route("/v2/models/{model_name}/infer", handlers.v2_infer, methods=["POST"])
+    router.add_api_route("/v2/models/{model_name}/ready", handlers.v2_model_ready, methods=["GET"])
+    router.add_api_route("/v2/models/{model_name}", handlers.v2_model_metadata, methods=["GET"])
+    app.router.routes[0:0] = router.routes
+
+
+_installed_in_worker = False
+
+
+def install_in_worker(model: SklearnModel) -> None:
+    """In a KServe worker process (spawned, fresh imports): logging, routes, model info."""
+    global _installed_in_worker  # noqa: PLW0603 (once per process)
+    if _installed_in_worker:
+        return
+    _installed_in_worker = True
+    from model_server.__main__ import configure_server_logging, publish_model_info
+
+    configure_server_logging(model.settings)
+    import kserve.model_server
+
+    install(kserve.model_server.app, model, access_log=model.settings.access_log)
+    publish_model_info(model)

@@ -1,0 +1,466 @@
+"""Decode and validate V1 and V2 (Open Inference Protocol) requests; encode responses.
+
+Every client mistake raises ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the
+instance, feature or tensor at fault. Decoding is transport-free: the HTTP handlers and the
+``kserve.Model.predict`` path share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve.errors import InvalidInput
+
+from model_registry.metadata import ModelMetadata
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+V2_NUMERIC = frozenset(
+    {
+        "FP16",
+        "FP32",
+        "FP64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+    }
+)
+V2_INTEGER = frozenset(t for t in V2_NUMERIC if "INT" in t)
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """What the served model takes, from its registry metadata."""
+
+    names: tuple[str, ...]
+    categorical: frozenset[str]
+    nullable: frozenset[str]
+    classes: tuple[Any, ...] | None
+    max_rows: int
+
+    @classmethod
+    def from_metadata(cls, metadata: ModelMetadata, max_rows: int) -> FeatureSchema:
+        return cls(
+            names=tuple(f.name for f in metadata.features),
+            categorical=frozenset(f.name for f in metadata.features if f.kind == "categorical"),
+            nullable=frozenset(f.name for f in metadata.features if f.nullable),
+            classes=tuple(metadata.target.classes) if metadata.target.classes is not None else None,
+            max_rows=max_rows,
+        )
+
+    @property
+    def numeric_only(self) -> bool:
+        return not self.categorical
+
+    def outputs(self) -> tuple[str, ...]:
+        """Output names this model can return."""
+        return (PREDICT, PREDICT_PROBA) if self.classes is not None else (PREDICT,)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A validated request: rows as a DataFrame in feature order, and what to return."""
+
+    frame: pd.DataFrame
+    probabilities: bool
+    outputs: tuple[str, ...] = (PREDICT,)
+    request_id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "an object"
+    return repr(value)
+
+
+def _check_rows(count: int, schema: FeatureSchema, what: str) -> None:
+    if count == 0:
+        raise InvalidInput(f"empty batch: {what} has no rows")
+    if count > schema.max_rows:
+        raise InvalidInput(
+            f"batch of {count} rows is larger than the limit of {schema.max_rows} "
+            "(split it, or raise --max-batch-rows)"
+        )
+
+
+def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: str) -> InvalidInput:
+    """The first value of feature ``name`` that the model cannot take, as an error."""
+    categorical = name in schema.categorical
+    nullable = name in schema.nullable
+    for index, value in enumerate(values):
+        place = f"feature {name!r} of {where} {index}"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if nullable:
+                continue
+            return InvalidInput(
+                f"{place} is missing ({_describe(value)}); the model was trained without "
+                "missing values for it"
+            )
+        if categorical:
+            if not isinstance(value, str):
+                return InvalidInput(
+                    f"{place} must be a string (a category), got {_describe(value)}"
+                )
+            continue
+        if isinstance(value, bool) or not isinstance(value, _NUMBER):
+            return InvalidInput(f"{place} must be a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            return InvalidInput(f"{place} is not a finite number ({value})")
+    return InvalidInput(f"feature {name!r} has a value the model cannot take")
+
+
+def _column(schema: FeatureSchema, name: str, values: Sequence[Any], where: str) -> Any:
+    """A validated column: float64 array for numbers, object array of str for categories."""
+    kinds = {type(v) for v in values}
+    if name in schema.categorical:
+        allowed = {str, type(None)} if name in schema.nullable else {str}
+        if kinds <= allowed:
+            return np.array(values, dtype=object)
+        raise _bad_value(schema, name, values, where)
+    allowed_num = {int, float, type(None)} if name in schema.nullable else {int, float}
+    if kinds <= allowed_num:
+        array = np.array(values, dtype=np.float64)  # None -> nan
+        finite = np.isfinite(array)
+        if finite.all() or (name in schema.nullable and not np.isinf(array).any()):
+            return array
+    raise _bad_value(schema, name, values, where)
+
+
+def _frame_from_columns(
+    schema: FeatureSchema, columns: Sequence[Sequence[Any]], where: str
+) -> pd.DataFrame:
+    data = {
+        name: _column(schema, name, values, where)
+        for name, values in zip(schema.names, columns, strict=True)
+    }
+    return pd.DataFrame(data, columns=list(schema.names))
+
+
+def _numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> pd.DataFrame:
+    """Fast path: a list of equal-length rows of plain numbers for an all-numeric model."""
+    kinds = {type(v) for row in rows for v in row}
+    if kinds <= {int, float}:
+        matrix = np.array(rows, dtype=np.float64)
+        if np.isfinite(matrix).all():
+            return pd.DataFrame(matrix, columns=list(schema.names), copy=False)
+    return _frame_from_columns(schema, list(zip(*rows, strict=True)), where)
+
+
+# -- V1 --------------------------------------------------------------------------------------
+
+
+def _v1_objects(instances: list[Any], schema: FeatureSchema) -> pd.DataFrame:
+    expected = set(schema.names)
+    for index, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise InvalidInput(
+                f"instance {index} is {_describe(row)}; every instance must be an object "
+                "when the first one is"
+            )
+        if row.keys() != expected:
+            missing = [n for n in schema.names if n not in row]
+            unknown = sorted(set(row) - expected)
+            parts = []
+            if missing:
+                parts.append(f"missing features: {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown features: {', '.join(unknown)}")
+            raise InvalidInput(f"instance {index} has {'; '.join(parts)}")
+    columns = [[row[name] for row in instances] for name in schema.names]
+    return _frame_from_columns(schema, columns, "instance")
+
+
+def _v1_lists(instances: list[Any], schema: FeatureSchema) -> pd.DataFrame:
+    width = len(schema.names)
+    for index, row in enumerate(instances):
+        if not isinstance(row, list):
+            raise InvalidInput(
+                f"instance {index} is {_describe(row)}; send a list of {width} feature values "
+                "or an object keyed by feature name"
+            )
+        if len(row) != width:
+            raise InvalidInput(
+                f"instance {index} has {len(row)} values; the model takes {width} features "
+                f"({_some(schema.names)})"
+            )
+    if schema.numeric_only:
+        return _numeric_matrix(schema, instances, "instance")
+    return _frame_from_columns(schema, list(zip(*instances, strict=True)), "instance")
+
+
+def _some(names: Sequence[str], count: int = 5) -> str:
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
+def decode_v1(body: Any, schema: FeatureSchema) -> Decoded:
+    """``{"instances": [[...]] | [{"feature": value}], "return_probabilities": bool}``."""
+    if not isinstance(body, dict):
+        raise InvalidInput('request body must be a JSON object such as {"instances": [[...]]}')
+    if "instances" not in body:
+        raise InvalidInput(
+            "missing 'instances': send {\"instances\": [[v1, v2, ...], ...]} with values in "
+            f"feature order ({_some(schema.names)}) or objects keyed by feature name"
+        )
+    instances = body["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f"'instances' must be a list of rows, got {_describe(instances)}")
+    _check_rows(len(instances), schema, "'instances'")
+    probabilities = body.get("return_probabilities", False)
+    if not isinstance(probabilities, bool):
+        raise InvalidInput("'return_probabilities' must be true or false")
+    if probabilities and schema.classes is None:
+        raise InvalidInput(
+            "'return_probabilities' is only for classifiers; this model is a regressor"
+        )
+    if isinstance(instances[0], dict):
+        return Decoded(_v1_objects(instances, schema), probabilities)
+    return Decoded(_v1_lists(instances, schema), probabilities)
+
+
+def encode_v1(
+    labels: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any] | None,
+    schema: FeatureSchema,
+    model_name: str,
+    model_version: str,
+) -> dict[str, Any]:
+    """``{"predictions": [...], "model_name", "model_version"}`` (+ probabilities and classes)."""
+    response: dict[str, Any] = {
+        "predictions": labels.tolist(),
+        "model_name": model_name,
+        "model_version": model_version,
+    }
+    if probabilities is not None:
+        response["probabilities"] = probabilities.tolist()
+        response["classes"] = list(schema.classes or ())
+    return response
+
+
+# -- V2 --------------------------------------------------------------------------------------
+
+
+def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], list[Any]]:
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise InvalidInput(f"input {name!r} needs a 'shape': a list of non-negative integers")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r} needs 'data': a list of values")
+    if data and isinstance(data[0], list):
+        flat: list[Any] = []
+        stack: list[Any] = [data]
+        while stack:  # flatten nested lists in row-major order
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(reversed(item))
+            else:
+                flat.append(item)
+        data = flat
+    size = math.prod(shape)
+    if len(data) != size:
+        raise InvalidInput(
+            f"input {name!r} has {len(data)} values but its shape {shape} needs {size}"
+        )
+    return shape, data
+
+
+def _check_datatype(
+    schema: FeatureSchema, tensor_name: str, datatype: Any, features: Sequence[str]
+) -> None:
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"input {tensor_name!r} needs a 'datatype' such as FP64 or BYTES")
+    for feature in features:
+        if feature in schema.categorical and datatype != "BYTES":
+            raise InvalidInput(
+                f"input {tensor_name!r} is {datatype}, but feature {feature!r} is categorical: "
+                "send it as BYTES (strings)"
+            )
+        if feature not in schema.categorical and datatype not in V2_NUMERIC:
+            raise InvalidInput(
+                f"input {tensor_name!r} is {datatype}, but feature {feature!r} is numeric: send "
+                f"one of {', '.join(sorted(V2_NUMERIC))}"
+            )
+
+
+def _check_integers(tensor_name: str, datatype: str, values: Sequence[Any]) -> None:
+    if datatype in V2_INTEGER:
+        for value in values:
+            if isinstance(value, float) and not value.is_integer():
+                raise InvalidInput(
+                    f"input {tensor_name!r} is {datatype} but holds {value}, "
+                    "which is not an integer"
+                )
+
+
+def _requested_outputs(body: dict[str, Any], schema: FeatureSchema) -> tuple[str, ...]:
+    requested = body.get("outputs")
+    if requested is None:
+        return (PREDICT,)
+    if not isinstance(requested, list) or not requested:
+        raise InvalidInput("'outputs' must be a non-empty list of {\"name\": ...} objects")
+    names = []
+    for item in requested:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in schema.outputs():
+            raise InvalidInput(
+                f"unknown output {name!r}; this model has outputs: {', '.join(schema.outputs())}"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> pd.DataFrame:
+    """One [N, F] tensor holding every feature in model order."""
+    name = tensor["name"]
+    width = len(schema.names)
+    shape, values = _tensor_values(tensor, name)
+    rows, columns = shape
+    if columns != width:
+        raise InvalidInput(
+            f"input {name!r} has shape {shape}; the model takes {width} features, so send "
+            f"[N, {width}] (or one [N] tensor per feature, named by feature)"
+        )
+    _check_rows(rows, schema, f"input {name!r}")
+    _check_datatype(schema, name, tensor.get("datatype"), schema.names)
+    _check_integers(name, tensor["datatype"], values)
+    matrix = [values[r * width : (r + 1) * width] for r in range(rows)]
+    if schema.numeric_only:
+        return _numeric_matrix(schema, matrix, "row")
+    return _frame_from_columns(schema, list(zip(*matrix, strict=True)), "row")
+
+
+def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+    """One [N] (or [N, 1]) tensor per feature, named by feature."""
+    by_name = {t["name"]: t for t in inputs}
+    if len(by_name) != len(inputs):
+        raise InvalidInput("input names must be unique")
+    missing = [n for n in schema.names if n not in by_name]
+    unknown = sorted(set(by_name) - set(schema.names))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing inputs for features: {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown inputs: {', '.join(unknown)}")
+        raise InvalidInput(
+            "; ".join(parts)
+            + f". Send one [N] tensor per feature, or one [N, {len(schema.names)}] tensor"
+        )
+    columns = []
+    rows = None
+    for feature in schema.names:
+        tensor = by_name[feature]
+        shape, values = _tensor_values(tensor, feature)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInput(f"input {feature!r} has shape {shape}; send [N] or [N, 1]")
+        if rows is None:
+            rows = shape[0]
+            _check_rows(rows, schema, f"input {feature!r}")
+        elif shape[0] != rows:
+            raise InvalidInput(
+                f"input {feature!r} has {shape[0]} rows but input {schema.names[0]!r} has {rows}"
+            )
+        _check_datatype(schema, feature, tensor.get("datatype"), (feature,))
+        _check_integers(feature, tensor["datatype"], values)
+        columns.append(values)
+    return _frame_from_columns(schema, columns, "row")
+
+
+def decode_v2(body: Any, schema: FeatureSchema) -> Decoded:
+    """Open Inference Protocol request: one [N, F] tensor, or one [N] tensor per feature."""
+    if not isinstance(body, dict):
+        raise InvalidInput('request body must be a JSON object such as {"inputs": [...]}')
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    parameters = body.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
+    outputs = _requested_outputs(body, schema)
+    for index, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise InvalidInput(f"input {index} must be an object with a string 'name'")
+    first = inputs[0]
+    if len(inputs) == 1 and isinstance(first.get("shape"), list) and len(first["shape"]) == 2:
+        frame = _v2_matrix(first, schema)
+    else:
+        frame = _v2_per_feature(inputs, schema)
+    return Decoded(frame, PREDICT_PROBA in outputs, outputs, request_id, parameters)
+
+
+def _v2_datatype(array: np.ndarray[Any, Any]) -> str:
+    kind = array.dtype.kind
+    if kind == "b":
+        return "BOOL"
+    if kind in "iu":
+        return "INT64"
+    if kind == "f":
+        return "FP64"
+    return "BYTES"
+
+
+def encode_v2(
+    *,
+    labels: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any] | None,
+    decoded: Decoded,
+    schema: FeatureSchema,
+    model_name: str,
+    model_version: str,
+) -> dict[str, Any]:
+    """Open Inference Protocol response with the requested outputs, flattened row-major."""
+    outputs = []
+    for name in decoded.outputs:
+        if name == PREDICT:
+            outputs.append(
+                {
+                    "name": PREDICT,
+                    "datatype": _v2_datatype(labels),
+                    "shape": [len(labels)],
+                    "data": labels.tolist(),
+                }
+            )
+        elif probabilities is not None:
+            outputs.append(
+                {
+                    "name": PREDICT_PROBA,
+                    "datatype": "FP64",
+                    "shape": list(probabilities.shape),
+                    "data": probabilities.ravel().tolist(),
+                    "parameters": {"classes": list(schema.classes or ())},
+                }
+            )
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": outputs,
+    }
+    if decoded.request_id is not None:
+        response["id"] = decoded.request_id
+    return response

@@ -1,0 +1,125 @@
+"""The server's Prometheus metrics (DESIGN.md, "Metrics") and the ``/metrics`` exposition.
+
+With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set before this module is
+imported, so every worker writes its values to files there and ``/metrics`` (served by any
+worker) merges them all: the scrape sees every worker's counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+MAX_CLASS_LABELS = 50
+"""Classifiers with more classes than this get no per-class prediction counter."""
+
+REQUESTS = Counter(
+    "model_server_requests_total",
+    "Inference requests by protocol and HTTP status code.",
+    ["model_name", "model_version", "protocol", "code"],
+)
+REQUEST_DURATION = Histogram(
+    "model_server_request_duration_seconds",
+    "Inference request latency, from the handler receiving the request to the response.",
+    ["model_name", "model_version", "protocol"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_DURATION = Histogram(
+    "model_server_inference_duration_seconds",
+    "Time in the model's predict (and predict_proba) alone.",
+    ["model_name", "model_version"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_ROWS = Histogram(
+    "model_server_batch_rows",
+    "Rows per inference request.",
+    ["model_name", "model_version"],
+    buckets=ROW_BUCKETS,
+)
+PREDICTIONS = Counter(
+    "model_server_predictions_total",
+    "Predictions by predicted class (classifiers with at most 50 classes).",
+    ["model_name", "model_version", "predicted_class"],
+)
+MODEL_INFO = Gauge(
+    "model_server_model_info",
+    "The model version this server serves (value 1).",
+    ["model_name", "model_version", "revision", "sklearn_version"],
+    multiprocess_mode="max",
+)
+
+
+class ModelMetrics:
+    """Pre-bound metric children for one served model version (no label lookups per request)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        classes: Iterable[Any] | None,
+    ) -> None:
+        self.model_name, self.model_version = model_name, model_version
+        self._durations = {
+            p: REQUEST_DURATION.labels(model_name, model_version, p) for p in ("v1", "v2")
+        }
+        self._requests: dict[tuple[str, int], Any] = {}
+        self.inference = INFERENCE_DURATION.labels(model_name, model_version)
+        self.rows = BATCH_ROWS.labels(model_name, model_version)
+        class_list = list(classes) if classes is not None else []
+        self._classes = (
+            {str(c): PREDICTIONS.labels(model_name, model_version, str(c)) for c in class_list}
+            if 0 < len(class_list) <= MAX_CLASS_LABELS
+            else {}
+        )
+
+    def request(self, protocol: str, code: int, seconds: float) -> None:
+        """Count one inference request and its latency."""
+        key = (protocol, code)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = REQUESTS.labels(self.model_name, self.model_version, protocol, str(code))
+            self._requests[key] = counter
+        counter.inc()
+        self._durations[protocol].observe(seconds)
+
+    def predicted(self, labels: np.ndarray[Any, Any], seconds: float) -> None:
+        """Record one batch's inference time, size and predicted classes."""
+        self.inference.observe(seconds)
+        self.rows.observe(len(labels))
+        if self._classes:
+            values, counts = np.unique(labels, return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                child = self._classes.get(str(value))
+                if child is not None:
+                    child.inc(count)
+
+
+def set_model_info(model_name: str, model_version: str, revision: str, sklearn: str) -> None:
+    """Publish the served version (the ``_info`` gauge, value 1)."""
+    MODEL_INFO.labels(model_name, model_version, revision, sklearn).set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every metric: merged across workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,169 @@
+"""``SklearnModel``: the ``kserve.Model`` that serves one registered scikit-learn version."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from model_registry import Registry, RegistryError
+from model_registry.artifacts import load_model
+from model_registry.metadata import ModelMetadata
+from model_registry.registry import read_version_dir
+from model_server import codec
+from model_server.settings import ModelServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class SklearnModel(Model):  # type: ignore[misc]
+    """Loads a verified, type-checked version and predicts on validated DataFrames.
+
+    ``load`` never raises: a failed load leaves ``ready`` False and ``load_error`` set, so the
+    server answers 503 on readiness with the reason instead of serving garbage.
+    """
+
+    def __init__(self, settings: ModelServerSettings) -> None:
+        super().__init__(settings.model_name or "model")
+        self.settings = settings
+        self.metadata: ModelMetadata | None = None
+        self.schema: codec.FeatureSchema | None = None
+        self.pipeline: Any = None
+        self.load_error: str | None = "not loaded yet"
+        self.version = "unknown"
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _read(self) -> tuple[ModelMetadata, bytes]:
+        settings = self.settings
+        if settings.model_dir is not None:
+            return read_version_dir(settings.model_dir)
+        assert settings.registry_uri is not None
+        assert settings.model_name is not None
+        registry = Registry(settings.registry_uri)
+        return registry.read_artifact(settings.model_name, settings.model_version)
+
+    def load(self) -> bool:
+        """Load and verify the version; on failure stay not ready and log why."""
+        source = self.settings.model_dir or (
+            f"{self.settings.registry_uri} {self.settings.model_name} {self.settings.model_version}"
+        )
+        started = time.perf_counter()
+        try:
+            metadata, blob = self._read()
+            pipeline = load_model(
+                blob, metadata.artifact.format, allow_pickle=self.settings.allow_pickle
+            )
+            expected = getattr(pipeline, "feature_names_in_", None)
+            if expected is not None and list(expected) != metadata.feature_names:
+                raise RegistryError(
+                    "the model's feature names do not match metadata.json: "
+                    f"{list(expected)[:5]}... vs {metadata.feature_names[:5]}..."
+                )
+        except (RegistryError, OSError) as error:
+            self.ready = False
+            self.load_error = f"cannot load model from {source}: {error}"
+            log.error("%s", self.load_error)
+            return False
+        if self.settings.model_name and self.settings.model_name != metadata.model_name:
+            log.info("serving %s %s as %r", metadata.model_name, metadata.version, self.name)
+        else:
+            self.name: str = metadata.model_name
+        self.metadata = metadata
+        self.version = metadata.version
+        self.pipeline = pipeline
+        self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
+        self.load_error = None
+        self.ready = True
+        log.info(
+            "loaded %s %s from %s in %.2fs (%d features, %s)",
+            metadata.model_name,
+            metadata.version,
+            source,
+            time.perf_counter() - started,
+            len(metadata.features),
+            metadata.task,
+        )
+        return True
+
+    # -- inference -----------------------------------------------------------------------
+
+    def infer(
+        self, frame: pd.DataFrame, probabilities: bool
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        """Labels (or values) and, when asked, class probabilities for validated rows."""
+        try:
+            labels = self.pipeline.predict(frame)
+            proba = self.pipeline.predict_proba(frame) if probabilities else None
+        except (ValueError, TypeError) as error:
+            # Validation runs first, so this is rare; it is still the client's input.
+            raise InvalidInput(f"the model cannot use this input: {error}") from error
+        return np.asarray(labels), proba
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """KServe's data-plane entry (gRPC, or KServe's own REST routes): same codec and checks."""
+        assert self.schema is not None
+        if isinstance(payload, InferRequest):
+            decoded = codec.decode_v2(payload.to_rest(), self.schema)
+            labels, proba = self.infer(decoded.frame, decoded.probabilities)
+            body = codec.encode_v2(
+                labels=labels,
+                probabilities=proba,
+                decoded=decoded,
+                schema=self.schema,
+                model_name=self.name,
+                model_version=self.version,
+            )
+            return InferResponse.from_rest(body)
+        decoded = codec.decode_v1(payload, self.schema)
+        labels, proba = self.infer(decoded.frame, decoded.probabilities)
+        return codec.encode_v1(labels, proba, self.schema, self.name, self.version)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """One V2 input per feature: its name, datatype (FP64 or BYTES) and shape [-1]."""
+        if self.metadata is None:
+            return []
+        return [
+            {
+                "name": f.name,
+                "datatype": "BYTES" if f.kind == "categorical" else "FP64",
+                "shape": [-1],
+            }
+            for f in self.metadata.features
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """``predict`` (labels or values) and, for classifiers, ``predict_proba``."""
+        if self.metadata is None:
+            return []
+        target = self.metadata.target
+        classes = target.classes
+        if classes is None:
+            return [{"name": codec.PREDICT, "datatype": "FP64", "shape": [-1]}]
+        label_type = "BYTES" if any(isinstance(c, str) for c in classes) else "INT64"
+        return [
+            {"name": codec.PREDICT, "datatype": label_type, "shape": [-1]},
+            {"name": codec.PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(classes)]},
+        ]
+
+    # -- worker processes ----------------------------------------------------------------
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored in a KServe worker process: put our routes in front of KServe's there too."""
+        self.__dict__.update(state)
+        from model_server import app
+
+        app.install_in_worker(self)

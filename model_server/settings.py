@@ -1,0 +1,66 @@
+"""Model server settings: ``MODEL_SERVER_*`` environment variables or ``--kebab-case`` flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving_common.logging import LogFormat
+
+
+class ModelServerSettings(BaseSettings):
+    """Serve one registered scikit-learn model version over KServe's V1 and V2 HTTP APIs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODEL_SERVER_",
+        use_attribute_docstrings=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    model_dir: str | None = None
+    """Directory of one model version (metadata.json and the artifact), e.g. /mnt/models where
+    KServe's storage initializer puts storageUri. A path, gs:// or s3:// URI."""
+    registry_uri: str | None = None
+    """Load from this registry instead of --model-dir (with --model-name and --model-version)."""
+    model_name: str | None = None
+    """Name served on /v1/models/NAME and /v2/models/NAME, and the registry model to load.
+    Defaults to the name in the version's metadata."""
+    model_version: str = "production"
+    """Registry version to serve: v3, 3, latest or an alias such as production."""
+    allow_pickle: bool = False
+    """Allow loading joblib (pickle) model files, which run code on load."""
+    host: str = "0.0.0.0"  # noqa: S104 (a server in a pod listens on all interfaces)
+    """Address to listen on."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """HTTP port."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes. Metrics stay complete across workers (Prometheus multiprocess mode)."""
+    max_batch_rows: int = Field(default=1000, ge=1)
+    """Largest batch (rows per request) accepted; larger ones are a 400."""
+    grace_period_seconds: int = Field(default=30, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish."""
+    timeout_keep_alive: int = Field(default=65, ge=1)
+    """Keep-alive timeout in seconds; keep it above the proxy's idle timeout."""
+    revision: str | None = None
+    """Knative revision serving this process; defaults to K_REVISION, which Knative sets."""
+    enable_grpc: bool = False
+    """Also start KServe's gRPC V2 server."""
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    """gRPC port (with --enable-grpc)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""
+    log_format: LogFormat = "text"
+    """text for terminals, json for log collectors (one JSON object per line)."""
+    access_log: bool = False
+    """Log one line per inference request (model, version, request id, status, latency)."""
+
+    @model_validator(mode="after")
+    def _check_source(self) -> ModelServerSettings:
+        if (self.model_dir is None) == (self.registry_uri is None):
+            raise ValueError("give exactly one of --model-dir or --registry-uri")
+        if self.registry_uri is not None and not self.model_name:
+            raise ValueError("--model-name is required with --registry-uri")
+        return self
