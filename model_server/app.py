@@ -93,6 +93,8 @@ class Handlers:
                 raise InvalidInput(
                     f"content type {content_type!r} is not supported; send application/json"
                 )
+            if "inference-header-content-length" in request.headers:
+                raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
             body = await request.body()
             try:
                 document = orjson.loads(body)

@@ -1,0 +1,542 @@
+"""The real model server, as a process on 127.0.0.1, over HTTP (and with KServe's client)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+from model_registry import Registry
+from tests.conftest import mixed_frame
+from tests.integration.server_harness import ServerProcess, metric_samples
+from trainer.settings import TrainerSettings
+from trainer.train import run
+
+pytestmark = pytest.mark.integration
+
+CANCER = "breast-cancer"
+ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40.0, 0.007,
+       0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
+       0.084]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registry with a classifier, a regressor and a model with a categorical feature."""
+    root = tmp_path_factory.mktemp("served") / "registry"
+    uri = str(root)
+    run(TrainerSettings(sample="breast-cancer", registry_uri=uri, promote=True))
+    run(TrainerSettings(sample="diabetes", registry_uri=uri, promote=True))
+    data = root.parent / "shop.csv"
+    mixed_frame(300).to_csv(data, index=False)
+    run(TrainerSettings(data_uri=str(data), target="label", model_name="shop", registry_uri=uri))
+    return uri
+
+
+@pytest.fixture(scope="module")
+def server(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--max-batch-rows", "100"]
+    with ServerProcess(args, tmp_path_factory.mktemp("logs")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def shop(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    args = ["--registry-uri", registry_uri, "--model-name", "shop", "--model-version", "latest"]
+    with ServerProcess(args, tmp_path_factory.mktemp("logs")) as process:
+        yield process
+
+
+def v2_matrix(
+    rows: list[list[Any]], datatype: str = "FP64", name: str = "input-0"
+) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(rows), len(rows[0]) if rows else 30],
+                "datatype": datatype,
+                "data": [v for r in rows for v in r],
+            }
+        ]
+    }
+
+
+# -- readiness, metadata, versions ---------------------------------------------------------
+
+
+def test_ready_after_load_and_loaded_before_listening(server: ServerProcess) -> None:
+    assert server.client.get("/v2/health/ready").json() == {"ready": True}
+    assert server.client.get(f"/v2/models/{CANCER}/ready").json() == {"name": CANCER, "ready": True}
+    v1 = server.client.get(f"/v1/models/{CANCER}")
+    assert v1.json() == {"name": CANCER, "ready": True, "model_version": "v1"}
+    log = server.log()
+    assert log.index("loaded breast-cancer v1") < log.index("Uvicorn running")
+
+
+def test_v2_metadata_lists_real_inputs_and_outputs(server: ServerProcess) -> None:
+    meta = server.client.get(f"/v2/models/{CANCER}").json()
+    assert meta["versions"] == ["v1"]
+    assert len(meta["inputs"]) == 30
+    assert meta["inputs"][0] == {"name": "mean_radius", "datatype": "FP64", "shape": [-1]}
+    assert [o["name"] for o in meta["outputs"]] == ["predict", "predict_proba"]
+    assert meta["outputs"][1]["shape"] == [-1, 2]
+    assert meta["parameters"]["classes"] == ["benign", "malignant"]
+
+
+def test_v1_lists_objects_and_probabilities(server: ServerProcess) -> None:
+    response = server.post(f"/v1/models/{CANCER}:predict", {"instances": [ROW, ROW]})
+    assert response.status_code == 200
+    assert response.headers["x-model-version"] == "v1"
+    body = response.json()
+    assert body["model_version"] == "v1"
+    assert body["predictions"] in (["benign"] * 2, ["malignant"] * 2)
+    names = server.client.get(f"/v2/models/{CANCER}").json()["inputs"]
+    by_name = {n["name"]: v for n, v in zip(names, ROW, strict=True)}
+    objects = server.post(
+        f"/v1/models/{CANCER}:predict", {"instances": [by_name], "return_probabilities": True}
+    ).json()
+    assert objects["predictions"] == body["predictions"][:1]
+    assert objects["classes"] == ["benign", "malignant"]
+    assert sum(objects["probabilities"][0]) == pytest.approx(1.0)
+
+
+def test_v2_matrix_and_per_feature_tensors_agree(server: ServerProcess) -> None:
+    matrix = {
+        **v2_matrix([ROW, ROW]),
+        "id": "req-7",
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    }
+    response = server.post(f"/v2/models/{CANCER}/infer", matrix)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == (CANCER, "v1", "req-7")
+    assert response.headers["x-model-version"] == "v1"
+    predict, proba = body["outputs"]
+    assert predict["datatype"] == "BYTES"
+    assert predict["shape"] == [2]
+    assert proba["shape"] == [2, 2]
+    names = [i["name"] for i in server.client.get(f"/v2/models/{CANCER}").json()["inputs"]]
+    per_feature = {
+        "inputs": [
+            {"name": n, "shape": [2], "datatype": "FP32", "data": [v, v]}
+            for n, v in zip(names, ROW, strict=True)
+        ]
+    }
+    again = server.post(f"/v2/models/{CANCER}/infer", per_feature).json()
+    assert again["outputs"][0]["data"] == predict["data"]
+
+
+def test_request_id_is_echoed_or_generated(server: ServerProcess) -> None:
+    given = server.post(
+        f"/v1/models/{CANCER}:predict", {"instances": [ROW]}, headers={"x-request-id": "abc-123"}
+    )
+    assert given.headers["x-request-id"] == "abc-123"
+    generated = server.post(f"/v1/models/{CANCER}:predict", {"instances": [ROW]})
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+def test_kserve_rest_client_v1_and_v2(server: ServerProcess) -> None:
+    headers: dict[str, str] = {}
+
+    async def call() -> tuple[dict[str, Any], Any]:
+        v1 = InferenceRESTClient(RESTConfig(protocol="v1"))
+        v2 = InferenceRESTClient(RESTConfig(protocol="v2"))
+        try:
+            one = await v1.infer(server.url, {"instances": [ROW]}, model_name=CANCER)
+            request = InferRequest(
+                model_name=CANCER,
+                infer_inputs=[InferInput("input-0", [1, 30], "FP64", data=[ROW])],
+                request_id="kserve-client",
+            )
+            two = await v2.infer(server.url, request, model_name=CANCER, response_headers=headers)
+            ready = await v2.is_model_ready(server.url, CANCER)
+            assert ready
+        finally:
+            await v1.close()
+            await v2.close()
+        return one, two
+
+    one, two = asyncio.run(call())
+    assert one["model_version"] == "v1"
+    # KServe's InferResponse parser drops model_version; the header carries it too.
+    assert headers["x-model-version"] == "v1"
+    assert two.id == "kserve-client"
+    assert two.outputs[0].name == "predict"
+    assert two.outputs[0].data == one["predictions"]
+
+
+def test_regressor_and_categorical_models(shop: ServerProcess, registry_uri: str) -> None:
+    rows = [{"x1": 0.5, "x2": 3.0, "color": "red"}, {"x1": -1.0, "x2": 9.0, "color": "violet"}]
+    v1 = shop.post("/v1/models/shop:predict", {"instances": rows})
+    assert v1.status_code == 200, v1.text
+    assert set(v1.json()["predictions"]) <= {"yes", "no"}
+    v2 = shop.post(
+        "/v2/models/shop/infer",
+        {
+            "inputs": [
+                {"name": "x1", "shape": [2], "datatype": "FP64", "data": [0.5, -1.0]},
+                {"name": "x2", "shape": [2], "datatype": "INT64", "data": [3, 9]},
+                {"name": "color", "shape": [2], "datatype": "BYTES", "data": ["red", "violet"]},
+            ]
+        },
+    )
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][0]["data"] == v1.json()["predictions"]
+    assert Registry(registry_uri).get("shop").version == v2.json()["model_version"]
+
+
+# -- bad input: every row is a 400 naming the problem, never a 500 ---------------------------
+
+# (name, path, body or raw bytes, extra headers, status, message in the error)
+V1 = f"/v1/models/{CANCER}:predict"
+V2 = f"/v2/models/{CANCER}/infer"
+BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
+    ("malformed json", V1, b'{"instances": [[1, 2]', {}, 400, "malformed JSON"),
+    ("not an object", V1, [1, 2, 3], {}, 400, "must be a JSON object"),
+    ("no instances", V1, {"rows": [ROW]}, {}, 400, "missing 'instances'"),
+    ("instances not a list", V1, {"instances": "x"}, {}, 400, "'instances' must be a list"),
+    ("empty batch", V1, {"instances": []}, {}, 400, "empty batch"),
+    ("oversized batch", V1, {"instances": [ROW] * 101}, {}, 400, "limit of 100"),
+    (
+        "too few features",
+        V1,
+        {"instances": [ROW[:29]]},
+        {},
+        400,
+        "instance 0 has 29 values; the model takes 30",
+    ),
+    (
+        "too many features",
+        V1,
+        {"instances": [ROW, [*ROW, 1.0]]},
+        {},
+        400,
+        "instance 1 has 31 values",
+    ),
+    ("scalar instance", V1, {"instances": [1.0]}, {}, 400, "instance 0 is 1.0"),
+    (
+        "string value",
+        V1,
+        {"instances": [["x", *ROW[1:]]]},
+        {},
+        400,
+        "feature 'mean_radius' of instance 0 must be a number, got the string 'x'",
+    ),
+    (
+        "numeric string",
+        V1,
+        {"instances": [[*ROW[:2], "1.5", *ROW[3:]]]},
+        {},
+        400,
+        "feature 'mean_perimeter' of instance 0 must be a number",
+    ),
+    ("boolean value", V1, {"instances": [[True, *ROW[1:]]]}, {}, 400, "must be a number, got true"),
+    ("null value", V1, {"instances": [[None, *ROW[1:]]]}, {}, 400, "is missing (null)"),
+    (
+        "infinite value",
+        V1,
+        b'{"instances": [[1e999' + b", 1.0" * 29 + b"]]}",
+        {},
+        400,
+        "number is infinity",
+    ),
+    ("NaN literal", V1, b'{"instances": [[NaN' + b", 1.0" * 29 + b"]]}", {}, 400, "malformed JSON"),
+    (
+        "unknown feature name",
+        V1,
+        {"instances": [{"radius": 1.0}]},
+        {},
+        400,
+        "missing features: mean_radius",
+    ),
+    (
+        "bad probability flag",
+        V1,
+        {"instances": [ROW], "return_probabilities": "yes"},
+        {},
+        400,
+        "must be true or false",
+    ),
+    (
+        "form content type",
+        V1,
+        b'{"instances": [[1]]}',
+        {"content-type": "application/x-www-form-urlencoded"},
+        400,
+        "content type 'application/x-www-form-urlencoded' is not supported",
+    ),
+    ("text content type", V2, b"{}", {"content-type": "text/plain"}, 400, "send application/json"),
+    ("v2 no inputs", V2, {"inputs": []}, {}, 400, "'inputs' must be a non-empty list"),
+    (
+        "v2 wrong width",
+        V2,
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+        {},
+        400,
+        "has shape [1, 3]; the model takes 30 features",
+    ),
+    (
+        "v2 shape/data mismatch",
+        V2,
+        {"inputs": [{"name": "x", "shape": [2, 30], "datatype": "FP64", "data": ROW}]},
+        {},
+        400,
+        "has 30 values but its shape [2, 30] needs 60",
+    ),
+    (
+        "v2 bytes for numbers",
+        V2,
+        v2_matrix([[str(v) for v in ROW]], "BYTES"),
+        {},
+        400,
+        "is numeric: send one of",
+    ),
+    ("v2 unknown datatype", V2, v2_matrix([ROW], "FP128"), {}, 400, "input 'input-0' is FP128"),
+    ("v2 non-integer int", V2, v2_matrix([ROW], "INT64"), {}, 400, "which is not an integer"),
+    (
+        "v2 missing shape",
+        V2,
+        {"inputs": [{"name": "x", "datatype": "FP64", "data": ROW}]},
+        {},
+        400,
+        "missing inputs for features: mean_radius",
+    ),
+    (
+        "v2 missing feature tensors",
+        V2,
+        {"inputs": [{"name": "mean_radius", "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+        {},
+        400,
+        "missing inputs for features: mean_texture",
+    ),
+    (
+        "v2 unknown output",
+        V2,
+        {**v2_matrix([ROW]), "outputs": [{"name": "scores"}]},
+        {},
+        400,
+        "unknown output 'scores'; this model has outputs: predict, predict_proba",
+    ),
+    (
+        "v2 empty batch",
+        V2,
+        {"inputs": [{"name": "x", "shape": [0, 30], "datatype": "FP64", "data": []}]},
+        {},
+        400,
+        "empty batch",
+    ),
+    ("v2 oversized", V2, v2_matrix([ROW] * 101), {}, 400, "limit of 100"),
+    (
+        "v2 binary extension",
+        V2,
+        b"{}",
+        {"inference-header-content-length": "2"},
+        400,
+        "binary tensor data is not supported",
+    ),
+    (
+        "unknown model v1",
+        "/v1/models/other:predict",
+        {"instances": [ROW]},
+        {},
+        404,
+        "model 'other' is not served here",
+    ),
+    (
+        "unknown model v2",
+        "/v2/models/other/infer",
+        v2_matrix([ROW]),
+        {},
+        404,
+        "model 'other' is not served here",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "message"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_table(  # noqa: PLR0917 (one parameter per table column)
+    server: ServerProcess, path: str, body: Any, headers: dict[str, str], status: int, message: str
+) -> None:
+    if isinstance(body, bytes):
+        sent = {"content-type": "application/json", **headers}
+        response = server.client.post(path, content=body, headers=sent)
+    else:
+        response = server.client.post(path, json=body, headers=headers or None)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert response.headers["x-model-version"] == "v1"
+
+
+CATEGORICAL_BAD = [
+    (
+        {"instances": [{"x1": 1.0, "x2": 2.0, "color": 7}]},
+        "feature 'color' of instance 0 must be a string (a category), got 7",
+    ),
+    (
+        {
+            "inputs": [
+                {"name": "x1", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "x2", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "color", "shape": [1], "datatype": "FP64", "data": [1.0]},
+            ]
+        },
+        "feature 'color' is categorical: send it as BYTES",
+    ),
+    (
+        {
+            "inputs": [
+                {"name": "x1", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]},
+                {"name": "x2", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "color", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+            ]
+        },
+        "input 'x2' has 1 rows but input 'x1' has 2",
+    ),
+    ({"instances": [[1.0, 2.0, "red"]], "return_probabilities": True, "extra": 1}, None),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), CATEGORICAL_BAD)
+def test_categorical_bad_inputs(
+    shop: ServerProcess, body: dict[str, Any], message: str | None
+) -> None:
+    path = "/v1/models/shop:predict" if "instances" in body else "/v2/models/shop/infer"
+    response = shop.post(path, body)
+    if message is None:  # unknown top-level keys are ignored, as KServe does
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+
+
+# -- failed load, metrics, workers, shutdown ---------------------------------------------------
+
+
+def test_failed_load_is_not_ready_with_the_reason(registry_uri: str, tmp_path: Path) -> None:
+    registry = Registry(registry_uri)
+    version_dir = Path(registry.storage.path("diabetes/v1"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.json").write_bytes((version_dir / "metadata.json").read_bytes())
+    artifact = (version_dir / "model.skops").read_bytes()
+    (broken / "model.skops").write_bytes(artifact[:-10] + b"0123456789")
+    with ServerProcess(["--model-dir", str(broken)], tmp_path) as process:
+        ready = process.client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "sha256" in ready.json()["error"]
+        predict = process.post("/v1/models/model:predict", {"instances": [[1.0] * 10]})
+        assert predict.status_code == 503
+        assert "not ready" in predict.json()["error"]
+        assert "cannot load model" in process.log()
+
+
+def test_metrics_count_exactly(registry_uri: str, tmp_path: Path) -> None:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER]
+    with ServerProcess(args, tmp_path) as process:
+        for _ in range(3):
+            assert process.post(V1, {"instances": [ROW, ROW]}).status_code == 200
+        for _ in range(2):
+            assert process.post(V2, v2_matrix([ROW] * 5)).status_code == 200
+        assert process.post(V1, {"instances": []}).status_code == 400
+        process.client.get("/v2/health/ready")
+        process.client.get("/metrics")
+        text = process.client.get("/metrics").text
+    base = (("model_name", CANCER), ("model_version", "v1"))
+    requests = metric_samples(text, "model_server_requests_total")
+    assert requests == {
+        (("code", "200"), *base, ("protocol", "v1")): 3.0,
+        (("code", "200"), *base, ("protocol", "v2")): 2.0,
+        (("code", "400"), *base, ("protocol", "v1")): 1.0,
+    }
+    durations = metric_samples(text, "model_server_request_duration_seconds_count")
+    assert durations == {(*base, ("protocol", "v1")): 4.0, (*base, ("protocol", "v2")): 2.0}
+    assert metric_samples(text, "model_server_inference_duration_seconds_count") == {base: 5.0}
+    assert metric_samples(text, "model_server_batch_rows_sum") == {base: 16.0}
+    predicted = metric_samples(text, "model_server_predictions_total")
+    assert sum(predicted.values()) == 16.0
+    info = metric_samples(text, "model_server_model_info")
+    [(labels, value)] = info.items()
+    assert value == 1.0
+    assert dict(labels)["model_version"] == "v1"
+    assert dict(labels)["sklearn_version"]
+    assert "request_predict_seconds" in text or "kserve" in text or "python_info" in text
+
+
+def test_metrics_complete_with_two_workers(registry_uri: str, tmp_path: Path) -> None:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--workers", "2"]
+    shared = tmp_path / "prometheus"
+    env = {"K_REVISION": "breast-cancer-predictor-00002", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with ServerProcess(args, tmp_path, env=env, start_timeout=120) as process:
+        deadline = time.monotonic() + 60
+        while process.client.get("/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        sent = 0
+
+        def one(_: int) -> int:
+            # A fresh connection each time, so either worker may accept it.
+            return httpx.post(process.url + V1, json={"instances": [ROW]}, timeout=30).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            while len(list(shared.glob("counter_*.db"))) < 2 and sent < 800:
+                assert set(pool.map(one, range(40))) == {200}
+                sent += 40
+        assert len(list(shared.glob("counter_*.db"))) == 2, "both workers should have served"
+        for _ in range(6):  # whichever worker answers the scrape, it reports every worker
+            text = httpx.get(process.url + "/metrics", timeout=30).text
+            assert sum(metric_samples(text, "model_server_requests_total").values()) == sent
+            rows = metric_samples(text, "model_server_batch_rows_sum")
+            assert sum(rows.values()) == sent
+        info = metric_samples(text, "model_server_model_info")
+        assert {dict(k)["revision"] for k in info} == {"breast-cancer-predictor-00002"}
+    pids = set(re.findall(r"Started server process \[(\d+)\]", process.log()))
+    assert len(pids) == 2
+
+
+def test_sigterm_finishes_in_flight_requests(registry_uri: str, tmp_path: Path) -> None:
+    """A request still arriving when SIGTERM lands is answered; then the server exits."""
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--grace-period-seconds", "20"]
+    process = ServerProcess(args, tmp_path).start()
+    body = orjson.dumps({"instances": [ROW] * 50})
+    head = (
+        f"POST {V1} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", process.port), timeout=30) as conn:
+        conn.sendall(head + body[: len(body) // 2])
+        time.sleep(0.5)  # the server has parsed the headers: the request is in flight
+        process.terminate()
+        deadline = time.monotonic() + 10
+        while True:  # the server stops accepting new connections...
+            try:
+                socket.create_connection(("127.0.0.1", process.port), timeout=1).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.1)
+        conn.sendall(body[len(body) // 2 :])  # ...but finishes the request it was serving
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", response[:300]
+    assert b"x-model-version: v1" in rest
+    assert orjson.loads(rest.split(b"\r\n\r\n", 1)[1])["predictions"]
+    assert process.process is not None
+    assert process.process.wait(timeout=30) == 0, process.log()
+    process.client.close()
