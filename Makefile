@@ -22,7 +22,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 DEBIAN_PACKAGES := prometheus-pushgateway
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test test-unit test-integration lint fmt typecheck bench-train clean
+.PHONY: help setup system-deps lock run train test bench-serve test-unit test-integration lint fmt typecheck bench-train clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -65,8 +65,19 @@ lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml (run after cha
 train: setup ## Train the bundled sample and register it into $(REGISTRY) (SAMPLE=breast-cancer|diabetes)
 	$(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --promote
 
-run: train ## Set everything up and run the main job on the bundled sample: train, register, show
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+run: setup ## Train the sample if the registry has none, then serve it on $(HOST):$(PORT) (Ctrl-C stops)
+	@if $(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1; then \
+	  echo ">> $(MODEL) already registered in $(REGISTRY) (make train adds a version)"; \
+	else \
+	  $(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --promote; \
+	fi
 	$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production
+	@$(BIN)/python -m model_server.examples --registry-uri $(REGISTRY) --model-name $(MODEL) --url http://$(HOST):$(PORT)
+	exec $(BIN)/model-server --registry-uri $(REGISTRY) --model-name $(MODEL) --model-version production \
+	  --host $(HOST) --http-port $(PORT)
 
 lint: setup ## Check style and formatting (changes nothing)
 	$(BIN)/ruff check .

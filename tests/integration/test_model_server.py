@@ -540,3 +540,22 @@ def test_sigterm_finishes_in_flight_requests(registry_uri: str, tmp_path: Path) 
     assert process.process is not None
     assert process.process.wait(timeout=30) == 0, process.log()
     process.client.close()
+
+
+@pytest.mark.parametrize("model", [CANCER, "diabetes", "shop"])
+def test_printed_curl_commands_work(registry_uri: str, tmp_path: Path, model: str) -> None:
+    import shlex
+
+    from model_server.examples import curl_commands
+
+    version = "latest"
+    metadata = Registry(registry_uri).get(model, version)
+    args = ["--registry-uri", registry_uri, "--model-name", model, "--model-version", version]
+    with ServerProcess(args, tmp_path) as process:
+        for command in curl_commands(metadata, process.url, model):
+            words = shlex.split(command)
+            assert words[:2] == ["curl", "-s"]
+            url, body = words[words.index("-d") - 1], words[words.index("-d") + 1]
+            response = httpx.post(url, content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == metadata.version

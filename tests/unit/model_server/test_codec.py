@@ -1,0 +1,191 @@
+"""Request decoding and validation as tables; response encoding."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from kserve.errors import InvalidInput
+
+from model_server.codec import (
+    PREDICT,
+    PREDICT_PROBA,
+    Decoded,
+    FeatureSchema,
+    decode_v1,
+    decode_v2,
+    encode_v1,
+    encode_v2,
+)
+
+NUMERIC = FeatureSchema(("a", "b"), frozenset(), frozenset(), ("no", "yes"), max_rows=10)
+EMPTY = pd.DataFrame()
+MIXED = FeatureSchema(("a", "color"), frozenset({"color"}), frozenset({"a"}), None, max_rows=10)
+
+
+def test_v1_lists_to_float_frame() -> None:
+    decoded = decode_v1({"instances": [[1, 2.5], [3, 4]]}, NUMERIC)
+    assert list(decoded.frame.columns) == ["a", "b"]
+    assert decoded.frame.dtypes.tolist() == [np.float64, np.float64]
+    assert decoded.frame.to_numpy().tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert decoded.probabilities is False
+
+
+def test_v1_objects_in_model_order() -> None:
+    decoded = decode_v1({"instances": [{"b": 2, "a": 1}], "return_probabilities": True}, NUMERIC)
+    assert decoded.frame.to_numpy().tolist() == [[1.0, 2.0]]
+    assert decoded.probabilities is True
+
+
+def test_mixed_nullable_and_categorical() -> None:
+    decoded = decode_v1({"instances": [[None, "red"], [2, "blue"]]}, MIXED)
+    assert math.isnan(decoded.frame["a"][0])
+    assert decoded.frame["color"].tolist() == ["red", "blue"]
+
+
+V1_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
+    (NUMERIC, {"instances": [[float("nan"), 1]]}, "feature 'a' of instance 0 is missing (nan)"),
+    (
+        NUMERIC,
+        {"instances": [[1, float("inf")]]},
+        "feature 'b' of instance 0 is not a finite number",
+    ),
+    (NUMERIC, {"instances": [[1, 2], [3]]}, "instance 1 has 1 values"),
+    (NUMERIC, {"instances": [[1, 2], {"a": 1, "b": 2}]}, "instance 1 is an object"),
+    (NUMERIC, {"instances": [{"a": 1, "b": 2}, [1, 2]]}, "instance 1 is a list"),
+    (NUMERIC, {"instances": [{"a": 1, "c": 2}]}, "missing features: b; unknown features: c"),
+    (NUMERIC, {"instances": [[1, [2]]]}, "must be a number, got a list"),
+    (NUMERIC, {"instances": [[1, 2]] * 11}, "batch of 11 rows is larger than the limit of 10"),
+    (MIXED, {"instances": [[1, None]]}, "feature 'color' of instance 0 is missing (null)"),
+    (MIXED, {"instances": [[1, 5]]}, "must be a string (a category), got 5"),
+    (MIXED, {"instances": [[float("inf"), "red"]]}, "feature 'a' of instance 0 is not a finite"),
+    (MIXED, {"instances": [[1, "red"]], "return_probabilities": True}, "only for classifiers"),
+]
+
+
+@pytest.mark.parametrize(("schema", "body", "message"), V1_ERRORS)
+def test_v1_errors(schema: FeatureSchema, body: Any, message: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        decode_v1(body, schema)
+    assert message in str(error.value)
+
+
+def tensor(name: str, shape: list[int], datatype: str, data: Any) -> dict[str, Any]:
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+def test_v2_matrix_flat_and_nested_agree() -> None:
+    flat = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [1, 2, 3, 4])]}, NUMERIC)
+    nested = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [[1, 2], [3, 4]])]}, NUMERIC)
+    assert flat.frame.equals(nested.frame)
+    assert flat.frame.to_numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert flat.outputs == (PREDICT,)
+
+
+def test_v2_per_feature_with_outputs_and_id() -> None:
+    body = {
+        "id": "r-1",
+        "inputs": [tensor("b", [2, 1], "INT64", [3, 4]), tensor("a", [2], "FP64", [1.5, 2.5])],
+        "outputs": [{"name": PREDICT_PROBA}],
+    }
+    decoded = decode_v2(body, NUMERIC)
+    assert decoded.frame.to_numpy().tolist() == [[1.5, 3.0], [2.5, 4.0]]
+    assert decoded.outputs == (PREDICT_PROBA,)
+    assert decoded.probabilities
+    assert decoded.request_id == "r-1"
+
+
+V2_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
+    (NUMERIC, {"inputs": "x"}, "'inputs' must be a non-empty list"),
+    (NUMERIC, {"inputs": [{"shape": [1, 2]}]}, "input 0 must be an object with a string 'name'"),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])], "id": 5}, "'id' must be a string"),
+    (NUMERIC, {"inputs": [tensor("x", [-1, 2], "FP64", [1, 2])]}, "needs a 'shape'"),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "FP64", "12")]}, "needs 'data'"),
+    (
+        NUMERIC,
+        {"inputs": [tensor("x", [1, 2], "BOOL", [1, 0])]},
+        "is BOOL, but feature 'a' is numeric",
+    ),
+    (
+        NUMERIC,
+        {"inputs": [tensor("x", [1, 2], "FP64", [1, "2"])]},
+        "feature 'b' of row 0 must be a number",
+    ),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "INT32", [1, 2.5])]}, "2.5, which is not an integer"),
+    (NUMERIC, {"inputs": [tensor("a", [1], "FP64", [1]), tensor("a", [1], "FP64", [1])]}, "unique"),
+    (
+        NUMERIC,
+        {"inputs": [tensor("a", [1, 2], "FP64", [1, 2]), tensor("b", [1], "FP64", [1])]},
+        "send [N] or [N, 1]",
+    ),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])], "outputs": []}, "non-empty list"),
+    (
+        NUMERIC,
+        {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])], "parameters": []},
+        "'parameters' must be an object",
+    ),
+    (MIXED, {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])]}, "feature 'color' is categorical"),
+    (
+        MIXED,
+        {"inputs": [tensor("a", [1], "FP64", [1]), tensor("color", [1], "BYTES", [3])]},
+        "must be a string",
+    ),
+    (
+        MIXED,
+        {"inputs": [tensor("a", [1], "FP64", [1])], "outputs": [{"name": PREDICT_PROBA}]},
+        "this model has outputs: predict",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "body", "message"), V2_ERRORS)
+def test_v2_errors(schema: FeatureSchema, body: Any, message: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        decode_v2(body, schema)
+    assert message in str(error.value)
+
+
+def test_encoders_carry_version_and_shapes() -> None:
+    labels = np.array(["no", "yes", "yes"])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    v1 = encode_v1(labels, proba, NUMERIC, "m", "v3")
+    assert v1 == {
+        "predictions": ["no", "yes", "yes"],
+        "model_name": "m",
+        "model_version": "v3",
+        "probabilities": proba.tolist(),
+        "classes": ["no", "yes"],
+    }
+    decoded = Decoded(
+        frame=EMPTY, probabilities=True, outputs=(PREDICT, PREDICT_PROBA), request_id="i"
+    )
+    v2 = encode_v2(
+        labels=labels,
+        probabilities=proba,
+        decoded=decoded,
+        schema=NUMERIC,
+        model_name="m",
+        model_version="v3",
+    )
+    assert (v2["model_name"], v2["model_version"], v2["id"]) == ("m", "v3", "i")
+    predict, probabilities = v2["outputs"]
+    assert predict == {
+        "name": "predict",
+        "datatype": "BYTES",
+        "shape": [3],
+        "data": ["no", "yes", "yes"],
+    }
+    assert probabilities["shape"] == [3, 2]
+    assert probabilities["data"] == proba.ravel().tolist()
+    regression = encode_v2(
+        labels=np.array([1.5]),
+        probabilities=None,
+        decoded=Decoded(frame=EMPTY, probabilities=False),
+        schema=MIXED,
+        model_name="r",
+        model_version="v1",
+    )
+    assert regression["outputs"][0]["datatype"] == "FP64"
