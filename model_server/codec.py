@@ -68,11 +68,15 @@ class FeatureSchema:
         return (PREDICT, PREDICT_PROBA) if self.classes is not None else (PREDICT,)
 
 
+Rows = pd.DataFrame | np.ndarray[Any, Any]
+"""Validated rows in feature order: a float64 matrix for all-numeric models, else a DataFrame."""
+
+
 @dataclass(frozen=True)
 class Decoded:
-    """A validated request: rows as a DataFrame in feature order, and what to return."""
+    """A validated request: its rows, and what to return."""
 
-    frame: pd.DataFrame
+    frame: Rows
     probabilities: bool
     outputs: tuple[str, ...] = (PREDICT,)
     request_id: str | None = None
@@ -147,28 +151,30 @@ def _column(schema: FeatureSchema, name: str, values: Sequence[Any], where: str)
 
 def _frame_from_columns(
     schema: FeatureSchema, columns: Sequence[Sequence[Any]], where: str
-) -> pd.DataFrame:
-    data = {
-        name: _column(schema, name, values, where)
+) -> Rows:
+    arrays = [
+        _column(schema, name, values, where)
         for name, values in zip(schema.names, columns, strict=True)
-    }
-    return pd.DataFrame(data, columns=list(schema.names))
+    ]
+    if schema.numeric_only:
+        return np.column_stack(arrays)
+    return pd.DataFrame(dict(zip(schema.names, arrays, strict=True)), columns=list(schema.names))
 
 
-def _numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> pd.DataFrame:
-    """Fast path: a list of equal-length rows of plain numbers for an all-numeric model."""
+def _numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Rows:
+    """A list of equal-length rows of plain numbers for an all-numeric model, as a matrix."""
     kinds = {type(v) for row in rows for v in row}
     if kinds <= {int, float}:
         matrix = np.array(rows, dtype=np.float64)
         if np.isfinite(matrix).all():
-            return pd.DataFrame(matrix, columns=list(schema.names), copy=False)
+            return matrix
     return _frame_from_columns(schema, list(zip(*rows, strict=True)), where)
 
 
 # -- V1 --------------------------------------------------------------------------------------
 
 
-def _v1_objects(instances: list[Any], schema: FeatureSchema) -> pd.DataFrame:
+def _v1_objects(instances: list[Any], schema: FeatureSchema) -> Rows:
     expected = set(schema.names)
     for index, row in enumerate(instances):
         if not isinstance(row, dict):
@@ -189,7 +195,7 @@ def _v1_objects(instances: list[Any], schema: FeatureSchema) -> pd.DataFrame:
     return _frame_from_columns(schema, columns, "instance")
 
 
-def _v1_lists(instances: list[Any], schema: FeatureSchema) -> pd.DataFrame:
+def _v1_lists(instances: list[Any], schema: FeatureSchema) -> Rows:
     width = len(schema.names)
     for index, row in enumerate(instances):
         if not isinstance(row, list):
@@ -332,7 +338,7 @@ def _requested_outputs(body: dict[str, Any], schema: FeatureSchema) -> tuple[str
     return tuple(dict.fromkeys(names))
 
 
-def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> pd.DataFrame:
+def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
     """One [N, F] tensor holding every feature in model order."""
     name = tensor["name"]
     width = len(schema.names)
@@ -352,7 +358,7 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> pd.DataFrame:
     return _frame_from_columns(schema, list(zip(*matrix, strict=True)), "row")
 
 
-def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows:
     """One [N] (or [N, 1]) tensor per feature, named by feature."""
     by_name = {t["name"]: t for t in inputs}
     if len(by_name) != len(inputs):

@@ -17,6 +17,7 @@ from model_registry.artifacts import load_model
 from model_registry.metadata import ModelMetadata
 from model_registry.registry import read_version_dir
 from model_server import codec
+from model_server.fastpath import FastPath, compile_fast_path
 from model_server.settings import ModelServerSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.metadata: ModelMetadata | None = None
         self.schema: codec.FeatureSchema | None = None
         self.pipeline: Any = None
+        self.fast_path: FastPath | None = None
         self.load_error: str | None = "not loaded yet"
         self.version = "unknown"
 
@@ -79,26 +81,35 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.version = metadata.version
         self.pipeline = pipeline
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
+        self.fast_path = compile_fast_path(pipeline, metadata) if self.settings.fast_path else None
         self.load_error = None
         self.ready = True
         log.info(
-            "loaded %s %s from %s in %.2fs (%d features, %s)",
+            "loaded %s %s from %s in %.2fs (%d features, %s, %s)",
             metadata.model_name,
             metadata.version,
             source,
             time.perf_counter() - started,
             len(metadata.features),
             metadata.task,
+            "verified fast path" if self.fast_path else "full pipeline",
         )
         return True
 
     # -- inference -----------------------------------------------------------------------
 
     def infer(
-        self, frame: pd.DataFrame, probabilities: bool
+        self, rows: codec.Rows, probabilities: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         """Labels (or values) and, when asked, class probabilities for validated rows."""
         try:
+            if isinstance(rows, np.ndarray):
+                if self.fast_path is not None:
+                    labels, proba = self.fast_path.predict(rows, probabilities)
+                    return np.asarray(labels), proba
+                assert self.schema is not None
+                rows = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
+            frame = rows
             labels = self.pipeline.predict(frame)
             proba = self.pipeline.predict_proba(frame) if probabilities else None
         except (ValueError, TypeError) as error:

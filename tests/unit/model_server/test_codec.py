@@ -28,20 +28,21 @@ MIXED = FeatureSchema(("a", "color"), frozenset({"color"}), frozenset({"a"}), No
 
 def test_v1_lists_to_float_frame() -> None:
     decoded = decode_v1({"instances": [[1, 2.5], [3, 4]]}, NUMERIC)
-    assert list(decoded.frame.columns) == ["a", "b"]
-    assert decoded.frame.dtypes.tolist() == [np.float64, np.float64]
-    assert decoded.frame.to_numpy().tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert isinstance(decoded.frame, np.ndarray)  # all-numeric models get a matrix
+    assert decoded.frame.dtype == np.float64
+    assert decoded.frame.tolist() == [[1.0, 2.5], [3.0, 4.0]]
     assert decoded.probabilities is False
 
 
 def test_v1_objects_in_model_order() -> None:
     decoded = decode_v1({"instances": [{"b": 2, "a": 1}], "return_probabilities": True}, NUMERIC)
-    assert decoded.frame.to_numpy().tolist() == [[1.0, 2.0]]
+    assert np.asarray(decoded.frame).tolist() == [[1.0, 2.0]]
     assert decoded.probabilities is True
 
 
 def test_mixed_nullable_and_categorical() -> None:
     decoded = decode_v1({"instances": [[None, "red"], [2, "blue"]]}, MIXED)
+    assert isinstance(decoded.frame, pd.DataFrame)
     assert math.isnan(decoded.frame["a"][0])
     assert decoded.frame["color"].tolist() == ["red", "blue"]
 
@@ -80,8 +81,8 @@ def tensor(name: str, shape: list[int], datatype: str, data: Any) -> dict[str, A
 def test_v2_matrix_flat_and_nested_agree() -> None:
     flat = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [1, 2, 3, 4])]}, NUMERIC)
     nested = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [[1, 2], [3, 4]])]}, NUMERIC)
-    assert flat.frame.equals(nested.frame)
-    assert flat.frame.to_numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert np.array_equal(flat.frame, nested.frame)
+    assert np.asarray(flat.frame).tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert flat.outputs == (PREDICT,)
 
 
@@ -92,7 +93,7 @@ def test_v2_per_feature_with_outputs_and_id() -> None:
         "outputs": [{"name": PREDICT_PROBA}],
     }
     decoded = decode_v2(body, NUMERIC)
-    assert decoded.frame.to_numpy().tolist() == [[1.5, 3.0], [2.5, 4.0]]
+    assert np.asarray(decoded.frame).tolist() == [[1.5, 3.0], [2.5, 4.0]]
     assert decoded.outputs == (PREDICT_PROBA,)
     assert decoded.probabilities
     assert decoded.request_id == "r-1"
