@@ -22,7 +22,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 DEBIAN_PACKAGES := prometheus-pushgateway
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench-serve test-unit test-integration lint fmt typecheck bench-train clean
+.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -102,5 +102,19 @@ test: lint typecheck system-deps ## Lint, types and the whole test suite; fails 
 bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows
 	$(BIN)/python -m benchmarks.bench_train --rows 10000 100000 1000000
 
+BENCH_VENV := .bench/mlserver
+
+$(BENCH_VENV)/.installed: benchmarks/mlserver.lock | $(UV)
+	@echo ">> creating $(BENCH_VENV) (Seldon MLServer, the bench-serve peer) from benchmarks/mlserver.lock"
+	test -x $(BENCH_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(BENCH_VENV)
+	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) $(UV) pip sync --quiet --require-hashes benchmarks/mlserver.lock
+	touch $@
+
+bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s and latency vs bare KServe, MLServer and a raw ASGI floor (wrk, ~7 min)
+	@$(MAKE) --no-print-directory system-deps DEBIAN_PACKAGES="$(DEBIAN_PACKAGES) wrk"
+	$(BIN)/python -m benchmarks.bench_serve $(BENCH_ARGS)
+
+bench: bench-train bench-serve ## Every benchmark
+
 clean: ## Remove the virtualenv, tools, caches and the local registry
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache $(REGISTRY)
+	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache $(REGISTRY)

@@ -8,6 +8,8 @@ the same connections and duration, against:
   (b) bare-kserve    a plain kserve.Model calling predict, with KServe's defaults
   (c) mlserver       Seldon MLServer 1.7 with its sklearn runtime, in its own venv
   (d) raw-asgi       a bare ASGI app that parses JSON and calls predict: the floor
+  and, to show the server's own overhead, (a) with --no-fast-path (model-server-pipeline):
+  every request through the full scikit-learn pipeline, as the peers do.
 
 Each server runs alone, single worker, pinned to CPU 0; wrk is pinned to CPU 1. Only 127.0.0.1
 is contacted; every run is bounded by --duration. Results are ratios to (a), printed and written
@@ -34,7 +36,7 @@ import httpx
 import joblib
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = ("model-server", "bare-kserve", "mlserver", "raw-asgi")
+SERVERS = ("model-server", "bare-kserve", "mlserver", "raw-asgi", "model-server-pipeline")
 MODELS: dict[str, dict[str, Any]] = {
     "logistic": {"estimator": "logistic", "param": {}},
     "random-forest": {"estimator": "random-forest", "param": {"n_estimators": "100"}},
@@ -161,20 +163,13 @@ def start_server(
     name = model["name"]
     log = (work / f"{kind}-{name}.log").open("wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if kind == "model-server":
+    if kind.startswith("model-server"):
         command = [
-            python,
-            "-m",
-            "model_server",
-            "--registry-uri",
-            model["registry"],
-            "--model-name",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(port),
+            *(python, "-m", "model_server", "--registry-uri", model["registry"]),
+            *("--model-name", name, "--host", "127.0.0.1", "--http-port", str(port)),
         ]
+        if kind == "model-server-pipeline":
+            command.append("--no-fast-path")
     elif kind == "bare-kserve":
         command = [python, "-m", "benchmarks.servers.bare_kserve", model["joblib"], name, str(port)]
     elif kind == "raw-asgi":

@@ -19,6 +19,7 @@ from kserve.errors import InvalidInput
 
 from model_server import codec
 from model_server.metrics import ModelMetrics, exposition
+from serving_common.logging import bind_context
 
 if TYPE_CHECKING:
     from model_server.model import SklearnModel
@@ -125,7 +126,9 @@ class Handlers:
         except _Refused as error:
             status, payload = error.status, {"error": str(error)}
         except Exception:
-            errors_log.exception("inference failed (request id %s)", request_id)
+            errors_log.exception(
+                "inference failed (request id %s)", request_id, extra={"request_id": request_id}
+            )
             status = 500
             payload = {
                 "error": f"internal error; the server log has the details (request id {request_id})"
@@ -231,6 +234,7 @@ def install_in_worker(model: SklearnModel) -> None:
     from model_server.__main__ import configure_server_logging, publish_model_info
 
     configure_server_logging(model.settings)
+    bind_context(model_name=model.name, model_version=model.version)
     import kserve.model_server
 
     install(kserve.model_server.app, model, access_log=model.settings.access_log)
