@@ -8,7 +8,7 @@ instance, feature or tensor at fault. Decoding is transport-free: the HTTP handl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,14 +183,8 @@ def _v1_objects(instances: list[Any], schema: FeatureSchema) -> Rows:
                 "when the first one is"
             )
         if row.keys() != expected:
-            missing = [n for n in schema.names if n not in row]
-            unknown = sorted(set(row) - expected)
-            parts = []
-            if missing:
-                parts.append(f"missing features: {', '.join(missing)}")
-            if unknown:
-                parts.append(f"unknown features: {', '.join(unknown)}")
-            raise InvalidInput(f"instance {index} has {'; '.join(parts)}")
+            problem = _name_mismatch(schema.names, row, "missing features", "unknown features")
+            raise InvalidInput(f"instance {index} has {problem}")
     columns = [[row[name] for row in instances] for name in schema.names]
     return _frame_from_columns(schema, columns, "instance")
 
@@ -211,6 +205,21 @@ def _v1_lists(instances: list[Any], schema: FeatureSchema) -> Rows:
     if schema.numeric_only:
         return _numeric_matrix(schema, instances, "instance")
     return _frame_from_columns(schema, list(zip(*instances, strict=True)), "instance")
+
+
+def _name_mismatch(
+    expected: Sequence[str], given: Iterable[str], missing_label: str, unknown_label: str
+) -> str:
+    """``missing ...: a, b; unknown ...: c`` for names that do not match the model's."""
+    given_set = set(given)
+    missing = [n for n in expected if n not in given_set]
+    unknown = sorted(given_set - set(expected))
+    parts = []
+    if missing:
+        parts.append(f"{missing_label}: {', '.join(missing)}")
+    if unknown:
+        parts.append(f"{unknown_label}: {', '.join(unknown)}")
+    return "; ".join(parts)
 
 
 def _some(names: Sequence[str], count: int = 5) -> str:
@@ -363,17 +372,12 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
     by_name = {t["name"]: t for t in inputs}
     if len(by_name) != len(inputs):
         raise InvalidInput("input names must be unique")
-    missing = [n for n in schema.names if n not in by_name]
-    unknown = sorted(set(by_name) - set(schema.names))
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing inputs for features: {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown inputs: {', '.join(unknown)}")
+    if by_name.keys() != set(schema.names):
+        problem = _name_mismatch(
+            schema.names, by_name, "missing inputs for features", "unknown inputs"
+        )
         raise InvalidInput(
-            "; ".join(parts)
-            + f". Send one [N] tensor per feature, or one [N, {len(schema.names)}] tensor"
+            f"{problem}. Send one [N] tensor per feature, or one [N, {len(schema.names)}] tensor"
         )
     columns = []
     rows = None
