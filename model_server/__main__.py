@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -102,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model_server.model import SklearnModel
     from model_server.server import PredictorServer
 
+    if settings.fault_error_ratio or settings.fault_latency_ms:
+        logging.getLogger("model_server").warning(
+            "FAULT INJECTION IS ON: %.0f%% of inference requests fail with 500, %.0f ms added to "
+            "each; for rehearsals only",
+            settings.fault_error_ratio * 100,
+            settings.fault_latency_ms,
+        )
     model = SklearnModel(settings)
     model.load()
     bind_context(model_name=model.name, model_version=model.version)

@@ -8,7 +8,9 @@ answering version in every response, request ids, and the metrics of DESIGN.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,10 @@ class _Refused(Exception):
         self.status = status
 
 
+class _InjectedFault(Exception):
+    """A failure the operator asked for (``--fault-error-ratio``)."""
+
+
 def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
@@ -50,6 +56,10 @@ class Handlers:
         self.model = model
         self.access_log = access_log
         self._metrics: ModelMetrics | None = None
+        settings = model.settings
+        self.fault_ratio = settings.fault_error_ratio
+        self.fault_delay = settings.fault_latency_ms / 1000.0
+        self._random = random.Random()  # noqa: S311 (fault injection, not security)
 
     def metrics(self) -> ModelMetrics:
         if self._metrics is None or self._metrics.model_version != self.model.version:
@@ -82,6 +92,48 @@ class Handlers:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         return await self._infer(model_name, request, "v2")
 
+    async def _read_json(self, request: Request) -> Any:
+        """The request's JSON document (after any injected fault), or InvalidInput."""
+        content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+            raise InvalidInput(
+                f"content type {content_type!r} is not supported; send application/json"
+            )
+        if "inference-header-content-length" in request.headers:
+            raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
+        body = await request.body()
+        if self.fault_delay:
+            await asyncio.sleep(self.fault_delay)
+        if self.fault_ratio and self._random.random() < self.fault_ratio:
+            raise _InjectedFault
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise InvalidInput(f"malformed JSON: {error}") from error
+
+    def _predict(self, document: Any, protocol: str) -> dict[str, Any]:
+        """Decode, validate, predict and encode one request."""
+        model = self.model
+        schema = model.schema
+        assert schema is not None
+        if protocol == "v1":
+            decoded = codec.decode_v1(document, schema)
+        else:
+            decoded = codec.decode_v2(document, schema)
+        started = time.perf_counter()
+        labels, proba = model.infer(decoded.frame, decoded.probabilities)
+        self.metrics().predicted(labels, time.perf_counter() - started)
+        if protocol == "v1":
+            return codec.encode_v1(labels, proba, schema, model.name, model.version)
+        return codec.encode_v2(
+            labels=labels,
+            probabilities=proba,
+            decoded=decoded,
+            schema=schema,
+            model_name=model.name,
+            model_version=model.version,
+        )
+
     async def _infer(self, model_name: str, request: Request, protocol: str) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -89,42 +141,17 @@ class Handlers:
         status = 200
         try:
             self._check_model(model_name)
-            content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-            if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-                raise InvalidInput(
-                    f"content type {content_type!r} is not supported; send application/json"
-                )
-            if "inference-header-content-length" in request.headers:
-                raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
-            body = await request.body()
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as error:
-                raise InvalidInput(f"malformed JSON: {error}") from error
-            schema = model.schema
-            assert schema is not None
-            if protocol == "v1":
-                decoded = codec.decode_v1(document, schema)
-            else:
-                decoded = codec.decode_v2(document, schema)
-            inference_started = time.perf_counter()
-            labels, proba = model.infer(decoded.frame, decoded.probabilities)
-            self.metrics().predicted(labels, time.perf_counter() - inference_started)
-            if protocol == "v1":
-                payload = codec.encode_v1(labels, proba, schema, model.name, model.version)
-            else:
-                payload = codec.encode_v2(
-                    labels=labels,
-                    probabilities=proba,
-                    decoded=decoded,
-                    schema=schema,
-                    model_name=model.name,
-                    model_version=model.version,
-                )
+            document = await self._read_json(request)
+            payload = self._predict(document, protocol)
         except InvalidInput as error:
             status, payload = 400, {"error": str(error)}
         except _Refused as error:
             status, payload = error.status, {"error": str(error)}
+        except _InjectedFault:
+            status, payload = (
+                500,
+                {"error": "injected fault (the server runs with fault injection on)"},
+            )
         except Exception:
             errors_log.exception(
                 "inference failed (request id %s)", request_id, extra={"request_id": request_id}

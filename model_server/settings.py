@@ -53,6 +53,10 @@ class ModelServerSettings(BaseSettings):
     """Also start KServe's gRPC V2 server."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     """gRPC port (with --enable-grpc)."""
+    fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Fault injection, for rehearsals only: share of inference requests answered with a 500."""
+    fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+    """Fault injection, for rehearsals only: latency added to every inference request."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
     log_format: LogFormat = "text"

@@ -560,3 +560,32 @@ def test_printed_curl_commands_work(registry_uri: str, tmp_path: Path, model: st
             response = httpx.post(url, content=body, headers={"content-type": "application/json"})
             assert response.status_code == 200, response.text
             assert response.json()["model_version"] == metadata.version
+
+
+def test_fault_injection_fails_the_configured_share_and_adds_latency(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    args = [
+        "--registry-uri",
+        registry_uri,
+        "--model-name",
+        CANCER,
+        "--fault-error-ratio",
+        "0.3",
+        "--fault-latency-ms",
+        "20",
+    ]
+    with ServerProcess(args, tmp_path) as process:
+        sent = 300
+        started = time.perf_counter()
+        codes = [process.post(V1, {"instances": [ROW]}).status_code for _ in range(sent)]
+        elapsed = time.perf_counter() - started
+        failed = codes.count(500)
+        assert set(codes) == {200, 500}
+        assert 0.3 - 0.08 <= failed / sent <= 0.3 + 0.08, failed
+        assert elapsed >= sent * 0.020  # every request waited the injected 20 ms
+        text = process.client.get("/metrics").text
+        assert "FAULT INJECTION IS ON" in process.log()
+    requests = metric_samples(text, "model_server_requests_total")
+    by_code = {dict(labels)["code"]: value for labels, value in requests.items()}
+    assert by_code == {"200": sent - failed, "500": failed}
