@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from kserve.errors import InvalidInput
 
 from model_server import codec
+from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
 from serving_common.logging import bind_context
 
@@ -92,7 +93,7 @@ class Handlers:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         return await self._infer(model_name, request, "v2")
 
-    async def _read_json(self, request: Request) -> Any:
+    async def _read_json(self, request: Request, *, inject_faults: bool = True) -> Any:
         """The request's JSON document (after any injected fault), or InvalidInput."""
         content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
         if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
@@ -102,9 +103,9 @@ class Handlers:
         if "inference-header-content-length" in request.headers:
             raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
         body = await request.body()
-        if self.fault_delay:
+        if inject_faults and self.fault_delay:
             await asyncio.sleep(self.fault_delay)
-        if self.fault_ratio and self._random.random() < self.fault_ratio:
+        if inject_faults and self.fault_ratio and self._random.random() < self.fault_ratio:
             raise _InjectedFault
         try:
             return orjson.loads(body)
@@ -181,6 +182,30 @@ class Handlers:
             )
         return response
 
+    async def feedback(self, model_name: str, request: Request) -> Response:
+        """True labels or values for earlier predictions (see ``model_server.feedback``)."""
+        try:
+            self._check_model(model_name)
+            document = await self._read_json(request, inject_faults=False)
+            schema = self.model.schema
+            assert schema is not None
+            received = decode_feedback(document, schema, self.model.version)
+        except InvalidInput as error:
+            return _json(400, {"error": str(error)}, self._headers())
+        except _Refused as error:
+            return _json(error.status, {"error": str(error)}, self._headers())
+        self.metrics().feedback(received.correct, received.incorrect, received.abs_errors)
+        body: dict[str, Any] = {
+            "model_name": self.model.name,
+            "model_version": self.model.version,
+            "received": received.received,
+        }
+        if received.abs_errors:
+            body["mean_abs_error"] = sum(received.abs_errors) / len(received.abs_errors)
+        else:
+            body.update(correct=received.correct, incorrect=received.incorrect)
+        return _json(200, body, self._headers())
+
     # -- health and metadata -------------------------------------------------------------
 
     async def server_ready(self) -> Response:
@@ -243,6 +268,8 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> N
     router.add_api_route("/v2/health/ready", handlers.server_ready, methods=["GET"])
     router.add_api_route("/v1/models/{model_name}:predict", handlers.v1_predict, methods=["POST"])
     router.add_api_route("/v1/models/{model_name}", handlers.v1_model_ready, methods=["GET"])
+    router.add_api_route("/v1/models/{model_name}/feedback", handlers.feedback, methods=["POST"])
+    router.add_api_route("/v2/models/{model_name}/feedback", handlers.feedback, methods=["POST"])
     router.add_api_route("/v2/models/{model_name}/infer", handlers.v2_infer, methods=["POST"])
     router.add_api_route("/v2/models/{model_name}/ready", handlers.v2_model_ready, methods=["GET"])
     router.add_api_route("/v2/models/{model_name}", handlers.v2_model_metadata, methods=["GET"])

@@ -61,6 +61,17 @@ PREDICTIONS = Counter(
     "Predictions by predicted class (classifiers with at most 50 classes).",
     ["model_name", "model_version", "predicted_class"],
 )
+FEEDBACK = Counter(
+    "model_server_feedback_total",
+    "Ground truth received for earlier predictions: correct/incorrect (classifiers) or observed.",
+    ["model_name", "model_version", "outcome"],
+)
+FEEDBACK_ABS_ERROR = Histogram(
+    "model_server_feedback_abs_error",
+    "Absolute error of regressor predictions, from feedback.",
+    ["model_name", "model_version"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
 MODEL_INFO = Gauge(
     "model_server_model_info",
     "The model version this server serves (value 1).",
@@ -91,6 +102,19 @@ class ModelMetrics:
             if 0 < len(class_list) <= MAX_CLASS_LABELS
             else {}
         )
+
+    def feedback(self, correct: int, incorrect: int, abs_errors: list[float]) -> None:
+        """Count feedback outcomes; observe regressors' absolute errors."""
+        name, version = self.model_name, self.model_version
+        if correct:
+            FEEDBACK.labels(name, version, "correct").inc(correct)
+        if incorrect:
+            FEEDBACK.labels(name, version, "incorrect").inc(incorrect)
+        if abs_errors:
+            FEEDBACK.labels(name, version, "observed").inc(len(abs_errors))
+            histogram = FEEDBACK_ABS_ERROR.labels(name, version)
+            for error in abs_errors:
+                histogram.observe(error)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         """Count one inference request and its latency."""

@@ -589,3 +589,52 @@ def test_fault_injection_fails_the_configured_share_and_adds_latency(
     requests = metric_samples(text, "model_server_requests_total")
     by_code = {dict(labels)["code"]: value for labels, value in requests.items()}
     assert by_code == {"200": sent - failed, "500": failed}
+
+
+def test_feedback_counters_match_what_was_sent(registry_uri: str, tmp_path: Path) -> None:
+    cancer = ["--registry-uri", registry_uri, "--model-name", CANCER]
+    with ServerProcess(cancer, tmp_path) as process:
+        for path in (f"/v1/models/{CANCER}/feedback", f"/v2/models/{CANCER}/feedback"):
+            response = process.post(
+                path,
+                {
+                    "model_version": "v1",
+                    "predictions": ["benign"] * 5 + ["malignant"] * 2,
+                    "targets": ["benign"] * 4 + ["malignant"] * 3,
+                },
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == {
+                "model_name": CANCER,
+                "model_version": "v1",
+                "received": 7,
+                "correct": 6,
+                "incorrect": 1,
+            }
+            assert response.headers["x-model-version"] == "v1"
+        bad = process.post(
+            f"/v1/models/{CANCER}/feedback",
+            {"model_version": "v7", "prediction": "benign", "target": "benign"},
+        )
+        assert bad.status_code == 400
+        assert "this server serves 'v1'" in bad.json()["error"]
+        text = process.client.get("/metrics").text
+    feedback = metric_samples(text, "model_server_feedback_total")
+    assert {dict(k)["outcome"]: v for k, v in feedback.items()} == {
+        "correct": 12.0,
+        "incorrect": 2.0,
+    }
+    assert sum(metric_samples(text, "model_server_requests_total").values()) == 0  # not inference
+
+    regressor = ["--registry-uri", registry_uri, "--model-name", "diabetes"]
+    with ServerProcess(regressor, tmp_path) as process:
+        response = process.post(
+            "/v2/models/diabetes/feedback",
+            {"model_version": "v1", "predictions": [100.0, 150.0], "targets": [110.0, 145.0]},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["mean_abs_error"] == pytest.approx(7.5)
+        text = process.client.get("/metrics").text
+    assert metric_samples(text, "model_server_feedback_abs_error_sum") == {
+        (("model_name", "diabetes"), ("model_version", "v1")): 15.0
+    }

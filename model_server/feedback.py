@@ -1,0 +1,103 @@
+"""Feedback: the true label (or value) for predictions a client received earlier.
+
+Stateless: the client sends back the ``model_version`` and prediction from the response with the
+truth, so any replica can count it and nothing is cached between requests. Classifiers count
+``correct``/``incorrect``; regressors observe the absolute error.
+
+    {"model_version": "v3", "predictions": ["benign", "malignant"], "targets": ["benign", "benign"]}
+    {"model_version": "v3", "prediction": 151.2, "target": 140.0}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kserve.errors import InvalidInput
+
+from model_server.codec import FeatureSchema
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Validated feedback for one batch."""
+
+    correct: int = 0
+    incorrect: int = 0
+    abs_errors: list[float] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        return self.correct + self.incorrect + len(self.abs_errors)
+
+
+def _label_key(value: Any) -> tuple[str, Any]:
+    """Compare labels by kind and value: ``true`` is not ``1``, ``1`` equals ``1.0``."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    return ("text", value)
+
+
+def _pairs(body: Any, max_rows: int) -> tuple[list[Any], list[Any]]:
+    if "predictions" in body or "targets" in body:
+        predictions, targets = body.get("predictions"), body.get("targets")
+        if not isinstance(predictions, list) or not isinstance(targets, list):
+            raise InvalidInput("'predictions' and 'targets' must both be lists")
+        if len(predictions) != len(targets):
+            raise InvalidInput(
+                f"{len(predictions)} predictions but {len(targets)} targets; send one target "
+                "per prediction"
+            )
+    elif "prediction" in body and "target" in body:
+        predictions, targets = [body["prediction"]], [body["target"]]
+    else:
+        raise InvalidInput("send 'predictions' and 'targets' (lists), or 'prediction' and 'target'")
+    if not predictions:
+        raise InvalidInput("empty feedback: no predictions")
+    if len(predictions) > max_rows:
+        raise InvalidInput(f"{len(predictions)} feedback rows exceed the limit of {max_rows}")
+    return predictions, targets
+
+
+def decode_feedback(body: Any, schema: FeatureSchema, served_version: str) -> Feedback:
+    """Validate a feedback document for the served version. Raises ``InvalidInput``."""
+    if not isinstance(body, dict):
+        raise InvalidInput("feedback must be a JSON object")
+    version = body.get("model_version")
+    if not isinstance(version, str):
+        raise InvalidInput("'model_version' is required: the version the prediction came from")
+    if version != served_version:
+        raise InvalidInput(
+            f"feedback for {version!r}, but this server serves {served_version!r}: send it to "
+            "the revision that made the prediction"
+        )
+    predictions, targets = _pairs(body, schema.max_rows)
+    if schema.classes is not None:
+        known = {_label_key(c) for c in schema.classes}
+        correct = incorrect = 0
+        for index, (predicted, truth) in enumerate(zip(predictions, targets, strict=True)):
+            for what, value in (("prediction", predicted), ("target", truth)):
+                if _label_key(value) not in known:
+                    raise InvalidInput(
+                        f"{what} {index} is {value!r}, not one of the model's classes "
+                        f"{list(schema.classes)}"
+                    )
+            if _label_key(predicted) == _label_key(truth):
+                correct += 1
+            else:
+                incorrect += 1
+        return Feedback(correct=correct, incorrect=incorrect)
+    errors = []
+    for index, (predicted, truth) in enumerate(zip(predictions, targets, strict=True)):
+        for what, value in (("prediction", predicted), ("target", truth)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidInput(f"{what} {index} must be a finite number, got {value!r}")
+        errors.append(abs(float(predicted) - float(truth)))
+    return Feedback(abs_errors=errors)
