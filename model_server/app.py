@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from kserve.errors import InvalidInput
@@ -22,6 +23,7 @@ from kserve.errors import InvalidInput
 from model_server import codec
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
+from model_server.provenance import ProvenanceLog
 from serving_common.logging import bind_context
 
 if TYPE_CHECKING:
@@ -61,6 +63,15 @@ class Handlers:
         self.fault_ratio = settings.fault_error_ratio
         self.fault_delay = settings.fault_latency_ms / 1000.0
         self._random = random.Random()  # noqa: S311 (fault injection, not security)
+        self.provenance: ProvenanceLog | None = None
+        if settings.prediction_log_sample_rate > 0 and model.metadata is not None:
+            self.provenance = ProvenanceLog(
+                model.metadata,
+                model_name=model.name,
+                revision=settings.revision or "",
+                sample_rate=settings.prediction_log_sample_rate,
+                payloads=settings.prediction_log_payloads,
+            )
 
     def metrics(self) -> ModelMetrics:
         if self._metrics is None or self._metrics.model_version != self.model.version:
@@ -112,8 +123,8 @@ class Handlers:
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"malformed JSON: {error}") from error
 
-    def _predict(self, document: Any, protocol: str) -> dict[str, Any]:
-        """Decode, validate, predict and encode one request."""
+    def _predict(self, document: Any, protocol: str) -> tuple[dict[str, Any], codec.Rows]:
+        """Decode, validate, predict and encode one request; also returns the rows."""
         model = self.model
         schema = model.schema
         assert schema is not None
@@ -125,8 +136,8 @@ class Handlers:
         labels, proba = model.infer(decoded.frame, decoded.probabilities)
         self.metrics().predicted(labels, time.perf_counter() - started)
         if protocol == "v1":
-            return codec.encode_v1(labels, proba, schema, model.name, model.version)
-        return codec.encode_v2(
+            return codec.encode_v1(labels, proba, schema, model.name, model.version), decoded.frame
+        encoded = codec.encode_v2(
             labels=labels,
             probabilities=proba,
             decoded=decoded,
@@ -134,16 +145,18 @@ class Handlers:
             model_name=model.name,
             model_version=model.version,
         )
+        return encoded, decoded.frame
 
     async def _infer(self, model_name: str, request: Request, protocol: str) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         model = self.model
         status = 200
+        rows: codec.Rows | None = None
         try:
             self._check_model(model_name)
             document = await self._read_json(request)
-            payload = self._predict(document, protocol)
+            payload, rows = self._predict(document, protocol)
         except InvalidInput as error:
             status, payload = 400, {"error": str(error)}
         except _Refused as error:
@@ -163,6 +176,15 @@ class Handlers:
             }
         response = _json(status, payload, self._headers(request_id))
         elapsed = time.perf_counter() - started
+        if self.provenance is not None and self.provenance.sampled():
+            self._write_provenance(
+                request_id=request_id,
+                protocol=protocol,
+                status=status,
+                elapsed=elapsed,
+                payload=payload,
+                rows=rows,
+            )
         if status != 404:  # an unknown model name is client input: keep it out of labels
             self.metrics().request(protocol, status, elapsed)
         if self.access_log:
@@ -181,6 +203,31 @@ class Handlers:
                 },
             )
         return response
+
+    def _write_provenance(
+        self,
+        *,
+        request_id: str,
+        protocol: str,
+        status: int,
+        elapsed: float,
+        payload: Any,
+        rows: codec.Rows | None,
+    ) -> None:
+        assert self.provenance is not None
+        inputs = outputs = None
+        if self.provenance.payloads and rows is not None:
+            inputs = rows.tolist() if isinstance(rows, np.ndarray) else rows.to_dict("records")
+            outputs = payload
+        self.provenance.write(
+            request_id=request_id,
+            protocol=protocol,
+            status=status,
+            latency_seconds=elapsed,
+            rows=len(rows) if rows is not None else None,
+            inputs=inputs,
+            outputs=outputs,
+        )
 
     async def feedback(self, model_name: str, request: Request) -> Response:
         """True labels or values for earlier predictions (see ``model_server.feedback``)."""

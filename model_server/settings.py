@@ -53,6 +53,11 @@ class ModelServerSettings(BaseSettings):
     """Also start KServe's gRPC V2 server."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     """gRPC port (with --enable-grpc)."""
+    prediction_log_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of inference requests that write a JSON provenance line to stdout (request id,
+    model, version, revision, data sha, git sha, image digest, status, latency). 0 turns it off."""
+    prediction_log_payloads: bool = False
+    """Also put inputs and outputs in provenance lines. They may hold personal data: opt in."""
     fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     """Fault injection, for rehearsals only: share of inference requests answered with a 500."""
     fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)

@@ -638,3 +638,71 @@ def test_feedback_counters_match_what_was_sent(registry_uri: str, tmp_path: Path
     assert metric_samples(text, "model_server_feedback_abs_error_sum") == {
         (("model_name", "diabetes"), ("model_version", "v1")): 15.0
     }
+
+
+def provenance_lines(log: str) -> list[dict[str, Any]]:
+    lines = [
+        line
+        for line in log.splitlines()
+        if line.startswith('{"time"') and '"type":"prediction"' in line
+    ]
+    return [orjson.loads(line) for line in lines]
+
+
+def test_provenance_lines_trace_predictions_to_model_and_data(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    metadata = Registry(registry_uri).get(CANCER, "production")
+    args = [
+        "--registry-uri",
+        registry_uri,
+        "--model-name",
+        CANCER,
+        "--prediction-log-sample-rate",
+        "1",
+        "--prediction-log-payloads",
+    ]
+    env = {"K_REVISION": "bc-predictor-00003"}
+    with ServerProcess(args, tmp_path, env=env) as process:
+        assert (
+            process.post(
+                V1, {"instances": [ROW, ROW]}, headers={"x-request-id": "trace-1"}
+            ).status_code
+            == 200
+        )
+        assert process.post(V2, v2_matrix([ROW])).status_code == 200
+        assert process.post(V1, {"instances": []}).status_code == 400
+        process.client.get("/v2/health/ready")  # not an inference request: no line
+    lines = provenance_lines(process.log())
+    assert [line["status"] for line in lines] == [200, 200, 400]
+    first = lines[0]
+    assert first["request_id"] == "trace-1"
+    assert (first["model_name"], first["model_version"]) == (CANCER, "v1")
+    assert first["revision"] == "bc-predictor-00003"
+    assert first["artifact_sha256"] == metadata.artifact.sha256
+    assert first["data_sha256"] == metadata.training.data_sha256
+    assert first["git_sha"] == metadata.provenance.git_sha
+    assert first["rows"] == 2
+    assert first["inputs"] == [ROW, ROW]
+    assert first["outputs"]["model_version"] == "v1"
+    assert lines[2]["rows"] is None
+    assert lines[2]["inputs"] is None
+
+
+def test_provenance_lines_are_sampled_and_carry_no_payload_by_default(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    args = [
+        "--registry-uri",
+        registry_uri,
+        "--model-name",
+        CANCER,
+        "--prediction-log-sample-rate",
+        "0.25",
+    ]
+    with ServerProcess(args, tmp_path) as process:
+        for _ in range(400):
+            assert process.post(V1, {"instances": [ROW]}).status_code == 200
+    lines = provenance_lines(process.log())
+    assert 100 - 35 <= len(lines) <= 100 + 35
+    assert all("inputs" not in line and "outputs" not in line for line in lines)
