@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from kserve.errors import InvalidInput
 
 from model_server import codec
+from model_server.drift import DriftMonitor
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
 from model_server.provenance import ProvenanceLog
@@ -64,6 +65,15 @@ class Handlers:
         self.fault_delay = settings.fault_latency_ms / 1000.0
         self._random = random.Random()  # noqa: S311 (fault injection, not security)
         self.provenance: ProvenanceLog | None = None
+        self.drift: DriftMonitor | None = None
+        if settings.drift and model.metadata is not None:
+            self.drift = DriftMonitor(
+                model.metadata,
+                window_rows=settings.drift_window_rows,
+                window_seconds=settings.drift_window_seconds,
+                min_rows=settings.drift_min_rows,
+            )
+        self._background: set[asyncio.Task[None]] = set()
         if settings.prediction_log_sample_rate > 0 and model.metadata is not None:
             self.provenance = ProvenanceLog(
                 model.metadata,
@@ -135,6 +145,8 @@ class Handlers:
         started = time.perf_counter()
         labels, proba = model.infer(decoded.frame, decoded.probabilities)
         self.metrics().predicted(labels, time.perf_counter() - started)
+        if self.drift is not None:
+            self.drift.observe(decoded.frame, labels)
         if protocol == "v1":
             return codec.encode_v1(labels, proba, schema, model.name, model.version), decoded.frame
         encoded = codec.encode_v2(
@@ -229,6 +241,15 @@ class Handlers:
             outputs=outputs,
         )
 
+    async def start_background(self) -> None:
+        """Start the drift task in this worker's event loop (FastAPI startup hook)."""
+        if self.drift is not None:
+            task = asyncio.create_task(
+                self.drift.run(self.model.settings.drift_interval_seconds, self.metrics().drift)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     async def feedback(self, model_name: str, request: Request) -> Response:
         """True labels or values for earlier predictions (see ``model_server.feedback``)."""
         try:
@@ -321,6 +342,7 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> N
     router.add_api_route("/v2/models/{model_name}/ready", handlers.v2_model_ready, methods=["GET"])
     router.add_api_route("/v2/models/{model_name}", handlers.v2_model_metadata, methods=["GET"])
     app.router.routes[0:0] = router.routes
+    app.router.on_startup.append(handlers.start_background)
 
 
 _installed_in_worker = False

@@ -72,6 +72,12 @@ FEEDBACK_ABS_ERROR = Histogram(
     ["model_name", "model_version"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
 )
+FEATURE_DRIFT = Gauge(
+    "model_server_feature_drift_score",
+    "PSI of recent inputs (and of predictions, feature=__prediction__) against training data.",
+    ["model_name", "model_version", "feature"],
+    multiprocess_mode="max",
+)
 MODEL_INFO = Gauge(
     "model_server_model_info",
     "The model version this server serves (value 1).",
@@ -115,6 +121,11 @@ class ModelMetrics:
             histogram = FEEDBACK_ABS_ERROR.labels(name, version)
             for error in abs_errors:
                 histogram.observe(error)
+
+    def drift(self, scores: dict[str, float]) -> None:
+        """Publish drift scores (PSI) per feature."""
+        for feature, value in scores.items():
+            FEATURE_DRIFT.labels(self.model_name, self.model_version, feature).set(value)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         """Count one inference request and its latency."""

@@ -53,6 +53,17 @@ class ModelServerSettings(BaseSettings):
     """Also start KServe's gRPC V2 server."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     """gRPC port (with --enable-grpc)."""
+    drift: bool = True
+    """Compute feature and prediction drift (PSI against the training reference) off the
+    request path, exported as model_server_feature_drift_score."""
+    drift_window_rows: int = Field(default=1000, ge=10)
+    """Most recent rows the drift window keeps (per worker)."""
+    drift_window_seconds: float = Field(default=3600.0, gt=0)
+    """Rows older than this leave the drift window."""
+    drift_min_rows: int = Field(default=200, ge=1)
+    """No drift score is published until the window holds this many rows."""
+    drift_interval_seconds: float = Field(default=15.0, gt=0)
+    """How often drift is recomputed."""
     prediction_log_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Share of inference requests that write a JSON provenance line to stdout (request id,
     model, version, revision, data sha, git sha, image digest, status, latency). 0 turns it off."""

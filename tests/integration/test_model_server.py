@@ -706,3 +706,46 @@ def test_provenance_lines_are_sampled_and_carry_no_payload_by_default(
     lines = provenance_lines(process.log())
     assert 100 - 35 <= len(lines) <= 100 + 35
     assert all("inputs" not in line and "outputs" not in line for line in lines)
+
+
+def test_drift_rises_for_the_shifted_feature_only(registry_uri: str, tmp_path: Path) -> None:
+    from trainer.data import load_sample
+
+    features = load_sample("breast-cancer").frame.drop(columns="diagnosis")
+    args = [
+        "--registry-uri",
+        registry_uri,
+        "--model-name",
+        CANCER,
+        "--drift-window-rows",
+        "400",
+        "--drift-min-rows",
+        "100",
+        "--drift-interval-seconds",
+        "0.3",
+    ]
+
+    def drift_scores(process: ServerProcess) -> dict[str, float]:
+        time.sleep(1.0)  # let the background task recompute
+        text = process.client.get("/metrics").text
+        return {
+            dict(k)["feature"]: v
+            for k, v in metric_samples(text, "model_server_feature_drift_score").items()
+        }
+
+    with ServerProcess(args, tmp_path) as process:
+        rows = features.sample(400, random_state=1).to_numpy().tolist()
+        for start in range(0, 400, 20):
+            assert process.post(V1, {"instances": rows[start : start + 20]}).status_code == 200
+        calm = drift_scores(process)
+        assert set(calm) == {*features.columns, "__prediction__"}
+        assert max(calm[name] for name in features.columns) < 0.2, calm
+
+        shifted = features.sample(400, random_state=2).copy()
+        shifted["mean_radius"] += 10.0
+        rows = shifted.to_numpy().tolist()
+        for start in range(0, 400, 20):
+            assert process.post(V1, {"instances": rows[start : start + 20]}).status_code == 200
+        drifted = drift_scores(process)
+    assert drifted["mean_radius"] > 0.2
+    assert max(v for k, v in drifted.items() if k not in {"mean_radius", "__prediction__"}) < 0.2
