@@ -9,7 +9,8 @@ the same connections and duration, against:
   (c) mlserver       Seldon MLServer 1.7 with its sklearn runtime, in its own venv
   (d) raw-asgi       a bare ASGI app that parses JSON and calls predict: the floor
   and, to show the server's own overhead, (a) with --no-fast-path (model-server-pipeline):
-  every request through the full scikit-learn pipeline, as the peers do.
+  every request through the full scikit-learn pipeline, as the peers do; and (a) with
+  --no-drift (model-server-no-drift), to show what drift monitoring costs.
 
 Each server runs alone, single worker, pinned to CPU 0; wrk is pinned to CPU 1. Only 127.0.0.1
 is contacted; every run is bounded by --duration. Results are ratios to (a), printed and written
@@ -36,7 +37,14 @@ import httpx
 import joblib
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = ("model-server", "bare-kserve", "mlserver", "raw-asgi", "model-server-pipeline")
+SERVERS = (
+    "model-server",
+    "bare-kserve",
+    "mlserver",
+    "raw-asgi",
+    "model-server-pipeline",
+    "model-server-no-drift",
+)
 MODELS: dict[str, dict[str, Any]] = {
     "logistic": {"estimator": "logistic", "param": {}},
     "random-forest": {"estimator": "random-forest", "param": {"n_estimators": "100"}},
@@ -170,6 +178,8 @@ def start_server(
         ]
         if kind == "model-server-pipeline":
             command.append("--no-fast-path")
+        if kind == "model-server-no-drift":
+            command.append("--no-drift")
     elif kind == "bare-kserve":
         command = [python, "-m", "benchmarks.servers.bare_kserve", model["joblib"], name, str(port)]
     elif kind == "raw-asgi":

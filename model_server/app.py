@@ -328,6 +328,33 @@ class Handlers:
         return Response(data, media_type=content_type)
 
 
+class RequestIdMiddleware:
+    """Every HTTP response carries ``x-request-id``: the client's, or a new one.
+
+    The inference handlers set it themselves (they also log it); this covers every other route,
+    KServe's included, without touching the request path's work.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", given or uuid.uuid4().hex.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> None:
     """Put this project's routes in front of whatever ``app`` already has or gets later."""
     handlers = Handlers(model, access_log)
@@ -343,6 +370,7 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> N
     router.add_api_route("/v2/models/{model_name}", handlers.v2_model_metadata, methods=["GET"])
     app.router.routes[0:0] = router.routes
     app.router.on_startup.append(handlers.start_background)
+    app.add_middleware(RequestIdMiddleware)
 
 
 _installed_in_worker = False

@@ -749,3 +749,18 @@ def test_drift_rises_for_the_shifted_feature_only(registry_uri: str, tmp_path: P
         drifted = drift_scores(process)
     assert drifted["mean_radius"] > 0.2
     assert max(v for k, v in drifted.items() if k not in {"mean_radius", "__prediction__"}) < 0.2
+
+
+def test_every_response_carries_a_request_id(server: ServerProcess) -> None:
+    for method, path in [
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2/health/live"),
+        ("GET", f"/v2/models/{CANCER}"),
+        ("GET", "/metrics"),
+        ("GET", "/v2"),
+        ("POST", f"/v1/models/{CANCER}/feedback"),
+    ]:
+        response = server.client.request(method, path, headers={"x-request-id": "rid-9"})
+        assert response.headers.get("x-request-id") == "rid-9", path
+        fresh = server.client.request(method, path)
+        assert len(fresh.headers.get("x-request-id", "")) == 32, path
