@@ -126,7 +126,10 @@ class SklearnModel(Model):  # type: ignore[misc]
         """KServe's data-plane entry (gRPC, or KServe's own REST routes): same codec and checks."""
         assert self.schema is not None
         if isinstance(payload, InferRequest):
-            decoded = codec.decode_v2(payload.to_rest(), self.schema)
+            document, binary_length = payload.to_rest()
+            if binary_length is not None or not isinstance(document, dict):
+                raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
+            decoded = codec.decode_v2(document, self.schema)
             labels, proba = self.infer(decoded.frame, decoded.probabilities)
             body = codec.encode_v2(
                 labels=labels,

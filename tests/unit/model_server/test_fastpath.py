@@ -114,3 +114,27 @@ def test_server_uses_the_verified_fast_path_and_can_turn_it_off(
     assert slow.fast_path is None
     rows = np.tile([f.min for f in fast.metadata.features], (3, 1))  # type: ignore[union-attr]
     np.testing.assert_array_equal(fast.infer(rows, True)[1], slow.infer(rows, True)[1])
+
+
+def test_kserve_data_plane_path_predicts_like_the_http_handlers(registry: Registry) -> None:
+    """KServe's own data plane (gRPC, its REST routes) calls ``predict`` with its types."""
+    import asyncio
+
+    from kserve import InferInput, InferRequest
+
+    settings = ModelServerSettings(
+        registry_uri=registry.uri, model_name="breast-cancer", model_version="latest"
+    )
+    model = SklearnModel(settings)
+    assert model.load()
+    assert model.metadata is not None
+    row = [f.min for f in model.metadata.features]
+    request = InferRequest(
+        model_name="breast-cancer",
+        infer_inputs=[InferInput("input-0", [1, len(row)], "FP64", data=[row])],
+        request_id="dp-1",
+    )
+    v2 = asyncio.run(model.predict(request))
+    v1 = asyncio.run(model.predict({"instances": [row]}))
+    assert v2.outputs[0].data == v1["predictions"]
+    assert v1["model_version"] == model.version
