@@ -120,7 +120,7 @@ def test_kserve_data_plane_path_predicts_like_the_http_handlers(registry: Regist
     """KServe's own data plane (gRPC, its REST routes) calls ``predict`` with its types."""
     import asyncio
 
-    from kserve import InferInput, InferRequest
+    from kserve import InferInput, InferRequest, InferResponse
 
     settings = ModelServerSettings(
         registry_uri=registry.uri, model_name="breast-cancer", model_version="latest"
@@ -136,5 +136,7 @@ def test_kserve_data_plane_path_predicts_like_the_http_handlers(registry: Regist
     )
     v2 = asyncio.run(model.predict(request))
     v1 = asyncio.run(model.predict({"instances": [row]}))
+    assert isinstance(v2, InferResponse)
+    assert isinstance(v1, dict)
     assert v2.outputs[0].data == v1["predictions"]
     assert v1["model_version"] == model.version
