@@ -72,7 +72,7 @@ run: setup ## Train the sample if the registry has none, then serve it on $(HOST
 	@if $(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1; then \
 	  echo ">> $(MODEL) already registered in $(REGISTRY) (make train adds a version)"; \
 	else \
-	  $(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --promote; \
+	  $(MAKE) --no-print-directory train; \
 	fi
 	$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production
 	@$(BIN)/python -m model_server.examples --registry-uri $(REGISTRY) --model-name $(MODEL) --url http://$(HOST):$(PORT)

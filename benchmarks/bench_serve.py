@@ -329,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 process, url = start_server(kind, model, work)
                 try:
                     labels = wait_ready(
-                        url,
-                        model["name"],
-                        scripts[(label, 32 if 32 in args.rows else args.rows[0])][1],
-                        process,
+                        url, model["name"], scripts[(label, max(args.rows))][1], process
                     )
                     if reference is None:
                         reference = labels

@@ -190,10 +190,7 @@ class Registry:
         """Turn ``latest``, ``v3``, ``3`` or an alias into a published version name."""
         check_model_name(model_name)
         if ref == LATEST:
-            published = self.list_versions(model_name)
-            if not published:
-                raise NotFound(f"model {model_name!r} has no published versions in {self.uri}")
-            return published[-1].version
+            return self.get(model_name, LATEST).version
         version = normalize_version(ref)
         if version:
             return version
@@ -207,6 +204,11 @@ class Registry:
     @_storage_errors
     def get(self, model_name: str, ref: str = LATEST) -> ModelMetadata:
         """Metadata of a published version (artifact present with the recorded size)."""
+        if ref == LATEST:  # resolving "latest" already read and checked every version
+            published = self.list_versions(model_name)
+            if not published:
+                raise NotFound(f"model {model_name!r} has no published versions in {self.uri}")
+            return published[-1]
         version = self.resolve(model_name, ref)
         files = self._version_files(model_name).get(version)
         if files is None:

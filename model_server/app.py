@@ -9,11 +9,12 @@ answering version in every response, request ids, and the metrics of DESIGN.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
@@ -59,7 +60,6 @@ class Handlers:
     def __init__(self, model: SklearnModel, access_log: bool) -> None:
         self.model = model
         self.access_log = access_log
-        self._metrics: ModelMetrics | None = None
         settings = model.settings
         self.fault_ratio = settings.fault_error_ratio
         self.fault_delay = settings.fault_latency_ms / 1000.0
@@ -83,19 +83,14 @@ class Handlers:
                 payloads=settings.prediction_log_payloads,
             )
 
+    @functools.cached_property
     def metrics(self) -> ModelMetrics:
-        if self._metrics is None or self._metrics.model_version != self.model.version:
-            schema = self.model.schema
-            self._metrics = ModelMetrics(
-                self.model.name, self.model.version, schema.classes if schema else None
-            )
-        return self._metrics
+        """Bound on first use: a worker writes metric values only once it serves requests."""
+        schema = self.model.schema
+        return ModelMetrics(self.model.name, self.model.version, schema.classes if schema else None)
 
-    def _headers(self, request_id: str | None = None) -> dict[str, str]:
-        headers = {"x-model-version": self.model.version}
-        if request_id:
-            headers["x-request-id"] = request_id
-        return headers
+    def _headers(self) -> dict[str, str]:
+        return {"x-model-version": self.model.version}
 
     def _check_model(self, model_name: str) -> None:
         if model_name != self.model.name:
@@ -133,35 +128,19 @@ class Handlers:
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"malformed JSON: {error}") from error
 
-    def _predict(self, document: Any, protocol: str) -> tuple[dict[str, Any], codec.Rows]:
-        """Decode, validate, predict and encode one request; also returns the rows."""
-        model = self.model
-        schema = model.schema
-        assert schema is not None
-        if protocol == "v1":
-            decoded = codec.decode_v1(document, schema)
-        else:
-            decoded = codec.decode_v2(document, schema)
-        started = time.perf_counter()
-        labels, proba = model.infer(decoded.frame, decoded.probabilities)
-        self.metrics().predicted(labels, time.perf_counter() - started)
+    def _predict(self, document: Any, protocol: Literal["v1", "v2"]) -> tuple[Any, codec.Rows]:
+        """Answer one request and record its inference metrics and drift input."""
+        answer = self.model.answer(document, protocol)
+        self.metrics.predicted(answer.labels, answer.inference_seconds)
         if self.drift is not None:
-            self.drift.observe(decoded.frame, labels)
-        if protocol == "v1":
-            return codec.encode_v1(labels, proba, schema, model.name, model.version), decoded.frame
-        encoded = codec.encode_v2(
-            labels=labels,
-            probabilities=proba,
-            decoded=decoded,
-            schema=schema,
-            model_name=model.name,
-            model_version=model.version,
-        )
-        return encoded, decoded.frame
+            self.drift.observe(answer.rows, answer.labels)
+        return answer.body, answer.rows
 
-    async def _infer(self, model_name: str, request: Request, protocol: str) -> Response:
+    async def _infer(
+        self, model_name: str, request: Request, protocol: Literal["v1", "v2"]
+    ) -> Response:
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id: str = request.state.request_id  # set by RequestIdMiddleware
         model = self.model
         status = 200
         rows: codec.Rows | None = None
@@ -186,7 +165,7 @@ class Handlers:
             payload = {
                 "error": f"internal error; the server log has the details (request id {request_id})"
             }
-        response = _json(status, payload, self._headers(request_id))
+        response = _json(status, payload, self._headers())
         elapsed = time.perf_counter() - started
         if self.provenance is not None and self.provenance.sampled():
             self._write_provenance(
@@ -198,7 +177,7 @@ class Handlers:
                 rows=rows,
             )
         if status != 404:  # an unknown model name is client input: keep it out of labels
-            self.metrics().request(protocol, status, elapsed)
+            self.metrics.request(protocol, status, elapsed)
         if self.access_log:
             log.info(
                 "%s %s %d",
@@ -245,7 +224,7 @@ class Handlers:
         """Start the drift task in this worker's event loop (FastAPI startup hook)."""
         if self.drift is not None:
             task = asyncio.create_task(
-                self.drift.run(self.model.settings.drift_interval_seconds, self.metrics().drift)
+                self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -262,7 +241,7 @@ class Handlers:
             return _json(400, {"error": str(error)}, self._headers())
         except _Refused as error:
             return _json(error.status, {"error": str(error)}, self._headers())
-        self.metrics().feedback(received.correct, received.incorrect, received.abs_errors)
+        self.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
         body: dict[str, Any] = {
             "model_name": self.model.name,
             "model_version": self.model.version,
@@ -331,8 +310,8 @@ class Handlers:
 class RequestIdMiddleware:
     """Every HTTP response carries ``x-request-id``: the client's, or a new one.
 
-    The inference handlers set it themselves (they also log it); this covers every other route,
-    KServe's included, without touching the request path's work.
+    The id is also put in the request's state (``request.state.request_id``) for the handlers'
+    logs and provenance lines, so it is read or made in this one place for every route.
     """
 
     def __init__(self, app: Any) -> None:
@@ -343,13 +322,13 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = given.decode("latin-1") if given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                    headers.append((b"x-request-id", given or uuid.uuid4().hex.encode()))
-                    message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", []), header]}
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,16 @@ from model_server.fastpath import FastPath, compile_fast_path
 from model_server.settings import ModelServerSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered request: the response body, and what metrics and drift need of it."""
+
+    body: dict[str, Any]
+    rows: codec.Rows
+    labels: np.ndarray[Any, Any]
+    inference_seconds: float
 
 
 class SklearnModel(Model):  # type: ignore[misc]
@@ -109,13 +120,36 @@ class SklearnModel(Model):  # type: ignore[misc]
                     return np.asarray(labels), proba
                 assert self.schema is not None
                 rows = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
-            frame = rows
-            labels = self.pipeline.predict(frame)
-            proba = self.pipeline.predict_proba(frame) if probabilities else None
+            labels = self.pipeline.predict(rows)
+            proba = self.pipeline.predict_proba(rows) if probabilities else None
         except (ValueError, TypeError) as error:
             # Validation runs first, so this is rare; it is still the client's input.
             raise InvalidInput(f"the model cannot use this input: {error}") from error
         return np.asarray(labels), proba
+
+    def answer(self, document: Any, protocol: Literal["v1", "v2"]) -> Answer:
+        """Decode and validate a V1 or V2 request, predict, and encode the response."""
+        schema = self.schema
+        assert schema is not None
+        if protocol == "v1":
+            decoded = codec.decode_v1(document, schema)
+        else:
+            decoded = codec.decode_v2(document, schema)
+        started = time.perf_counter()
+        labels, proba = self.infer(decoded.frame, decoded.probabilities)
+        seconds = time.perf_counter() - started
+        if protocol == "v1":
+            body = codec.encode_v1(labels, proba, schema, self.name, self.version)
+        else:
+            body = codec.encode_v2(
+                labels=labels,
+                probabilities=proba,
+                decoded=decoded,
+                schema=schema,
+                model_name=self.name,
+                model_version=self.version,
+            )
+        return Answer(body, decoded.frame, labels, seconds)
 
     async def predict(
         self,
@@ -124,25 +158,12 @@ class SklearnModel(Model):  # type: ignore[misc]
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
         """KServe's data-plane entry (gRPC, or KServe's own REST routes): same codec and checks."""
-        assert self.schema is not None
         if isinstance(payload, InferRequest):
             document, binary_length = payload.to_rest()
             if binary_length is not None or not isinstance(document, dict):
                 raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
-            decoded = codec.decode_v2(document, self.schema)
-            labels, proba = self.infer(decoded.frame, decoded.probabilities)
-            body = codec.encode_v2(
-                labels=labels,
-                probabilities=proba,
-                decoded=decoded,
-                schema=self.schema,
-                model_name=self.name,
-                model_version=self.version,
-            )
-            return InferResponse.from_rest(body)
-        decoded = codec.decode_v1(payload, self.schema)
-        labels, proba = self.infer(decoded.frame, decoded.probabilities)
-        return codec.encode_v1(labels, proba, self.schema, self.name, self.version)
+            return InferResponse.from_rest(self.answer(document, "v2").body)
+        return self.answer(payload, "v1").body
 
     # -- metadata ------------------------------------------------------------------------
 

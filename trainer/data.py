@@ -231,7 +231,7 @@ def prepare(
     where = dataset.data_uri
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError([f"{where} has no rows"])
-    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
     if duplicated:
         raise DataError([f"{where} has duplicate columns: {', '.join(duplicated)}"])
     if dataset.target not in frame.columns:

@@ -43,9 +43,14 @@ def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri
 
 
+def cancer_args(registry_uri: str, *extra: str) -> list[str]:
+    """model-server arguments serving the breast-cancer classifier, plus ``extra``."""
+    return ["--registry-uri", registry_uri, "--model-name", CANCER, *extra]
+
+
 @pytest.fixture(scope="module")
 def server(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--max-batch-rows", "100"]
+    args = cancer_args(registry_uri, "--max-batch-rows", "100")
     with ServerProcess(args, tmp_path_factory.mktemp("logs")) as process:
         yield process
 
@@ -446,7 +451,7 @@ def test_failed_load_is_not_ready_with_the_reason(registry_uri: str, tmp_path: P
 
 
 def test_metrics_count_exactly(registry_uri: str, tmp_path: Path) -> None:
-    args = ["--registry-uri", registry_uri, "--model-name", CANCER]
+    args = cancer_args(registry_uri)
     with ServerProcess(args, tmp_path) as process:
         for _ in range(3):
             assert process.post(V1, {"instances": [ROW, ROW]}).status_code == 200
@@ -479,7 +484,7 @@ def test_metrics_count_exactly(registry_uri: str, tmp_path: Path) -> None:
 
 
 def test_metrics_complete_with_two_workers(registry_uri: str, tmp_path: Path) -> None:
-    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--workers", "2"]
+    args = cancer_args(registry_uri, "--workers", "2")
     shared = tmp_path / "prometheus"
     env = {"K_REVISION": "breast-cancer-predictor-00002", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     with ServerProcess(args, tmp_path, env=env, start_timeout=120) as process:
@@ -511,7 +516,7 @@ def test_metrics_complete_with_two_workers(registry_uri: str, tmp_path: Path) ->
 
 def test_sigterm_finishes_in_flight_requests(registry_uri: str, tmp_path: Path) -> None:
     """A request still arriving when SIGTERM lands is answered; then the server exits."""
-    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--grace-period-seconds", "20"]
+    args = cancer_args(registry_uri, "--grace-period-seconds", "20")
     process = ServerProcess(args, tmp_path).start()
     body = orjson.dumps({"instances": [ROW] * 50})
     head = (
@@ -565,16 +570,7 @@ def test_printed_curl_commands_work(registry_uri: str, tmp_path: Path, model: st
 def test_fault_injection_fails_the_configured_share_and_adds_latency(
     registry_uri: str, tmp_path: Path
 ) -> None:
-    args = [
-        "--registry-uri",
-        registry_uri,
-        "--model-name",
-        CANCER,
-        "--fault-error-ratio",
-        "0.3",
-        "--fault-latency-ms",
-        "20",
-    ]
+    args = cancer_args(registry_uri, "--fault-error-ratio", "0.3", "--fault-latency-ms", "20")
     with ServerProcess(args, tmp_path) as process:
         sent = 300
         started = time.perf_counter()
@@ -592,7 +588,7 @@ def test_fault_injection_fails_the_configured_share_and_adds_latency(
 
 
 def test_feedback_counters_match_what_was_sent(registry_uri: str, tmp_path: Path) -> None:
-    cancer = ["--registry-uri", registry_uri, "--model-name", CANCER]
+    cancer = cancer_args(registry_uri)
     with ServerProcess(cancer, tmp_path) as process:
         for path in (f"/v1/models/{CANCER}/feedback", f"/v2/models/{CANCER}/feedback"):
             response = process.post(
@@ -653,15 +649,9 @@ def test_provenance_lines_trace_predictions_to_model_and_data(
     registry_uri: str, tmp_path: Path
 ) -> None:
     metadata = Registry(registry_uri).get(CANCER, "production")
-    args = [
-        "--registry-uri",
-        registry_uri,
-        "--model-name",
-        CANCER,
-        "--prediction-log-sample-rate",
-        "1",
-        "--prediction-log-payloads",
-    ]
+    args = cancer_args(
+        registry_uri, "--prediction-log-sample-rate", "1", "--prediction-log-payloads"
+    )
     env = {"K_REVISION": "bc-predictor-00003"}
     with ServerProcess(args, tmp_path, env=env) as process:
         assert (
@@ -692,14 +682,7 @@ def test_provenance_lines_trace_predictions_to_model_and_data(
 def test_provenance_lines_are_sampled_and_carry_no_payload_by_default(
     registry_uri: str, tmp_path: Path
 ) -> None:
-    args = [
-        "--registry-uri",
-        registry_uri,
-        "--model-name",
-        CANCER,
-        "--prediction-log-sample-rate",
-        "0.25",
-    ]
+    args = cancer_args(registry_uri, "--prediction-log-sample-rate", "0.25")
     with ServerProcess(args, tmp_path) as process:
         for _ in range(400):
             assert process.post(V1, {"instances": [ROW]}).status_code == 200
@@ -712,18 +695,15 @@ def test_drift_rises_for_the_shifted_feature_only(registry_uri: str, tmp_path: P
     from trainer.data import load_sample
 
     features = load_sample("breast-cancer").frame.drop(columns="diagnosis")
-    args = [
-        "--registry-uri",
+    args = cancer_args(
         registry_uri,
-        "--model-name",
-        CANCER,
         "--drift-window-rows",
         "400",
         "--drift-min-rows",
         "100",
         "--drift-interval-seconds",
         "0.3",
-    ]
+    )
 
     def drift_scores(process: ServerProcess) -> dict[str, float]:
         time.sleep(1.0)  # let the background task recompute
