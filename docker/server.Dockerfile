@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# The model server image: a custom KServe predictor serving one registered model version.
+#   docker build -f docker/server.Dockerfile \
+#     --build-arg VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') \
+#     --build-arg GIT_SHA=$(git rev-parse HEAD) -t model-server:dev .
+# Dependencies come from requirements-runtime.lock (hash-pinned); nothing is compiled.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY requirements-runtime.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r requirements-runtime.lock
+COPY pyproject.toml README.md ./
+COPY model_registry ./model_registry
+COPY model_server ./model_server
+COPY serving_common ./serving_common
+COPY trainer ./trainer
+# The project itself (pure Python): built into a wheel here, so the runtime holds no sources tree.
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=0.0.0
+ARG GIT_SHA=unknown
+LABEL org.opencontainers.image.title="model-server" \
+      org.opencontainers.image.description="KServe predictor for registered scikit-learn models (V1 and V2 APIs)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${GIT_SHA}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin app
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_SERVER_LOG_FORMAT=json
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["model-server"]
