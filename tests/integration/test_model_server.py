@@ -744,3 +744,38 @@ def test_every_response_carries_a_request_id(server: ServerProcess) -> None:
         assert response.headers.get("x-request-id") == "rid-9", path
         fresh = server.client.request(method, path)
         assert len(fresh.headers.get("x-request-id", "")) == 32, path
+
+
+@pytest.mark.parametrize("model", [CANCER, "shop"])
+def test_chart_container_args_and_helm_test_smoke(
+    registry_uri: str, tmp_path: Path, model: str
+) -> None:
+    """The chart's predictor arguments (a version directory, as KServe's storage initializer
+    leaves it) serve the model, and the ``helm test`` pod's command passes against it."""
+    import subprocess
+    import sys
+
+    version_dir = Path(registry_uri) / model / "v1"
+    args = [f"--model-dir={version_dir}", f"--model-name={model}"]
+    with ServerProcess(args, tmp_path) as process:
+        smoke = [sys.executable, "-m", "model_server.smoke", f"--url={process.url}"]
+        done = subprocess.run(
+            [*smoke, f"--model={model}", "--timeout=30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"ok: {model} v1 answered" in done.stdout
+        # An unknown model never becomes ready: exit 3, naming what it saw.
+        done = subprocess.run(
+            [*smoke, "--model=nope", "--timeout=1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "never became ready" in done.stderr
+        assert "404" in done.stderr

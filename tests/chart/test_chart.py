@@ -1,0 +1,407 @@
+"""The Helm chart, rendered by real helm 3 and helm 4 and validated strictly.
+
+Every ``ci/*-values.yaml`` scenario renders with both, every object passes strict validation,
+and the rendered objects carry what the values asked for. Bad values are refused by
+``values.schema.json`` with a message naming the value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s_manifests import (
+    CHART,
+    KUBERNETES_VERSIONS,
+    ROOT,
+    Manifest,
+    RenderError,
+    by_kind,
+    helm_template,
+    one,
+    validate,
+)
+
+HELMS = ("helm3", "helm4")
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+CI = CHART / "ci"
+
+
+def scenario_id(path: Path) -> str:
+    return path.name.removesuffix("-values.yaml")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[tuple[str, str], list[Manifest]]:
+    """Every scenario rendered once by each helm."""
+    return {
+        (helm, scenario_id(path)): helm_template(helm, path) for helm in HELMS for path in SCENARIOS
+    }
+
+
+def render(*values: str, files: tuple[str, ...] = ("minimal",), helm: str = "helm4") -> list[Any]:
+    return helm_template(helm, *(CI / f"{f}-values.yaml" for f in files), set_values=values)
+
+
+def predictor(manifests: list[Manifest]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(manifests, "InferenceService")["spec"]["predictor"]
+    return spec
+
+
+def container(manifests: list[Manifest]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = predictor(manifests)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def test_the_required_scenarios_exist() -> None:
+    names = {scenario_id(p) for p in SCENARIOS}
+    required = {"minimal", "canary", "gke-workload-identity", "monitoring", "trainer-off"}
+    assert required | {"standard-mode"} <= names
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=scenario_id)
+def test_every_rendered_object_is_valid(
+    rendered: dict[tuple[str, str], list[Manifest]], helm: str, scenario: Path
+) -> None:
+    manifests = rendered[(helm, scenario_id(scenario))]
+    assert by_kind(manifests, "InferenceService"), "no InferenceService rendered"
+    problems = [p for m in manifests for p in validate(m)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=scenario_id)
+def test_helm_3_and_4_render_the_same_objects(
+    rendered: dict[tuple[str, str], list[Manifest]], scenario: Path
+) -> None:
+    assert rendered[("helm3", scenario_id(scenario))] == rendered[("helm4", scenario_id(scenario))]
+
+
+def test_canary_percent_only_when_set() -> None:
+    assert "canaryTrafficPercent" not in predictor(render())
+    assert predictor(render(files=("canary",)))["canaryTrafficPercent"] == 10
+    assert predictor(render("canary.trafficPercent=0"))["canaryTrafficPercent"] == 0
+    assert predictor(render("canary.trafficPercent=100"))["canaryTrafficPercent"] == 100
+
+
+def test_storage_uri_from_registry_or_given() -> None:
+    assert (
+        env_of(container(render()))["STORAGE_URI"] == "gs://models-bucket/registry/breast-cancer/v1"
+    )
+    assert (
+        env_of(container(render("registry.uri=s3://b/reg/", "model.version=v12")))["STORAGE_URI"]
+        == "s3://b/reg/breast-cancer/v12"
+    )
+    assert (
+        env_of(container(render(files=("trainer-off",))))["STORAGE_URI"]
+        == "gs://models-bucket/registry/diabetes/v4"
+    )
+
+
+def test_inference_service_shape() -> None:
+    manifests = render(files=("canary",))
+    isvc = one(manifests, "InferenceService")
+    assert isvc["metadata"]["name"] == "breast-cancer"
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Knative"
+    assert annotations["serving.kserve.io/enable-tag-routing"] == "true"
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert annotations["prometheus.kserve.io/port"] == "8080"
+    assert annotations["prometheus.kserve.io/path"] == "/metrics"
+    spec = predictor(manifests)
+    assert spec["serviceAccountName"] == "demo-model-serving"
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
+    assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", 8)
+    assert (spec["containerConcurrency"], spec["timeout"]) == (0, 60)
+    assert "terminationGracePeriodSeconds" not in spec  # Knative refuses it
+    assert "securityContext" not in spec  # Knative refuses a pod security context by default
+    c = container(manifests)
+    assert c["name"] == "kserve-container"
+    assert c["image"] == "model-serving/model-server:0.1.0"
+    assert "--model-dir=/mnt/models" in c["args"]
+    assert "--model-name=breast-cancer" in c["args"]
+    assert c["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    assert env_of(c)["MODEL_SERVER_LOG_FORMAT"] == "json"
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+
+
+def test_tag_routing_off_by_default() -> None:
+    annotations = one(render(), "InferenceService")["metadata"]["annotations"]
+    assert "serving.kserve.io/enable-tag-routing" not in annotations
+
+
+def test_probes_hit_the_servers_real_endpoints() -> None:
+    c = container(render())
+    assert c["readinessProbe"]["httpGet"] == {
+        "path": "/v2/models/breast-cancer/ready",
+        "port": 8080,
+    }
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert c["readinessProbe"]["periodSeconds"] == 5
+
+
+def test_security_context_everywhere() -> None:
+    manifests = render(files=("minimal", "monitoring"))
+    strict = {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    trainer_pod = one(manifests, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    test_pod = one(manifests, "Pod")["spec"]
+    for c in (container(manifests), trainer_pod["containers"][0], test_pod["containers"][0]):
+        assert strict.items() <= c["securityContext"].items(), c["name"]
+        assert c["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert trainer_pod["securityContext"]["runAsNonRoot"] is True
+    assert trainer_pod["automountServiceAccountToken"] is False
+
+
+def test_standard_mode() -> None:
+    manifests = render(files=("standard-mode",))
+    isvc = one(manifests, "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    spec = predictor(manifests)
+    assert spec["terminationGracePeriodSeconds"] == 35
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["nodeSelector"] == {"cloud.google.com/gke-nodepool": "serving"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert (spec["scaleMetric"], spec["scaleTarget"]) == ("cpu", 70)
+    assert by_kind(manifests, "CronJob") == []
+
+
+def test_canary_in_standard_mode_is_refused() -> None:
+    with pytest.raises(RenderError, match=r"needs inferenceService\.deploymentMode=Knative"):
+        render("canary.trafficPercent=10", files=("standard-mode",))
+
+
+def test_workload_identity_and_rbac() -> None:
+    manifests = render(files=("gke-workload-identity",))
+    accounts = {sa["metadata"]["name"]: sa for sa in by_kind(manifests, "ServiceAccount")}
+    sa = accounts["demo-model-serving"]
+    assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
+        "model-serving@my-project.iam.gserviceaccount.com"
+    )
+    assert "demo-model-serving-rollout" in accounts
+    role = one(manifests, "Role")
+    isvc_rule = next(r for r in role["rules"] if r["apiGroups"] == ["serving.kserve.io"])
+    assert isvc_rule["resourceNames"] == ["breast-cancer"]
+    assert set(isvc_rule["verbs"]) == {"get", "watch", "patch"}
+    assert any(r["resources"] == ["events"] and "create" in r["verbs"] for r in role["rules"])
+    binding = one(manifests, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-model-serving-rollout", "namespace": "models"}
+    ]
+    c = container(manifests)
+    assert c["image"].endswith("model-server@sha256:" + "0123456789abcdef" * 4)
+
+
+def test_rbac_off_by_default_and_custom_subjects() -> None:
+    default = render()
+    assert by_kind(default, "Role") == []
+    assert by_kind(default, "RoleBinding") == []
+    manifests = render(
+        "rollout.rbac.create=true",
+        "rollout.rbac.subjects[0].kind=Group",
+        "rollout.rbac.subjects[0].name=release-engineers",
+        "rollout.rbac.subjects[0].apiGroup=rbac.authorization.k8s.io",
+    )
+    assert one(manifests, "RoleBinding")["subjects"][0]["name"] == "release-engineers"
+    assert [sa["metadata"]["name"] for sa in by_kind(manifests, "ServiceAccount")] == [
+        "demo-model-serving"
+    ]
+
+
+def test_trainer_cronjob() -> None:
+    manifests = render(files=("gke-workload-identity",))
+    cron = one(manifests, "CronJob")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["schedule"] == "0 3 * * *"
+    assert spec["timeZone"] == "Europe/Paris"
+    assert spec["startingDeadlineSeconds"] == 600
+    job = spec["jobTemplate"]["spec"]
+    assert (job["backoffLimit"], job["activeDeadlineSeconds"]) == (2, 3600)
+    fail_rule = job["podFailurePolicy"]["rules"][0]
+    assert fail_rule["action"] == "FailJob"
+    assert fail_rule["onExitCodes"]["values"] == [2, 3, 4]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "demo-model-serving"
+    trainer = pod["containers"][0]
+    assert trainer["image"] == "europe-docker.pkg.dev/my-project/model-serving/model-trainer:0.1.0"
+    env = env_of(trainer)
+    assert env["TRAINER_MODEL_NAME"] == "breast-cancer"
+    assert env["TRAINER_REGISTRY_URI"] == "gs://models-bucket/registry"
+    assert env["TRAINER_DATA_URI"] == "gs://models-bucket/data/breast-cancer.parquet"
+    assert env["TRAINER_TARGET"] == "diagnosis"
+    assert json.loads(env["TRAINER_PARAM"]) == {"C": 0.5}
+    assert env["TRAINER_PUSHGATEWAY_URL"] == "http://prometheus-pushgateway.monitoring:9091"
+    assert env["TRAINER_PROMOTE"] == "false"
+    assert by_kind(render(files=("trainer-off",)), "CronJob") == []
+
+
+def test_trainer_without_data_is_a_clear_error() -> None:
+    with pytest.raises(RenderError, match=r"trainer\.dataUri is required"):
+        render("trainer.dataUri=")
+
+
+def test_missing_model_name_is_a_clear_error() -> None:
+    for helm in HELMS:
+        with pytest.raises(RenderError, match=r"model[./]name"):
+            helm_template(helm)
+
+
+def test_monitoring_objects_off_by_default() -> None:
+    kinds = {m["kind"] for m in render()}
+    assert kinds.isdisjoint({"PodMonitor", "PrometheusRule", "ConfigMap"})
+
+
+def monitoring_rules() -> dict[str, Any]:
+    groups: list[Any] = []
+    for path in sorted((ROOT / "monitoring" / "rules").glob("*.yaml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    return {"groups": groups}
+
+
+def test_monitoring_objects_from_the_single_source() -> None:
+    manifests = render(files=("minimal", "monitoring"))
+    for kind in ("PodMonitor", "PrometheusRule", "ConfigMap"):
+        assert one(manifests, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+    pod_monitor = one(manifests, "PodMonitor")["spec"]
+    assert pod_monitor["selector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": "breast-cancer",
+        "component": "predictor",
+    }
+    assert pod_monitor["podMetricsEndpoints"][0]["port"] == "user-port"
+    assert pod_monitor["podMetricsEndpoints"][0]["path"] == "/metrics"
+
+    # Rules: exactly monitoring/rules, with the runbook links moved to the configured base.
+    expected = json.loads(
+        json.dumps(monitoring_rules()).replace(
+            "https://github.com/model-serving/model-serving/blob/main/monitoring/RUNBOOK.md",
+            "https://runbooks.internal.example/model-serving",
+        )
+    )
+    assert one(manifests, "PrometheusRule")["spec"] == expected
+    assert "{{ $labels.model_name }}" in json.dumps(expected)  # untouched by helm's templating
+
+    dashboard = one(manifests, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "Models"
+    source = ROOT / "monitoring" / "dashboards" / "model-serving.json"
+    assert dashboard["data"] == {"model-serving.json": source.read_text()}
+
+
+def test_rules_without_base_override_keep_their_links() -> None:
+    rule = one(render("monitoring.prometheusRule.enabled=true"), "PrometheusRule")
+    assert rule["spec"] == monitoring_rules()
+    assert "release" not in rule["metadata"]["labels"]
+
+
+def test_podmonitor_port_in_standard_mode() -> None:
+    manifests = render("monitoring.podMonitor.enabled=true", files=("standard-mode",))
+    assert one(manifests, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "http1"
+
+
+def test_chart_files_link_to_monitoring_not_copies() -> None:
+    for name in ("rules", "dashboards"):
+        link = CHART / "files" / name
+        assert link.is_symlink(), f"{link} must link to monitoring/{name}, not hold a copy"
+        assert link.resolve() == (ROOT / "monitoring" / name).resolve()
+
+
+def test_helm_test_pod_checks_readiness_and_infers() -> None:
+    pod = one(render(), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["python", "-m", "model_server.smoke"]
+    assert "--url=http://breast-cancer-predictor.models.svc.cluster.local" in c["args"]
+    assert "--model=breast-cancer" in c["args"]
+
+
+def test_labels_on_every_object() -> None:
+    manifests = render(files=("minimal", "monitoring"), helm="helm3")
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "model-serving", manifest["kind"]
+        assert labels["app.kubernetes.io/instance"] == "demo"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == "model-serving-0.1.0"
+    pod_labels = one(manifests, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    assert "app.kubernetes.io/version" not in pod_labels["labels"]
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (["canary.trafficPercent=150"], "trafficPercent"),
+        (["canary.trafficPercent=-1"], "trafficPercent"),
+        (["canary.trafficPercent=ten"], "trafficPercent"),
+        (["inferenceService.unknownKey=1"], "unknownKey"),
+        (["unknownTopLevel=1"], "unknownTopLevel"),
+        (["inferenceService.minReplicas=two"], "minReplicas"),
+        (["inferenceService.deploymentMode=Serverless"], "deploymentMode"),
+        (["model.name=Breast_Cancer"], "name"),
+        (["model.version=latest"], "version"),
+        (["image.digest=sha256:nothex"], "digest"),
+        (["server.workers=0"], "workers"),
+        (["trainer.concurrencyPolicy=Allow"], "concurrencyPolicy"),
+        (["serviceAccount.gcpServiceAccount=not-an-email"], "gcpServiceAccount"),
+    ],
+)
+def test_bad_values_are_refused_by_the_schema(helm: str, values: list[str], named: str) -> None:
+    with pytest.raises(RenderError) as refused:
+        render(*values, helm=helm)
+    message = str(refused.value)
+    assert "schema" in message.lower() or "values don't meet" in message.lower(), message
+    assert named in message
+
+
+def test_the_validators_catch_mistakes() -> None:
+    """The strict checks above can fail: each planted mistake is reported by path."""
+    manifests = render(files=("minimal", "monitoring"))
+    isvc = one(manifests, "InferenceService")
+    c = isvc["spec"]["predictor"]["containers"][0]
+    c["imagePullPolicyy"] = "Always"
+    del c["name"]
+    c["readinessProbe"]["httpGet"].pop("port")
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    isvc["spec"]["predictor"]["minReplicass"] = 1
+    problems = "\n".join(validate(isvc))
+    for expected in (
+        "containers[0].imagePullPolicyy: unknown field of V1Container",
+        "required field name of V1Container is missing",
+        "required field port of V1HTTPGetAction is missing",
+        "canaryTrafficPercent: expected int, got str",
+        "predictor.minReplicass: unknown field of V1beta1PredictorSpec",
+    ):
+        assert expected in problems
+
+    cron = one(manifests, "CronJob")
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
+    cron["spec"]["schedule"] = 5
+    problems = "\n".join(validate(cron))
+    assert "restartPolicyy" in problems
+    assert "Kubernetes 1.30" in problems
+    assert f"Kubernetes {KUBERNETES_VERSIONS[-1]}" in problems
+
+    assert validate({"apiVersion": "example.com/v1", "kind": "Widget"}) == [
+        "Widget (example.com/v1): no validator for this kind"
+    ]
+    rule = one(manifests, "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0].pop("expr")
+    assert validate(rule)
