@@ -138,7 +138,7 @@ test-integration: setup system-deps ## Integration tests: real storage emulators
 chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario; the chart README is fresh
 	@for helm in $(HELM3) $(HELM4); do for values in $(CHART)/ci/*-values.yaml; do \
 	  echo ">> $$($$helm version --short) lint --strict -f $$values"; \
-	  $$helm lint --strict --quiet $(CHART) -f $$values >/dev/null || { $$helm lint --strict $(CHART) -f $$values; exit 1; }; \
+	  out=$$($$helm lint --strict $(CHART) -f $$values 2>&1) || { echo "$$out" | grep -v "symbolic link"; exit 1; }; \
 	done; done
 	$(BIN)/python -m scripts.chart_docs --check $(CHART)
 

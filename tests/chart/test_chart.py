@@ -91,6 +91,9 @@ def test_canary_percent_only_when_set() -> None:
     assert predictor(render(files=("canary",)))["canaryTrafficPercent"] == 10
     assert predictor(render("canary.trafficPercent=0"))["canaryTrafficPercent"] == 0
     assert predictor(render("canary.trafficPercent=100"))["canaryTrafficPercent"] == 100
+    for helm in HELMS:  # promote with --set ...=null: helm drops the key, the field goes
+        promoted = render("canary.trafficPercent=null", files=("canary",), helm=helm)
+        assert "canaryTrafficPercent" not in predictor(promoted)
 
 
 def test_storage_uri_from_registry_or_given() -> None:
