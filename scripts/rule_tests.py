@@ -141,7 +141,12 @@ def cases() -> list[dict[str, Any]]:
             expect(
                 "12m",
                 "ModelServerHighP99Latency",
-                {"severity": "warning", "namespace": NS, "model_name": "lat", "model_version": "v2"},
+                {
+                    "severity": "warning",
+                    "namespace": NS,
+                    "model_name": "lat",
+                    "model_version": "v2",
+                },
             ),
         ),
         case(
@@ -317,9 +322,7 @@ def with_annotations(test_cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 matches = [a for r, a in rules if r.items() <= labels.items()]
                 if len(matches) != 1:
                     raise ValueError(f"{labels}: {len(matches)} rules match these labels")
-                expected["exp_annotations"] = {
-                    k: _fill(v, labels) for k, v in matches[0].items()
-                }
+                expected["exp_annotations"] = {k: _fill(v, labels) for k, v in matches[0].items()}
     return test_cases
 
 

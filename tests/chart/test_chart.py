@@ -289,6 +289,8 @@ def test_monitoring_objects_from_the_single_source() -> None:
     }
     assert pod_monitor["podMetricsEndpoints"][0]["port"] == "user-port"
     assert pod_monitor["podMetricsEndpoints"][0]["path"] == "/metrics"
+    relabelings = pod_monitor["podMetricsEndpoints"][0]["relabelings"]
+    assert {"targetLabel": "job", "replacement": "model-serving"} in relabelings
 
     # Rules: exactly monitoring/rules, with the runbook links moved to the configured base.
     expected = json.loads(
