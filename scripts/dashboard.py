@@ -89,7 +89,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Share of requests answered with a 5xx (client mistakes are 4xx and not counted).",
                 (
                     Target(
-                        f"sum by (model_version) (rate({ERR}[{RATE}])) / "
+                        f"(sum by (model_version) (rate({ERR}[{RATE}])) or 0 * "
+                        f"sum by (model_version) (rate({REQ}[{RATE}]))) / "
                         f"sum by (model_version) (rate({REQ}[{RATE}]))",
                         "{{model_version}}",
                     ),

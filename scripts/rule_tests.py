@@ -150,16 +150,15 @@ def cases() -> list[dict[str, Any]]:
             ),
         ),
         case(
-            # canary: v2 fails a third of its requests, v1 none. even: v2 at 0.5%, under
+            # canary: v2 fails a third of its requests, v1 none (it has no 5xx series at all,
+            # as a healthy server exports none). even: v2 at 0.5%, under
             # 2 x 0% + 1%. solo: one failing version alone is no canary.
             "canary error ratio: treatment clearly worse than control while both take traffic",
             [
                 requests("canary", "v1", "200", "0+100x20"),
-                requests("canary", "v1", "500", "0+0x20"),
                 requests("canary", "v2", "200", "0+10x20"),
                 requests("canary", "v2", "500", "0+5x20"),
                 requests("even", "v1", "200", "0+100x20"),
-                requests("even", "v1", "500", "0+0x20"),
                 requests("even", "v2", "200", "0+199x20"),
                 requests("even", "v2", "500", "0+1x20"),
                 requests("solo", "v2", "200", "0+10x20"),
@@ -330,6 +329,12 @@ def document() -> str:
     body = {
         "rule_files": [f"../rules/{p.name}" for p in sorted(RULES.glob("*.yaml"))],
         "evaluation_interval": "1m",
+        # Recording groups first, so each alert sees the records of the same evaluation.
+        "group_eval_order": [
+            g["name"]
+            for p in sorted(RULES.glob("*.yaml"))
+            for g in yaml.safe_load(p.read_text())["groups"]
+        ],
         "tests": with_annotations(cases()),
     }
     return HEADER + yaml.safe_dump(body, sort_keys=False, width=100)
