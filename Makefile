@@ -38,7 +38,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test chart-docs k8s-validate
+.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -145,13 +145,37 @@ chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario; th
 chart-test: chart-lint ## Helm chart: lint, render every ci/ scenario with helm 3 and 4, validate strictly
 	$(BIN)/python -m pytest tests/chart
 
+monitoring-check: setup system-deps ## promtool/amtool checks of monitoring/; generated dashboard and rule tests are fresh
+	promtool check rules monitoring/rules/*.yaml
+	$(BIN)/python -m scripts.rule_tests --check
+	promtool test rules monitoring/tests/*.test.yaml
+	amtool check-config monitoring/alertmanager/alertmanager.yaml
+	amtool config routes test --config.file=monitoring/alertmanager/alertmanager.yaml --verify.receivers=page severity=critical model_name=m namespace=n
+	amtool config routes test --config.file=monitoring/alertmanager/alertmanager.yaml --verify.receivers=ticket severity=warning model_name=m namespace=n
+	$(BIN)/python -m scripts.dashboard --check
+
+monitoring-test: monitoring-check ## Monitoring as code: the checks above, dashboard round trip, live Prometheus and Alertmanager tests
+	$(BIN)/python -m pytest tests/monitoring tests/integration/test_monitoring_live.py
+
+dashboard: setup ## Regenerate monitoring/dashboards/model-serving.json from scripts/dashboard.py
+	$(BIN)/python -m scripts.dashboard
+
+rule-tests: setup ## Regenerate monitoring/tests/model-serving.test.yaml from scripts/rule_tests.py
+	$(BIN)/python -m scripts.rule_tests
+
+LOADTEST_ARGS ?=
+
+loadtest: setup ## Bounded locust run (8 users, 30 s) against a local server; exits 1 if the SLO is missed (LOADTEST_ARGS="--fault-latency-ms 300")
+	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1 || $(MAKE) --no-print-directory train
+	$(BIN)/python -m loadtests.run --registry-uri $(REGISTRY) --model $(MODEL) $(LOADTEST_ARGS)
+
 chart-docs: setup ## Regenerate the chart README's values table from the values.yaml comments
 	$(BIN)/python -m scripts.chart_docs $(CHART)
 
 k8s-validate: tools ## Build every k8s/ overlay with kubectl kustomize and validate it strictly
 	$(BIN)/python -m pytest tests/k8s
 
-test: lint typecheck system-deps chart-lint ## Lint, types, chart lint and every test (unit, integration, chart, k8s); fails on zero tests and on warnings
+test: lint typecheck system-deps chart-lint monitoring-check ## Lint, types, chart and monitoring checks, every test (unit, integration, chart, k8s, monitoring); fails on zero tests and on warnings
 	$(BIN)/python -m pytest tests
 
 bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows
@@ -172,4 +196,4 @@ bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s and latency vs bare
 bench: bench-train bench-serve ## Every benchmark
 
 clean: ## Remove the virtualenv, tools, caches and the local registry
-	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache $(REGISTRY)
+	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache $(REGISTRY) loadtest-results

@@ -209,21 +209,17 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     """promtool parses each panel's PromQL (Grafana's variables set to All)."""
     queries = list(dashboard.expressions())
     assert len(queries) >= 15
-    groups = [
-        {
-            "name": "dashboard",
-            "rules": [
-                {"record": f"dashboard:query:n{i}", "expr": grafana_free(expr)}
-                for i, (_, expr) in enumerate(queries)
-            ],
-        }
+    records: list[dict[str, str]] = [
+        {"record": f"dashboard:query:n{i}", "expr": grafana_free(expr)}
+        for i, (_, expr) in enumerate(queries)
     ]
+    groups = [{"name": "dashboard", "rules": records}]
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": groups}))
     done = run(binary("promtool"), "check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     # And a broken query is caught.
-    groups[0]["rules"][0]["expr"] = "sum by (model_version (rate(x[1m]))"
+    records[0]["expr"] = "sum by (model_version (rate(x[1m]))"
     path.write_text(yaml.safe_dump({"groups": groups}))
     assert run(binary("promtool"), "check", "rules", str(path)).returncode != 0
 
