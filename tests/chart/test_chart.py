@@ -127,6 +127,9 @@ def test_inference_service_shape() -> None:
     assert (spec["containerConcurrency"], spec["timeout"]) == (0, 60)
     assert "terminationGracePeriodSeconds" not in spec  # Knative refuses it
     assert "securityContext" not in spec  # Knative refuses a pod security context by default
+    assert spec["automountServiceAccountToken"] is False
+    mounted = predictor(render("serviceAccount.automountToken=true"))
+    assert "automountServiceAccountToken" not in mounted  # Knative refuses true: left out
     c = container(manifests)
     assert c["name"] == "kserve-container"
     assert c["image"] == "model-serving/model-server:0.1.0"

@@ -87,7 +87,7 @@ def test_counts_accumulate_across_runs_and_failures_keep_last_success(pushgatewa
     versions = {
         dict(labels).get("model_version")
         for (name, labels) in final
-        if name == "trainer_model_score"
+        if name == "trainer_model_score" and dict(labels)["model_name"] == model
     }
     assert versions == {"v2"}
 
