@@ -80,14 +80,23 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3007" in done.stdout  # "latest" tag
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_packaged_python_package_is_copied(dockerfile: Path) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    copied = re.findall(r"^COPY (\w+) \./(\w+)$", dockerfile.read_text(), re.MULTILINE)
+    assert sorted(src for src, _ in copied) == sorted(packages)
+
+
 def test_dockerignore_sends_only_what_the_images_copy() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
-    assert lines[lines.index("**") + 1 :][:8] == [
+    assert lines[lines.index("**") + 1 :][:9] == [
         "!requirements-runtime.lock",
         "!pyproject.toml",
         "!README.md",
         "!model_registry/",
         "!model_server/",
+        "!rollout/",
         "!serving_common/",
         "!trainer/",
         "**/__pycache__",
