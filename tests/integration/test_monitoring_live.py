@@ -263,3 +263,58 @@ def test_critical_inhibits_the_same_models_warnings(alertmanager: str) -> None:
     assert states[("critical", "a")]["state"] == "active"
     assert states[("warning", "a")]["inhibitedBy"]
     assert states[("warning", "b")]["state"] == "active"  # another model: not inhibited
+
+
+# -- the rollout's analysis, on the same evidence ------------------------------------------
+
+
+def test_rollout_analysis_rolls_back_the_failing_treatment(
+    stack: Prometheus, request: pytest.FixtureRequest
+) -> None:
+    from rollout.decision import Action, Policy, State, decide
+    from rollout.prometheus import CustomQuery, measure
+    from rollout.prometheus import Prometheus as RolloutPrometheus
+
+    prometheus = RolloutPrometheus(str(stack.client.base_url))
+    request.addfinalizer(prometheus.close)
+    policy = Policy(min_requests=20, threshold=1)
+    business = CustomQuery(
+        "treatment answers",
+        'sum(increase(model_server_requests_total{model_name="$model", '
+        'model_version="$version"}[$window]))',
+        min_value=1,
+    )
+    measured = measure(
+        prometheus,
+        model=MODEL,
+        control="v1",
+        treatment="v2",
+        window="5m",
+        namespace="it",
+        custom=(business,),
+    )
+    assert measured.prometheus_up
+    assert measured.control is not None
+    assert measured.treatment is not None
+    assert measured.control.requests > 50
+    assert measured.control.errors == 0
+    assert 0.3 < measured.treatment.error_ratio < 0.7
+    assert measured.treatment.p95_seconds is not None
+    assert measured.control.correct > 0  # feedback counted (targets all "benign")
+    assert [c.passed for c in measured.custom] == [True]
+    decision = decide(State(step_index=0), measured, policy)
+    assert decision.action is Action.ROLLBACK
+    assert any(r.startswith("error ratio failed") for r in decision.reasons)
+
+    # The same version on both sides passes every check: the canary steps on.
+    same = measure(prometheus, model=MODEL, control="v1", treatment="v1", window="5m")
+    assert decide(State(step_index=0), same, policy).action is Action.STEP
+
+    # No series for a version: halt. Prometheus unreachable: halt.
+    missing = measure(prometheus, model=MODEL, control="v1", treatment="v9", window="5m")
+    assert missing.treatment is None
+    assert decide(State(step_index=0), missing, policy).action is Action.HALT
+    with RolloutPrometheus(f"http://127.0.0.1:{free_port()}", timeout=2) as unreachable:
+        down = measure(unreachable, model=MODEL, control="v1", treatment="v2", window="5m")
+    assert not down.prometheus_up
+    assert decide(State(step_index=0), down, policy).action is Action.HALT
