@@ -230,3 +230,58 @@ class InferenceServices:
             self.core.create_namespaced_event(self.namespace, event)
         except ApiException as error:
             raise self._explain(error, "record an event on", name) from error
+
+
+def api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+    """A client like kubectl's: the kubeconfig (and context) given, else $KUBECONFIG or
+    ~/.kube/config, else the in-cluster service account."""
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        return cast(
+            client.ApiClient,
+            config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context
+            ),
+        )
+    except (ConfigException, OSError) as error:
+        if kubeconfig or context:
+            raise KubeError(f"cannot load kubeconfig: {error}") from error
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except ConfigException:
+            raise KubeError(
+                f"no Kubernetes configuration: {error} (set KUBECONFIG or --kubeconfig)"
+            ) from error
+        return client.ApiClient()
+
+
+class KubeTarget:
+    """The canary split of one InferenceService, for the analysis loop."""
+
+    def __init__(self, isvcs: InferenceServices, name: str, dry_run: bool = False) -> None:
+        self.isvcs, self.name, self.dry_run = isvcs, name, dry_run
+        self.control_revision: str | None = None
+
+    def set_percent(self, percent: int | None) -> None:
+        patch = percent_patch(percent)
+        if self.dry_run:
+            print(kubectl_line(self.name, self.isvcs.namespace, patch), flush=True)
+            return
+        self.isvcs.patch(self.name, patch)
+
+    def treatment_ready(self) -> bool:
+        status = self.isvcs.status(self.name)
+        return status.latest_is_ready and status.latest_created != self.control_revision
+
+    def record(self, reason: str, message: str, warning: bool = False) -> None:
+        if not self.dry_run:
+            self.isvcs.record_event(self.name, reason, message, warning)
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        if not self.dry_run:
+            self.isvcs.save_state(self.name, state)
+
+    def load_state(self) -> dict[str, Any] | None:
+        return self.isvcs.load_state(self.name)

@@ -1,0 +1,378 @@
+"""``model-rollout``: kubectl-style canary rollouts of KServe InferenceServices, on evidence."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, get_origin
+
+from pydantic import ValidationError
+
+from rollout.controller import (
+    EXIT_CODES_HELP,
+    EXIT_ERROR,
+    EXIT_HALTED,
+    EXIT_PROMOTED,
+    EXIT_USAGE,
+    Printer,
+    RolloutState,
+    analyze_once,
+    run_loop,
+)
+from rollout.decision import Action
+from rollout.settings import RolloutSettings
+from serving_common.cli import format_validation_error
+
+log = logging.getLogger("rollout")
+VERSION_IN_URI = re.compile(r"/(v[1-9][0-9]*)/?$")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Every RolloutSettings field as a --kebab-case flag (default: environment, then default)."""
+    group = parser.add_argument_group("settings (each also ROLLOUT_<NAME>)")
+    for name, info in RolloutSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        helptext = (info.description or "").replace("%", "%%")
+        default = info.get_default(call_default_factory=True)
+        helptext += f" (default: {default})" if default not in (None, []) else ""
+        if info.annotation is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=helptext
+            )
+        elif get_origin(info.annotation) is list and name == "custom_query":
+            group.add_argument(flag, dest=name, action="append", metavar="CHECK", help=helptext)
+        else:
+            group.add_argument(flag, dest=name, metavar=name.upper(), help=helptext)
+    if "namespace" in RolloutSettings.model_fields:
+        group.add_argument("-n", dest="namespace", help="same as --namespace")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="model-rollout",
+        description=(
+            "Canary rollouts of KServe InferenceServices, stepped on evidence from Prometheus: "
+            "treatment (the latest revision) is compared with control (the previous rolled-out "
+            "one) by the model_version label of the model server's metrics."
+        ),
+        epilog=EXIT_CODES_HELP,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES_HELP)
+        if name != "rehearse":
+            sub.add_argument("name", metavar="NAME", help="InferenceService (model) name")
+        _add_settings(sub)
+        return sub
+
+    start = command("start", "patch in the new version at the first step, then run the analysis")
+    which = start.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="registry version to canary (vN), next to the current")
+    which.add_argument("--storage-uri", help="full storage URI of the version to canary")
+    command("status", "show the split, the revisions, the versions and the last decision")
+    command("promote", "send all traffic to the treatment now (remove canaryTrafficPercent)")
+    command("rollback", "send all traffic back to control now (canaryTrafficPercent 0)")
+    command("pause", "stop the analysis loop at the current split")
+    command("resume", "continue a paused or interrupted rollout from its saved state")
+    command("analyze", "one analysis round: print the checks and the verdict, change nothing")
+    rehearse = command(
+        "rehearse", "run the analysis against local model servers, Prometheus and locust load"
+    )
+    from rollout.rehearse import add_arguments
+
+    add_arguments(rehearse)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> RolloutSettings:
+    overrides = {
+        name: getattr(args, name)
+        for name in RolloutSettings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return RolloutSettings(**overrides)
+
+
+def treatment_uri(current: str | None, args: argparse.Namespace) -> tuple[str, str]:
+    """(storage URI, version) of the treatment, from --storage-uri or --version."""
+    if args.storage_uri:
+        match = VERSION_IN_URI.search(args.storage_uri)
+        if match is None:
+            raise ValueError(f"--storage-uri {args.storage_uri!r} must end in a registry vN")
+        return args.storage_uri.rstrip("/"), match.group(1)
+    if not re.fullmatch(r"v[1-9][0-9]*", args.version):
+        raise ValueError(f"--version {args.version!r} must look like v3")
+    if current is None or VERSION_IN_URI.search(current) is None:
+        raise ValueError("the current storage URI does not end in a registry vN: use --storage-uri")
+    return VERSION_IN_URI.sub(f"/{args.version}", current.rstrip("/")), args.version
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+        settings.policy()
+    except ValidationError as error:
+        print(format_validation_error(error, "ROLLOUT_"), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    printer = Printer(settings.output)
+    if args.command == "rehearse":
+        from rollout.rehearse import rehearse
+
+        return rehearse(args, settings, printer)
+    from rollout.kube import KubeError
+
+    try:
+        return _kube_command(args, settings, printer)
+    except KubeError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+@dataclass
+class Context:
+    """What every Kubernetes command works with."""
+
+    isvcs: Any
+    name: str
+    settings: RolloutSettings
+    printer: Printer
+    state: RolloutState | None
+
+    def send(self, patch: dict[str, Any], what: str) -> None:
+        from rollout.kube import kubectl_line
+
+        if self.settings.dry_run:
+            self.printer.event("dry-run", f"would {what}", patch=patch)
+            print(kubectl_line(self.name, self.settings.namespace, patch), flush=True)
+        else:
+            self.isvcs.patch(self.name, patch)
+            self.printer.event("patched", what)
+
+    def prometheus(self) -> Any:
+        from rollout.prometheus import Prometheus
+
+        return Prometheus(self.settings.prometheus_url)
+
+    def target(self) -> Any:
+        from rollout.kube import KubeTarget
+
+        target = KubeTarget(self.isvcs, self.name, dry_run=self.settings.dry_run)
+        target.control_revision = self.state.control_revision if self.state else None
+        return target
+
+    def loop(self, state: RolloutState) -> int:
+        self.state = state
+        return run_loop(
+            self.target(),
+            self.prometheus(),
+            self.settings,
+            state,
+            self.printer,
+            namespace=self.settings.namespace,
+        )
+
+
+def _kube_command(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
+    from rollout.kube import InferenceServices, api_client
+
+    isvcs = InferenceServices(api_client(settings.kubeconfig, settings.context), settings.namespace)
+    saved = isvcs.load_state(args.name)
+    ctx = Context(
+        isvcs, args.name, settings, printer, RolloutState.from_dict(saved) if saved else None
+    )
+    if args.command == "status":
+        return _status(ctx)
+    if args.command in {"promote", "rollback"}:
+        return _manual(ctx, args.command)
+    if args.command == "pause":
+        return _pause(ctx)
+    if args.command == "analyze":
+        return _analyze(ctx)
+    if args.command == "resume":
+        return _resume(ctx)
+    return _start(ctx, args)
+
+
+def _manual(ctx: Context, command: str) -> int:
+    from rollout.kube import percent_patch
+
+    percent = None if command == "promote" else 0
+    ctx.send(percent_patch(percent), f"{command} {ctx.name}")
+    if not ctx.settings.dry_run:
+        if ctx.state is not None:
+            ctx.state.phase = "promoted" if percent is None else "rolled_back"
+            ctx.state.percent = percent
+            ctx.isvcs.save_state(ctx.name, ctx.state.to_dict())
+        reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
+        ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
+    return EXIT_PROMOTED
+
+
+def _pause(ctx: Context) -> int:
+    if ctx.state is None:
+        raise ValueError(f"{ctx.name} has no rollout to pause")
+    ctx.state.phase = "paused"
+    if ctx.settings.dry_run:
+        ctx.printer.event("dry-run", "would mark the rollout paused")
+        return EXIT_PROMOTED
+    ctx.isvcs.save_state(ctx.name, ctx.state.to_dict())
+    ctx.isvcs.record_event(ctx.name, "CanaryPaused", "by hand (model-rollout)")
+    ctx.printer.event("paused", f"{ctx.name} stays at {ctx.state.percent}%")
+    return EXIT_PROMOTED
+
+
+def _analyze(ctx: Context) -> int:
+    if ctx.state is None:
+        raise ValueError(f"{ctx.name} has no rollout to analyse: start one first")
+    status = ctx.isvcs.status(ctx.name)
+    decision = analyze_once(
+        ctx.state,
+        ctx.prometheus(),
+        ctx.settings,
+        treatment_ready=status.latest_is_ready,
+        namespace=ctx.settings.namespace,
+    )
+    ctx.printer.decision(ctx.state, decision)
+    return EXIT_HALTED if decision.action is Action.HALT else EXIT_PROMOTED
+
+
+def _resume(ctx: Context) -> int:
+    state = ctx.state
+    if state is None or state.phase not in {"progressing", "paused"}:
+        raise ValueError(f"{ctx.name} has no rollout in progress to resume")
+    state.phase = "progressing"
+    if not ctx.settings.dry_run:
+        ctx.isvcs.save_state(ctx.name, state.to_dict())
+    ctx.printer.event("resumed", f"{ctx.name} at {state.percent}% (round {state.rounds})")
+    return ctx.loop(state)
+
+
+def _start(ctx: Context, args: argparse.Namespace) -> int:
+    from rollout.kube import storage_patch
+
+    isvc = ctx.isvcs.get(ctx.name)
+    current = ctx.isvcs.status(ctx.name)
+    uri, version = treatment_uri(current.storage_uri, args)
+    state = ctx.state
+    if state is not None and state.phase in {"progressing", "paused"}:
+        if state.treatment_version != version:
+            raise ValueError(
+                f"{ctx.name} is already rolling out {state.treatment_version}: "
+                "promote, roll back or resume it first"
+            )
+        ctx.printer.event("resuming", f"{ctx.name}: {version} at {state.percent}% (saved state)")
+        state.phase = "progressing"
+        return ctx.loop(state)
+    control = VERSION_IN_URI.search(current.storage_uri or "")
+    if control is None:
+        raise ValueError("the current storage URI does not end in a registry vN")
+    if control.group(1) == version:
+        raise ValueError(f"{ctx.name} already serves {version}")
+    first = ctx.settings.steps[0]
+    ctx.send(
+        storage_patch(isvc, uri, first),
+        f"serve {version} as the latest revision with {first}% of the traffic",
+    )
+    if ctx.settings.dry_run:
+        return EXIT_PROMOTED
+    state = RolloutState(
+        model=ctx.name,
+        control_version=control.group(1),
+        treatment_version=version,
+        percent=first,
+        control_revision=current.latest_ready,
+        control_uri=current.storage_uri,
+        treatment_uri=uri,
+    )
+    ctx.isvcs.save_state(ctx.name, state.to_dict())
+    ctx.isvcs.record_event(
+        ctx.name, "CanaryStarted", f"{version} at {first}% against {state.control_version}"
+    )
+    return ctx.loop(state)
+
+
+def _status(ctx: Context) -> int:
+    isvcs, name, state, settings, printer = (
+        ctx.isvcs,
+        ctx.name,
+        ctx.state,
+        ctx.settings,
+        ctx.printer,
+    )
+    status = isvcs.status(name)
+    report: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace,
+        "ready": status.ready,
+        "canary_percent": status.canary_percent,
+        "storage_uri": status.storage_uri,
+        "revisions": {
+            "latest_created": status.latest_created,
+            "latest_ready": status.latest_ready,
+            "latest_rolled_out": status.latest_rolled_out,
+            "previous_rolled_out": status.previous_rolled_out,
+        },
+        "traffic": [
+            {"revision": t.revision, "percent": t.percent, "latest": t.latest, "tag": t.tag}
+            for t in status.traffic
+        ],
+        "rollout": state.to_dict() if state else None,
+    }
+    if state is not None:
+        decision = analyze_once(
+            state,
+            ctx.prometheus(),
+            settings,
+            treatment_ready=status.latest_is_ready,
+            namespace=settings.namespace,
+        )
+        report["live"] = {
+            "verdict": decision.action.value,
+            "reasons": list(decision.reasons),
+            "checks": [
+                {"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks
+            ],
+        }
+    if settings.output == "json":
+        import json
+
+        print(json.dumps(report, default=str))
+        return EXIT_PROMOTED
+    print(
+        f"{settings.namespace}/{name}: ready={status.ready} "
+        f"canaryTrafficPercent={status.canary_percent}"
+    )
+    print(f"  storage: {status.storage_uri}")
+    for key, value in report["revisions"].items():
+        print(f"  {key.replace('_', ' ')}: {value}")
+    for t in status.traffic:
+        tag = f" ({t.tag})" if t.tag else ""
+        print(f"  traffic: {t.revision} {t.percent}%{' latest' if t.latest else ''}{tag}")
+    if state is None:
+        print("  no rollout recorded")
+        return EXIT_PROMOTED
+    print(
+        f"  rollout: {state.treatment_version} (treatment) vs {state.control_version} (control), "
+        f"{state.phase}, step {state.percent}%, {state.failed_rounds} failed round(s), "
+        f"last: {state.last_action} ({'; '.join(state.last_reasons)})"
+    )
+    printer.decision(state, decision)
+    return EXIT_PROMOTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

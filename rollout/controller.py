@@ -1,0 +1,241 @@
+"""The analysis loop: wait, measure, decide, act, record; until promoted, rolled back or halted.
+
+The loop drives a :class:`Target` (an InferenceService through the Kubernetes API, or the local
+rehearsal's traffic split) and reads evidence from Prometheus. Every round is printed, recorded
+(an Event and the state annotation on Kubernetes), and the state is saved so that a restarted
+``start`` resumes at the step it was at.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
+
+from rollout.decision import Action, Decision, State, decide
+from rollout.prometheus import CustomQuery, Prometheus, measure
+from rollout.settings import RolloutSettings
+
+EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_HALTED, EXIT_PAUSED = 0, 1, 2, 3, 4, 5
+EXIT_CODES_HELP = (
+    "exit codes: 0 promoted (or done), 1 error, 2 usage, 3 rolled back, 4 halted (no data, "
+    "Prometheus down, too many rounds), 5 paused"
+)
+TERMINAL = {
+    Action.PROMOTE: ("promoted", EXIT_PROMOTED),
+    Action.ROLLBACK: ("rolled_back", EXIT_ROLLED_BACK),
+    Action.HALT: ("halted", EXIT_HALTED),
+}
+
+
+class Target(Protocol):
+    """Where the canary split lives."""
+
+    def set_percent(self, percent: int | None) -> None:
+        """Send ``percent`` to the treatment (None: all of it, 0: none)."""
+
+    def treatment_ready(self) -> bool:
+        """The treatment's revision is ready to take traffic."""
+
+    def record(self, reason: str, message: str, warning: bool = False) -> None:
+        """Leave an audit record of a step or verdict."""
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Persist the rollout state (to resume, and for ``status``)."""
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The persisted state, if any."""
+
+
+@dataclass
+class RolloutState:
+    """What a rollout persists between rounds (the annotation's JSON)."""
+
+    model: str
+    control_version: str
+    treatment_version: str
+    phase: str = "progressing"
+    step_index: int = 0
+    failed_rounds: int = 0
+    rounds: int = 0
+    percent: int | None = None
+    control_revision: str | None = None
+    treatment_uri: str | None = None
+    control_uri: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    last_action: str | None = None
+    last_reasons: list[str] = field(default_factory=list)
+    updated_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Printer:
+    """Progress lines for people (text) or scripts (one JSON object per line)."""
+
+    def __init__(self, output: str, stream: TextIO | None = None) -> None:
+        self.output = output
+        self.stream = stream or sys.stdout
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        if self.output == "json":
+            line = json.dumps({"event": kind, "message": message, **fields}, default=str)
+        else:
+            line = f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {kind}: {message}"
+        print(line, file=self.stream, flush=True)
+
+    def decision(self, state: RolloutState, decision: Decision) -> None:
+        checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks]
+        if self.output == "json":
+            self.event(
+                "decision",
+                decision.action.value,
+                step_percent=state.percent,
+                reasons=list(decision.reasons),
+                checks=checks,
+                failed_rounds=decision.state.failed_rounds,
+            )
+            return
+        where = f"at {state.percent}%" if state.percent is not None else ""
+        self.event("decision", f"{decision.action.value.upper()} {where}".strip())
+        for check in decision.checks:
+            mark = "ok  " if check.passed else "FAIL"
+            print(f"    {mark} {check.name}: {check.detail}", file=self.stream)
+        for reason in decision.reasons:
+            print(f"    - {reason}", file=self.stream)
+        self.stream.flush()
+
+
+def parse_custom(items: list[str]) -> tuple[CustomQuery, ...]:
+    """``NAME=PROMQL<=MAX`` / ``NAME=PROMQL>=MIN`` into checks; ValueError names a bad one."""
+    checks = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--custom-query {item!r}: expected NAME=PROMQL<=MAX or >=MIN")
+        if "<=" in rest:
+            query, bound = rest.rsplit("<=", 1)
+            checks.append(CustomQuery(name, query.strip(), max_value=float(bound)))
+        elif ">=" in rest:
+            query, bound = rest.rsplit(">=", 1)
+            checks.append(CustomQuery(name, query.strip(), min_value=float(bound)))
+        else:
+            raise ValueError(f"--custom-query {item!r}: give a bound, <=MAX or >=MIN")
+    return tuple(checks)
+
+
+def analyze_once(
+    state: RolloutState,
+    prometheus: Prometheus,
+    settings: RolloutSettings,
+    *,
+    treatment_ready: bool = True,
+    waited_for_ready_seconds: float = 0.0,
+    namespace: str | None = None,
+) -> Decision:
+    """One analysis round: measure both sides, decide. Changes nothing."""
+    measured = measure(
+        prometheus,
+        model=state.model,
+        control=state.control_version,
+        treatment=state.treatment_version,
+        window=settings.analysis_window,
+        namespace=namespace,
+        custom=parse_custom(settings.custom_query),
+        treatment_ready=treatment_ready,
+        waited_for_ready_seconds=waited_for_ready_seconds,
+    )
+    return decide(State(state.step_index, state.failed_rounds), measured, settings.policy())
+
+
+def apply(target: Target, state: RolloutState, decision: Decision, printer: Printer) -> int | None:
+    """Act on ``decision``, record it and save the state; the exit code once it is final."""
+    policy_percent = decision.percent
+    if decision.action is Action.STEP:
+        target.set_percent(policy_percent)
+        state.percent = policy_percent
+    elif decision.action is Action.PROMOTE:
+        target.set_percent(None)
+        state.percent = None
+    elif decision.action is Action.ROLLBACK:
+        target.set_percent(0)
+        state.percent = 0
+    state.step_index = decision.state.step_index
+    state.failed_rounds = decision.state.failed_rounds
+    state.rounds += 1
+    state.last_action = decision.action.value
+    state.last_reasons = list(decision.reasons)
+    state.updated_at = datetime.now(UTC).isoformat()
+    phase_code = TERMINAL.get(decision.action)
+    if phase_code is not None:
+        state.phase = phase_code[0]
+    target.save_state(state.to_dict())
+    reason = {
+        Action.STEP: "CanaryStep",
+        Action.PROMOTE: "CanaryPromoted",
+        Action.ROLLBACK: "CanaryRolledBack",
+        Action.HOLD: "CanaryHold",
+        Action.HALT: "CanaryHalted",
+    }[decision.action]
+    message = f"{state.treatment_version} vs {state.control_version}: " + "; ".join(
+        decision.reasons
+    )
+    target.record(reason, message, warning=decision.action in {Action.ROLLBACK, Action.HALT})
+    printer.decision(state, decision)
+    return phase_code[1] if phase_code else None
+
+
+def run_loop(
+    target: Target,
+    prometheus: Prometheus,
+    settings: RolloutSettings,
+    state: RolloutState,
+    printer: Printer,
+    *,
+    namespace: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Analyse every ``interval_seconds`` until a final verdict; returns the exit code."""
+    waiting_since = clock()
+    while state.rounds < settings.max_rounds:
+        printer.event(
+            "wait",
+            f"{settings.interval_seconds:g}s at {state.percent}% before the next analysis",
+        )
+        sleep(settings.interval_seconds)
+        persisted = target.load_state()
+        if persisted is not None and persisted.get("phase") == "paused":
+            printer.event("paused", "the rollout is paused; `model-rollout resume` continues it")
+            return EXIT_PAUSED
+        ready = target.treatment_ready()
+        if ready:
+            waiting_since = clock()
+        decision = analyze_once(
+            state,
+            prometheus,
+            settings,
+            treatment_ready=ready,
+            waited_for_ready_seconds=0.0 if ready else clock() - waiting_since,
+            namespace=namespace,
+        )
+        code = apply(target, state, decision, printer)
+        if code is not None:
+            printer.event(state.phase, f"{state.model}: {state.phase.replace('_', ' ')}")
+            return code
+    state.phase = "halted"
+    state.last_reasons = [f"no verdict after {settings.max_rounds} rounds"]
+    target.save_state(state.to_dict())
+    target.record("CanaryHalted", state.last_reasons[0], warning=True)
+    printer.event("halted", state.last_reasons[0])
+    return EXIT_HALTED

@@ -1,0 +1,86 @@
+"""Rollout settings: ``ROLLOUT_*`` environment variables or ``--kebab-case`` flags."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rollout.decision import Policy
+
+
+class RolloutSettings(BaseSettings):
+    """Step a KServe canary forward on evidence from Prometheus, or roll it back."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROLLOUT_", use_attribute_docstrings=True, extra="ignore"
+    )
+
+    namespace: str = "default"
+    """Namespace of the InferenceService (like kubectl's -n)."""
+    context: str | None = None
+    """kubeconfig context to use (default: the current one)."""
+    kubeconfig: str | None = None
+    """kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)."""
+    prometheus_url: str = "http://127.0.0.1:9090"
+    """Prometheus to read control and treatment metrics from."""
+    output: Literal["text", "json"] = "text"
+    """text for people, json (one object per line) for scripts."""
+    dry_run: bool = False
+    """Print the patch (and the equivalent kubectl command) instead of sending it."""
+    steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
+    """Canary percentages, in order (comma-separated)."""
+    interval_seconds: float = Field(default=300.0, gt=0)
+    """Time at each step before it is analysed."""
+    analysis_window: str = Field(default="5m", pattern=r"^\d+[smh]$")
+    """PromQL range the checks look back over (e.g. 5m)."""
+    min_requests: int = Field(default=100, ge=1)
+    """Fewest requests per side in the window before a verdict (fewer: keep running)."""
+    threshold: int = Field(default=2, ge=1)
+    """Failed analysis rounds before rolling back."""
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1)
+    """Treatment's largest share of 5xx answers."""
+    max_error_ratio_increase: float = Field(default=0.005, ge=0, le=1)
+    """How much the treatment's 5xx share may exceed control's."""
+    max_p95_ms: float = Field(default=200.0, gt=0)
+    """Treatment's largest p95 latency."""
+    max_p99_ms: float = Field(default=500.0, gt=0)
+    """Treatment's largest p99 latency."""
+    max_latency_ratio: float = Field(default=1.5, ge=1)
+    """Treatment's p95 may be at most this times control's (plus 10 ms)."""
+    accuracy_confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Confidence of the live-accuracy z-test (feedback counters)."""
+    min_feedback: int = Field(default=50, ge=1)
+    """Fewest feedback outcomes per side before accuracy is judged."""
+    ready_deadline_seconds: float = Field(default=600.0, gt=0)
+    """A treatment revision not ready by then is rolled back."""
+    max_rounds: int = Field(default=100, ge=1)
+    """Analysis rounds after which a rollout that neither passed nor failed halts."""
+    custom_query: list[str] = Field(default_factory=list)
+    """Extra check, repeatable: NAME=PROMQL<=MAX or NAME=PROMQL>=MIN ($model, $version,
+    $namespace, $window substituted)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Log level (progress is printed regardless)."""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    def policy(self) -> Policy:
+        return Policy(
+            steps=tuple(self.steps),
+            min_requests=self.min_requests,
+            threshold=self.threshold,
+            max_error_ratio=self.max_error_ratio,
+            max_error_ratio_increase=self.max_error_ratio_increase,
+            max_p95_seconds=self.max_p95_ms / 1000,
+            max_p99_seconds=self.max_p99_ms / 1000,
+            max_latency_ratio=self.max_latency_ratio,
+            accuracy_confidence=self.accuracy_confidence,
+            min_feedback=self.min_feedback,
+            ready_deadline_seconds=self.ready_deadline_seconds,
+        )
