@@ -38,10 +38,10 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest chart-docs k8s-validate
+.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e chart-docs k8s-validate
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(UV):
 	@echo ">> installing uv $(UV_VERSION) into $(TOOLS)/uv"
@@ -168,6 +168,18 @@ LOADTEST_ARGS ?=
 loadtest: setup ## Bounded locust run (8 users, 30 s) against a local server; exits 1 if the SLO is missed (LOADTEST_ARGS="--fault-latency-ms 300")
 	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1 || $(MAKE) --no-print-directory train
 	$(BIN)/python -m loadtests.run --registry-uri $(REGISTRY) --model $(MODEL) $(LOADTEST_ARGS)
+
+DEMO_ARGS ?=
+
+demo: setup system-deps ## Rehearse a canary locally: v1 vs v2 from ./registry, real servers, Prometheus and locust (DEMO_ARGS="--treatment-fault-error-ratio 0.3")
+	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1 || $(MAKE) --no-print-directory train
+	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) v2 >/dev/null 2>&1 || \
+	  $(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --param C=0.5 --force
+	$(BIN)/model-rollout rehearse --registry-uri $(REGISTRY) --model $(MODEL) --control v1 --treatment v2 \
+	  --steps 10,25,50 --interval-seconds 8 --analysis-window 1m --min-requests 30 $(DEMO_ARGS)
+
+e2e: tools ## End-to-end on a real cluster (KUBECONFIG, E2E_REGISTRY_URI, E2E_SERVER_IMAGE; see tests/e2e). On kind: install KServe (Knative mode) and Prometheus, `kind load docker-image` the server image, port-forward the ingress to :8080 and Prometheus to :9090
+	$(BIN)/python -m pytest tests/e2e -m e2e -rs
 
 chart-docs: setup ## Regenerate the chart README's values table from the values.yaml comments
 	$(BIN)/python -m scripts.chart_docs $(CHART)
