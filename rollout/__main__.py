@@ -162,10 +162,22 @@ class Context:
             self.isvcs.patch(self.name, patch)
             self.printer.event("patched", what)
 
+    _prometheus: Any = None
+
     def prometheus(self) -> Any:
+        """One Prometheus client per command, closed when the command ends."""
         from rollout.prometheus import Prometheus
 
-        return Prometheus(self.settings.prometheus_url)
+        if self._prometheus is None:
+            self._prometheus = Prometheus(self.settings.prometheus_url)
+        return self._prometheus
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._prometheus is not None:
+            self._prometheus.close()
 
     def target(self) -> Any:
         from rollout.kube import KubeTarget
@@ -189,22 +201,25 @@ class Context:
 def _kube_command(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
     from rollout.kube import InferenceServices, api_client
 
-    isvcs = InferenceServices(api_client(settings.kubeconfig, settings.context), settings.namespace)
-    saved = isvcs.load_state(args.name)
-    ctx = Context(
-        isvcs, args.name, settings, printer, RolloutState.from_dict(saved) if saved else None
-    )
-    if args.command == "status":
-        return _status(ctx)
-    if args.command in {"promote", "rollback"}:
-        return _manual(ctx, args.command)
-    if args.command == "pause":
-        return _pause(ctx)
-    if args.command == "analyze":
-        return _analyze(ctx)
-    if args.command == "resume":
-        return _resume(ctx)
-    return _start(ctx, args)
+    api = api_client(settings.kubeconfig, settings.context)
+    try:
+        isvcs = InferenceServices(api, settings.namespace)
+        saved = isvcs.load_state(args.name)
+        state = RolloutState.from_dict(saved) if saved else None
+        with Context(isvcs, args.name, settings, printer, state) as ctx:
+            if args.command == "status":
+                return _status(ctx)
+            if args.command in {"promote", "rollback"}:
+                return _manual(ctx, args.command)
+            if args.command == "pause":
+                return _pause(ctx)
+            if args.command == "analyze":
+                return _analyze(ctx)
+            if args.command == "resume":
+                return _resume(ctx)
+            return _start(ctx, args)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def _manual(ctx: Context, command: str) -> int:
@@ -223,15 +238,15 @@ def _manual(ctx: Context, command: str) -> int:
 
 
 def _pause(ctx: Context) -> int:
+    from rollout.kube import state_patch
+
     if ctx.state is None:
         raise ValueError(f"{ctx.name} has no rollout to pause")
     ctx.state.phase = "paused"
-    if ctx.settings.dry_run:
-        ctx.printer.event("dry-run", "would mark the rollout paused")
-        return EXIT_PROMOTED
-    ctx.isvcs.save_state(ctx.name, ctx.state.to_dict())
-    ctx.isvcs.record_event(ctx.name, "CanaryPaused", "by hand (model-rollout)")
-    ctx.printer.event("paused", f"{ctx.name} stays at {ctx.state.percent}%")
+    ctx.send(state_patch(ctx.state.to_dict()), f"pause the rollout of {ctx.name}")
+    if not ctx.settings.dry_run:
+        ctx.isvcs.record_event(ctx.name, "CanaryPaused", "by hand (model-rollout)")
+        ctx.printer.event("paused", f"{ctx.name} stays at {ctx.state.percent}%")
     return EXIT_PROMOTED
 
 

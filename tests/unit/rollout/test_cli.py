@@ -149,8 +149,14 @@ async def test_promote_rollback_and_pause(
         ("CanaryPromoted", "Normal"),
     ]
     assert await rollout(kubeconfig, "pause", NAME) == 2  # nothing to pause
-    await rollout(kubeconfig, "start", NAME, "--version", "v2")
-    assert await rollout(kubeconfig, "resume", NAME) == 2  # halted, not in progress
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v2") == 4  # halted
+    assert await rollout(kubeconfig, "resume", NAME) == 2  # halted is not in progress
+    assert await rollout(kubeconfig, "pause", NAME, "--dry-run") == 0
+    assert saved_state(kmock)["phase"] == "halted"  # a dry run changes nothing
+    assert await rollout(kubeconfig, "pause", NAME) == 0
+    assert saved_state(kmock)["phase"] == "paused"
+    assert events(kmock)[-1]["reason"] == "CanaryPaused"
+    assert await rollout(kubeconfig, "resume", NAME) == 4  # resumed; halted without Prometheus
 
 
 @pytest.mark.asyncio
@@ -189,3 +195,58 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["start", NAME])  # neither --version nor --storage-uri
     assert exited.value.code == 2
+
+
+def scripted_prometheus(request: Any) -> dict[str, Any]:
+    """Prometheus's query API, scripted: a healthy treatment and control, 500 requests each."""
+    query = request.params.get("query", "")
+    if "feedback" in query:
+        value = None
+    elif 'code=~"5.."' in query:
+        value = "0"
+    elif "histogram_quantile" in query:
+        value = "0.012"
+    else:
+        value = "500"
+    result = [] if value is None else [{"metric": {}, "value": [0, value]}]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@pytest.mark.asyncio
+async def test_the_loop_waits_for_the_controller_then_steps_and_promotes(
+    kmock: kmock.KubernetesEmulator, kubeconfig: Path
+) -> None:
+    """The test plays KServe: the new revision becomes ready only after the first rounds."""
+    kmock["get /api/v1/query"] << scripted_prometheus
+    argv = ["start", NAME, "--version", "v2", "--kubeconfig", str(kubeconfig), "-n", NS,
+            "--prometheus-url", str(kmock.url).rstrip("/"), "--interval-seconds", "0.3",
+            "--steps", "10,50"]  # fmt: skip
+    running = asyncio.create_task(asyncio.to_thread(main, argv))
+    # Until the controller catches up, the loop must wait and change nothing.
+    for _ in range(100):
+        if any(e["reason"] == "CanaryHold" for e in events(kmock)):
+            break
+        await asyncio.sleep(0.1)
+    ready = inference_service(predictor_status("bc-00002", "bc-00002", "bc-00001", 10))
+    ready["spec"] = patches(kmock)[0]["spec"]  # what the start patch asked for (v2 at 10%)
+    annotations = [
+        p["metadata"]["annotations"]
+        for p in patches(kmock)
+        if "annotations" in p.get("metadata", {})
+    ]
+    ready["metadata"]["annotations"] = annotations[-1]
+    kmock.objects[RESOURCE, NS, NAME] = ready
+    assert await asyncio.wait_for(running, timeout=60) == 0
+    percents = [
+        p["spec"]["predictor"]["canaryTrafficPercent"]
+        for p in patches(kmock)
+        if "canaryTrafficPercent" in p.get("spec", {}).get("predictor", {})
+    ]
+    assert percents == [10, 50, None]
+    reasons = [e["reason"] for e in events(kmock)]
+    assert reasons[0] == "CanaryStarted"
+    assert "CanaryHold" in reasons
+    assert reasons[-2:] == ["CanaryStep", "CanaryPromoted"]
+    hold = next(e for e in events(kmock) if e["reason"] == "CanaryHold")
+    assert "waiting for the treatment revision" in hold["message"]
+    assert saved_state(kmock)["phase"] == "promoted"
