@@ -38,7 +38,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e chart-docs k8s-validate
+.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -135,10 +135,13 @@ test-unit: setup ## Unit tests only
 test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
 
-chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario; the chart README is fresh
+chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario and environment file; the chart README is fresh
 	@for helm in $(HELM3) $(HELM4); do for values in $(CHART)/ci/*-values.yaml; do \
 	  echo ">> $$($$helm version --short) lint --strict -f $$values"; \
 	  out=$$($$helm lint --strict $(CHART) -f $$values 2>&1) || { echo "$$out" | grep -v "symbolic link"; exit 1; }; \
+	done; for env in dev staging prod; do \
+	  echo ">> $$($$helm version --short) lint --strict -f values-$$env.yaml"; \
+	  out=$$($$helm lint --strict $(CHART) -f $(CHART)/ci/minimal-values.yaml -f $(CHART)/values-$$env.yaml 2>&1) || { echo "$$out" | grep -v "symbolic link"; exit 1; }; \
 	done; done
 	$(BIN)/python -m scripts.chart_docs --check $(CHART)
 
@@ -180,6 +183,12 @@ demo: setup system-deps ## Rehearse a canary locally: v1 vs v2 from ./registry, 
 
 e2e: tools ## End-to-end on a real cluster (KUBECONFIG, E2E_REGISTRY_URI, E2E_SERVER_IMAGE; see tests/e2e). On kind: install KServe (Knative mode) and Prometheus, `kind load docker-image` the server image, port-forward the ingress to :8080 and Prometheus to :9090
 	$(BIN)/python -m pytest tests/e2e -m e2e -rs
+
+versions: setup ## Check that the chart, kustomize pins and CHANGELOG agree with pyproject.toml's version
+	$(BIN)/python -m scripts.versions
+
+release-check: setup ## Before tagging: versions agree and the version is above the last v* tag
+	$(BIN)/python -m scripts.versions --release-check
 
 chart-docs: setup ## Regenerate the chart README's values table from the values.yaml comments
 	$(BIN)/python -m scripts.chart_docs $(CHART)

@@ -198,12 +198,36 @@ class Context:
         )
 
 
+STEPS_ANNOTATION = "model-serving.io/rollout-steps"
+INTERVAL_ANNOTATION = "model-serving.io/rollout-interval-seconds"
+
+
+def release_defaults(settings: RolloutSettings, annotations: dict[str, str]) -> RolloutSettings:
+    """The chart's rollout values (annotations) where neither a flag nor ROLLOUT_* set them."""
+    updates: dict[str, Any] = {}
+    given = settings.model_fields_set
+    try:
+        if "steps" not in given and annotations.get(STEPS_ANNOTATION):
+            updates["steps"] = [int(p) for p in annotations[STEPS_ANNOTATION].split(",")]
+        if "interval_seconds" not in given and annotations.get(INTERVAL_ANNOTATION):
+            updates["interval_seconds"] = float(annotations[INTERVAL_ANNOTATION])
+    except ValueError as error:
+        raise ValueError(f"bad rollout annotation on the InferenceService: {error}") from error
+    if not updates:
+        return settings
+    merged = RolloutSettings.model_validate({**settings.model_dump(), **updates})
+    merged.policy()
+    return merged
+
+
 def _kube_command(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
     from rollout.kube import InferenceServices, api_client
 
     api = api_client(settings.kubeconfig, settings.context)
     try:
         isvcs = InferenceServices(api, settings.namespace)
+        annotations = isvcs.get(args.name).get("metadata", {}).get("annotations") or {}
+        settings = release_defaults(settings, annotations)
         saved = isvcs.load_state(args.name)
         state = RolloutState.from_dict(saved) if saved else None
         with Context(isvcs, args.name, settings, printer, state) as ctx:

@@ -62,6 +62,52 @@ def env_of(c: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in c.get("env", [])}
 
 
+ENVIRONMENTS = ("dev", "staging", "prod")
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_environment_values_render_and_validate(helm: str, environment: str) -> None:
+    env_file = CHART / f"values-{environment}.yaml"
+    manifests = helm_template(helm, CI / "minimal-values.yaml", env_file)
+    assert [p for m in manifests for p in validate(m)] == []
+    annotations = one(manifests, "InferenceService")["metadata"]["annotations"]
+    assert annotations["model-serving.io/rollout-steps"]
+    assert one(manifests, "Role")  # every environment lets model-rollout work
+
+
+def test_environments_differ_where_they_should() -> None:
+    def isvc_spec(environment: str) -> dict[str, Any]:
+        manifests = helm_template(
+            "helm4", CI / "minimal-values.yaml", CHART / f"values-{environment}.yaml"
+        )
+        return predictor(manifests)
+
+    dev, prod = isvc_spec("dev"), isvc_spec("prod")
+    assert dev["minReplicas"] == 0
+    assert prod["minReplicas"] >= 2
+    assert prod["maxReplicas"] > dev["maxReplicas"]
+    prod_manifests = helm_template("helm4", CI / "minimal-values.yaml", CHART / "values-prod.yaml")
+    annotations = one(prod_manifests, "InferenceService")["metadata"]["annotations"]
+    assert annotations["model-serving.io/rollout-steps"] == "5,10,25,50,100"
+    dev_rules = one(
+        helm_template(
+            "helm4",
+            CI / "minimal-values.yaml",
+            CHART / "values-dev.yaml",
+            set_values=["monitoring.prometheusRule.enabled=true"],
+        ),
+        "PrometheusRule",
+    )
+    severities = {
+        r["labels"]["severity"]
+        for g in dev_rules["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert severities == {"warning"}  # nothing pages in dev
+
+
 def test_the_required_scenarios_exist() -> None:
     names = {scenario_id(p) for p in SCENARIOS}
     required = {"minimal", "canary", "gke-workload-identity", "monitoring", "trainer-off"}

@@ -250,3 +250,19 @@ async def test_the_loop_waits_for_the_controller_then_steps_and_promotes(
     hold = next(e for e in events(kmock) if e["reason"] == "CanaryHold")
     assert "waiting for the treatment revision" in hold["message"]
     assert saved_state(kmock)["phase"] == "promoted"
+
+
+def test_release_defaults_come_from_the_chart_annotations() -> None:
+    from rollout.__main__ import release_defaults
+    from rollout.settings import RolloutSettings
+
+    annotations = {
+        "model-serving.io/rollout-steps": "5,20,50",
+        "model-serving.io/rollout-interval-seconds": "120",
+    }
+    merged = release_defaults(RolloutSettings(), annotations)
+    assert (merged.steps, merged.interval_seconds) == ([5, 20, 50], 120.0)
+    flagged = release_defaults(RolloutSettings(steps=[30, 60]), annotations)
+    assert (flagged.steps, flagged.interval_seconds) == ([30, 60], 120.0)  # the flag wins
+    with pytest.raises(ValueError, match="bad rollout annotation"):
+        release_defaults(RolloutSettings(), {"model-serving.io/rollout-steps": "ten"})
