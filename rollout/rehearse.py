@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import yaml
 from rollout.controller import EXIT_ERROR, Printer, RolloutState, run_loop
 from rollout.prometheus import Prometheus
 from rollout.settings import RolloutSettings
+from serving_common.net import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rehearsal defaults where the user gave none: seconds, not the minutes a cluster wants.
@@ -45,27 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--treatment-fault-latency-ms", type=float, default=0.0, help="inject latency"
     )
     group.add_argument("--users", type=int, default=6, help="locust users (6)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    return False
 
 
 class LocalTarget:
@@ -140,7 +117,7 @@ def _run(
 
     servers: dict[str, str] = {}
     for side, version in (("control", args.control), ("treatment", args.treatment)):
-        port = _free_port()
+        port = free_port()
         command = [
             sys.executable, "-m", "model_server", "--registry-uri", args.registry_uri,
             "--model-name", args.model, "--model-version", version,
@@ -151,7 +128,7 @@ def _run(
             command += ["--fault-latency-ms", str(args.treatment_fault_latency_ms)]
         process = start(command, f"{side}.log")
         url = f"http://127.0.0.1:{port}"
-        if not _wait(f"{url}/v2/models/{args.model}/ready", process, 120):
+        if not wait_ready(f"{url}/v2/models/{args.model}/ready", process, 120):
             log = (work / f"{side}.log").read_text(errors="replace")[-2000:]
             print(f"model-rollout: error: the {side} server ({version}) did not start:\n{log}",
                   file=sys.stderr)  # fmt: skip
@@ -159,7 +136,7 @@ def _run(
         servers[side] = url
         printer.event("server", f"{side} {args.model} {version} on {url}")
 
-    prometheus_port = _free_port()
+    prometheus_port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
@@ -182,7 +159,7 @@ def _run(
         "prometheus.log",
     )
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-    if not _wait(f"{prometheus_url}/-/ready", prometheus, 60):
+    if not wait_ready(f"{prometheus_url}/-/ready", prometheus, 60):
         print("model-rollout: error: the local Prometheus did not start", file=sys.stderr)
         return EXIT_ERROR
     printer.event("prometheus", f"scraping both every second on {prometheus_url}")

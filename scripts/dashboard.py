@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scripts.generated import write_or_check
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "monitoring" / "dashboards" / "model-serving.json"
 UID = "model-serving"
@@ -410,17 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     args = parser.parse_args(argv)
-    fresh = render()
-    current = OUTPUT.read_text() if OUTPUT.exists() else ""
-    if fresh == current:
-        print(f"{OUTPUT.relative_to(ROOT)}: up to date ({sum(1 for _ in expressions())} queries)")
-        return 0
-    if args.check:
-        print(f"{OUTPUT.relative_to(ROOT)} is stale: run `make dashboard`", file=sys.stderr)
-        return 1
-    OUTPUT.write_text(fresh)
-    print(f"{OUTPUT.relative_to(ROOT)}: written")
-    return 0
+    return write_or_check(
+        OUTPUT, render(), check=args.check, root=ROOT, regenerate="make dashboard"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from scripts.generated import write_or_check
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "monitoring" / "rules"
 OUTPUT = ROOT / "monitoring" / "tests" / "model-serving.test.yaml"
@@ -348,18 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     args = parser.parse_args(argv)
-    fresh = document()
-    current = OUTPUT.read_text() if OUTPUT.exists() else ""
-    if fresh == current:
-        print(f"{OUTPUT.relative_to(ROOT)}: up to date")
-        return 0
-    if args.check:
-        print(f"{OUTPUT.relative_to(ROOT)} is stale: run `make rule-tests`", file=sys.stderr)
-        return 1
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(fresh)
-    print(f"{OUTPUT.relative_to(ROOT)}: written")
-    return 0
+    return write_or_check(
+        OUTPUT, document(), check=args.check, root=ROOT, regenerate="make rule-tests"
+    )
 
 
 if __name__ == "__main__":
