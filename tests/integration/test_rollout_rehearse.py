@@ -48,14 +48,18 @@ def decisions(lines: list[dict[str, object]]) -> list[object]:
 def test_healthy_treatment_is_promoted_through_every_step(registry: str) -> None:
     code, lines = rehearse(registry)
     assert code == 0, lines
-    assert decisions(lines) == ["step", "promote"]
+    made = decisions(lines)
+    # A slow machine may hold a round for too little traffic; the steps themselves are fixed.
+    assert [d for d in made if d != "hold"] == ["step", "promote"], made
     assert lines[-1]["event"] == "promoted"
 
 
 def test_failing_treatment_is_rolled_back(registry: str) -> None:
     code, lines = rehearse(registry, "--treatment-fault-error-ratio", "0.35", "--threshold", "1")
     assert code == 3, lines
-    assert decisions(lines) == ["rollback"]
-    rollback = next(line for line in lines if line["event"] == "decision")
+    made = decisions(lines)
+    assert made[-1] == "rollback", made
+    assert set(made[:-1]) <= {"hold"}, made  # never stepped forward
+    rollback = [line for line in lines if line["event"] == "decision"][-1]
     assert rollback["step_percent"] == 0
     assert any("error ratio failed" in str(r) for r in rollback["reasons"])  # type: ignore[attr-defined]
