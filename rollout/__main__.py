@@ -47,8 +47,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, action="append", metavar="CHECK", help=helptext)
         else:
             group.add_argument(flag, dest=name, metavar=name.upper(), help=helptext)
-    if "namespace" in RolloutSettings.model_fields:
-        group.add_argument("-n", dest="namespace", help="same as --namespace")
+    group.add_argument("-n", dest="namespace", help="same as --namespace")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +150,8 @@ class Context:
     settings: RolloutSettings
     printer: Printer
     state: RolloutState | None
+    isvc: dict[str, Any]
+    """The InferenceService as read once at the start of the command."""
 
     def send(self, patch: dict[str, Any], what: str) -> None:
         from rollout.kube import kubectl_line
@@ -221,16 +222,17 @@ def release_defaults(settings: RolloutSettings, annotations: dict[str, str]) -> 
 
 
 def _kube_command(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
-    from rollout.kube import InferenceServices, api_client
+    from rollout.kube import InferenceServices, api_client, state_of
 
     api = api_client(settings.kubeconfig, settings.context)
     try:
         isvcs = InferenceServices(api, settings.namespace)
-        annotations = isvcs.get(args.name).get("metadata", {}).get("annotations") or {}
+        isvc = isvcs.get(args.name)
+        annotations = isvc.get("metadata", {}).get("annotations") or {}
         settings = release_defaults(settings, annotations)
-        saved = isvcs.load_state(args.name)
+        saved = state_of(isvc)
         state = RolloutState.from_dict(saved) if saved else None
-        with Context(isvcs, args.name, settings, printer, state) as ctx:
+        with Context(isvcs, args.name, settings, printer, state, isvc) as ctx:
             if args.command == "status":
                 return _status(ctx)
             if args.command in {"promote", "rollback"}:
@@ -275,9 +277,11 @@ def _pause(ctx: Context) -> int:
 
 
 def _analyze(ctx: Context) -> int:
+    from rollout.kube import parse_status
+
     if ctx.state is None:
         raise ValueError(f"{ctx.name} has no rollout to analyse: start one first")
-    status = ctx.isvcs.status(ctx.name)
+    status = parse_status(ctx.isvc)
     decision = analyze_once(
         ctx.state,
         ctx.prometheus(),
@@ -301,10 +305,10 @@ def _resume(ctx: Context) -> int:
 
 
 def _start(ctx: Context, args: argparse.Namespace) -> int:
-    from rollout.kube import storage_patch
+    from rollout.kube import parse_status, storage_patch
 
-    isvc = ctx.isvcs.get(ctx.name)
-    current = ctx.isvcs.status(ctx.name)
+    isvc = ctx.isvc
+    current = parse_status(isvc)
     uri, version = treatment_uri(current.storage_uri, args)
     state = ctx.state
     if state is not None and state.phase in {"progressing", "paused"}:
@@ -345,14 +349,10 @@ def _start(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _status(ctx: Context) -> int:
-    isvcs, name, state, settings, printer = (
-        ctx.isvcs,
-        ctx.name,
-        ctx.state,
-        ctx.settings,
-        ctx.printer,
-    )
-    status = isvcs.status(name)
+    from rollout.kube import parse_status
+
+    name, state, settings, printer = ctx.name, ctx.state, ctx.settings, ctx.printer
+    status = parse_status(ctx.isvc)
     report: dict[str, Any] = {
         "name": name,
         "namespace": settings.namespace,

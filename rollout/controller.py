@@ -160,10 +160,9 @@ def analyze_once(
 
 def apply(target: Target, state: RolloutState, decision: Decision, printer: Printer) -> int | None:
     """Act on ``decision``, record it and save the state; the exit code once it is final."""
-    policy_percent = decision.percent
     if decision.action is Action.STEP:
-        target.set_percent(policy_percent)
-        state.percent = policy_percent
+        target.set_percent(decision.percent)
+        state.percent = decision.percent
     elif decision.action is Action.PROMOTE:
         target.set_percent(None)
         state.percent = None

@@ -101,6 +101,19 @@ def parse_status(isvc: dict[str, Any]) -> PredictorStatus:
     )
 
 
+def state_of(isvc: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout state saved in the InferenceService's annotation, if any."""
+    annotations = isvc.get("metadata", {}).get("annotations") or {}
+    raw = annotations.get(STATE_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        state: dict[str, Any] = json.loads(raw)
+    except ValueError as error:
+        raise KubeError(f"the {STATE_ANNOTATION} annotation is not JSON: {error}") from error
+    return state
+
+
 def percent_patch(percent: int | None) -> dict[str, Any]:
     """Set (or, with ``None``, remove) ``canaryTrafficPercent``."""
     return {"spec": {"predictor": {"canaryTrafficPercent": percent}}}
@@ -193,15 +206,7 @@ class InferenceServices:
         return parse_status(self.get(name))
 
     def load_state(self, name: str) -> dict[str, Any] | None:
-        annotations = self.get(name).get("metadata", {}).get("annotations") or {}
-        raw = annotations.get(STATE_ANNOTATION)
-        if not raw:
-            return None
-        try:
-            state: dict[str, Any] = json.loads(raw)
-        except ValueError as error:
-            raise KubeError(f"the {STATE_ANNOTATION} annotation is not JSON: {error}") from error
-        return state
+        return state_of(self.get(name))
 
     def save_state(self, name: str, state: dict[str, Any]) -> None:
         self.patch(name, state_patch(state))

@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class LocalTarget:
     """The rehearsal's traffic split: a percentage in a file the locust users read."""
 
-    def __init__(self, split_file: Path, printer: Printer) -> None:
-        self.split_file, self.printer = split_file, printer
+    def __init__(self, split_file: Path) -> None:
+        self.split_file = split_file
         self.state: dict[str, Any] | None = None
         self.set_percent(0)
 
@@ -164,7 +164,7 @@ def _run(
         return EXIT_ERROR
     printer.event("prometheus", f"scraping both every second on {prometheus_url}")
 
-    target = LocalTarget(work / "split", printer)
+    target = LocalTarget(work / "split")
     bound = settings.interval_seconds * (settings.max_rounds + 1) + 60
     duration = min(
         bound, settings.interval_seconds * (len(settings.steps) + settings.threshold + 4) + 60

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import free_port
+from serving_common.net import free_port
 
 
 class ServerProcess:

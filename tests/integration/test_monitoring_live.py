@@ -11,7 +11,6 @@ A real Alertmanager shows that a critical alert holds back the same model's warn
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +22,17 @@ import pytest
 import yaml
 
 from scripts import dashboard
-from tests.integration.conftest import free_port, start, stop
+from serving_common.net import free_port
+from tests.integration.conftest import start, stop
 from tests.integration.server_harness import ServerProcess
 from tests.monitoring.promql import as_signal
-from tests.monitoring.test_monitoring import ALERTMANAGER, RULE_FILES, grafana_free, rules
+from tests.monitoring.test_monitoring import (
+    ALERTMANAGER,
+    RULE_FILES,
+    binary,
+    grafana_free,
+    rules,
+)
 from trainer.__main__ import main as trainer_main
 from trainer.settings import TrainerSettings
 from trainer.train import run
@@ -38,13 +44,6 @@ ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.
        0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
        0.084]  # fmt: skip
 LOAD_SECONDS = 20.0
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: `make system-deps` installs it (Debian package)")
-    return path
 
 
 class Prometheus:

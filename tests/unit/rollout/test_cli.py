@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,8 @@ import pytest_asyncio
 
 from rollout.__main__ import main
 from rollout.kube import STATE_ANNOTATION
+from serving_common.net import free_port
 from tests.unit.rollout.test_kube import NAME, NS, RESOURCE, inference_service, predictor_status
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest_asyncio.fixture
