@@ -36,9 +36,12 @@ def tracked_files() -> list[str]:
     return [f for f in done.stdout.split() if not f.startswith(skip)]
 
 
-def test_no_secrets_in_the_tree() -> None:
+def test_no_secrets_in_the_tree(tmp_path: Path) -> None:
+    # The hook rewrites a baseline whose line numbers moved: give it a copy, never the tree's.
+    baseline = tmp_path / "baseline"
+    baseline.write_text((ROOT / ".secrets.baseline").read_text())
     done = subprocess.run(
-        [HOOK, "--baseline", ".secrets.baseline", *tracked_files()],
+        [HOOK, "--baseline", str(baseline), *tracked_files()],
         cwd=ROOT,
         capture_output=True,
         text=True,
