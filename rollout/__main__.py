@@ -199,21 +199,20 @@ class Context:
         )
 
 
-STEPS_ANNOTATION = "model-serving.io/rollout-steps"
-INTERVAL_ANNOTATION = "model-serving.io/rollout-interval-seconds"
+def release_defaults(settings: RolloutSettings, data: dict[str, str]) -> RolloutSettings:
+    """The chart's rollout values (the ``steps`` and ``intervalSeconds`` keys of the rollout
+    ConfigMap) where neither a flag nor ROLLOUT_* set them."""
+    from rollout.kube import INTERVAL_KEY, STEPS_KEY
 
-
-def release_defaults(settings: RolloutSettings, annotations: dict[str, str]) -> RolloutSettings:
-    """The chart's rollout values (annotations) where neither a flag nor ROLLOUT_* set them."""
     updates: dict[str, Any] = {}
     given = settings.model_fields_set
     try:
-        if "steps" not in given and annotations.get(STEPS_ANNOTATION):
-            updates["steps"] = [int(p) for p in annotations[STEPS_ANNOTATION].split(",")]
-        if "interval_seconds" not in given and annotations.get(INTERVAL_ANNOTATION):
-            updates["interval_seconds"] = float(annotations[INTERVAL_ANNOTATION])
+        if "steps" not in given and data.get(STEPS_KEY):
+            updates["steps"] = [int(p) for p in data[STEPS_KEY].split(",")]
+        if "interval_seconds" not in given and data.get(INTERVAL_KEY):
+            updates["interval_seconds"] = float(data[INTERVAL_KEY])
     except ValueError as error:
-        raise ValueError(f"bad rollout annotation on the InferenceService: {error}") from error
+        raise ValueError(f"bad rollout default in the rollout ConfigMap: {error}") from error
     if not updates:
         return settings
     merged = RolloutSettings.model_validate({**settings.model_dump(), **updates})
@@ -228,9 +227,9 @@ def _kube_command(args: argparse.Namespace, settings: RolloutSettings, printer: 
     try:
         isvcs = InferenceServices(api, settings.namespace)
         isvc = isvcs.get(args.name)
-        annotations = isvc.get("metadata", {}).get("annotations") or {}
-        settings = release_defaults(settings, annotations)
-        saved = state_of(isvc)
+        configmap = isvcs.rollout_configmap(args.name)
+        settings = release_defaults(settings, (configmap or {}).get("data") or {})
+        saved = state_of(configmap)
         state = RolloutState.from_dict(saved) if saved else None
         with Context(isvcs, args.name, settings, printer, state, isvc) as ctx:
             if args.command == "status":
@@ -257,20 +256,24 @@ def _manual(ctx: Context, command: str) -> int:
         if ctx.state is not None:
             ctx.state.phase = "promoted" if percent is None else "rolled_back"
             ctx.state.percent = percent
-            ctx.isvcs.save_state(ctx.name, ctx.state.to_dict())
+            ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
         reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
         ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
     return EXIT_PROMOTED
 
 
 def _pause(ctx: Context) -> int:
-    from rollout.kube import state_patch
+    from rollout.kube import configmap_name, kubectl_line, state_patch
 
     if ctx.state is None:
         raise ValueError(f"{ctx.name} has no rollout to pause")
     ctx.state.phase = "paused"
-    ctx.send(state_patch(ctx.state.to_dict()), f"pause the rollout of {ctx.name}")
-    if not ctx.settings.dry_run:
+    patch = state_patch(ctx.state.to_dict())
+    if ctx.settings.dry_run:
+        ctx.printer.event("dry-run", f"would pause the rollout of {ctx.name}", patch=patch)
+        print(kubectl_line(configmap_name(ctx.name), ctx.settings.namespace, patch, "configmap"))
+    else:
+        ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
         ctx.isvcs.record_event(ctx.name, "CanaryPaused", "by hand (model-rollout)")
         ctx.printer.event("paused", f"{ctx.name} stays at {ctx.state.percent}%")
     return EXIT_PROMOTED
@@ -299,18 +302,52 @@ def _resume(ctx: Context) -> int:
         raise ValueError(f"{ctx.name} has no rollout in progress to resume")
     state.phase = "progressing"
     if not ctx.settings.dry_run:
-        ctx.isvcs.save_state(ctx.name, state.to_dict())
+        ctx.isvcs.save_state(ctx.name, state.to_dict(), ctx.isvc)
     ctx.printer.event("resumed", f"{ctx.name} at {state.percent}% (round {state.rounds})")
     return ctx.loop(state)
 
 
+def control_of(
+    isvc: dict[str, Any], state: RolloutState | None
+) -> tuple[str, str | None, str | None]:
+    """(version, storage URI, revision) of the control: what KServe serves outside the canary.
+
+    KServe sends the non-canary share to ``status.components.predictor.latestRolledoutRevision``
+    (``createKnativeService`` in KServe's ``ksvc_reconciler.go``), not to whatever the spec names
+    now: after a rollback the spec still names the rejected treatment. So the control comes from
+    the saved rollout, and the spec's URI is trusted only when it is what is rolled out.
+    """
+    from rollout.kube import parse_status
+
+    status = parse_status(isvc)
+    revision = status.latest_rolled_out or status.latest_ready
+    if state is not None:
+        if state.phase == "promoted":
+            return state.treatment_version, state.treatment_uri, revision
+        # Rolled back or halted: the previous rolled-out revision still serves the control.
+        return state.control_version, state.control_uri, revision
+    rolled_out_is_spec = status.latest_rolled_out in (None, status.latest_created)
+    if not rolled_out_is_spec and status.canary_percent is not None:
+        raise ValueError(
+            f"a canary not started by model-rollout is in progress ({status.latest_created} at "
+            f"{status.canary_percent}% against {status.latest_rolled_out}): promote or roll it "
+            "back first"
+        )
+    match = VERSION_IN_URI.search(status.storage_uri or "")
+    if match is None:
+        raise ValueError("the current storage URI does not end in a registry vN")
+    return match.group(1), status.storage_uri, revision
+
+
 def _start(ctx: Context, args: argparse.Namespace) -> int:
-    from rollout.kube import parse_status, storage_patch
+    from rollout.kube import check_knative_mode, parse_status, storage_patch
 
     isvc = ctx.isvc
+    check_knative_mode(isvc)
     current = parse_status(isvc)
-    uri, version = treatment_uri(current.storage_uri, args)
     state = ctx.state
+    control_version, control_uri, control_revision = control_of(isvc, state)
+    uri, version = treatment_uri(control_uri or current.storage_uri, args)
     if state is not None and state.phase in {"progressing", "paused"}:
         if state.treatment_version != version:
             raise ValueError(
@@ -320,11 +357,8 @@ def _start(ctx: Context, args: argparse.Namespace) -> int:
         ctx.printer.event("resuming", f"{ctx.name}: {version} at {state.percent}% (saved state)")
         state.phase = "progressing"
         return ctx.loop(state)
-    control = VERSION_IN_URI.search(current.storage_uri or "")
-    if control is None:
-        raise ValueError("the current storage URI does not end in a registry vN")
-    if control.group(1) == version:
-        raise ValueError(f"{ctx.name} already serves {version}")
+    if control_version == version:
+        raise ValueError(f"{ctx.name} already serves {version} (the control)")
     first = ctx.settings.steps[0]
     ctx.send(
         storage_patch(isvc, uri, first),
@@ -334,14 +368,14 @@ def _start(ctx: Context, args: argparse.Namespace) -> int:
         return EXIT_PROMOTED
     state = RolloutState(
         model=ctx.name,
-        control_version=control.group(1),
+        control_version=control_version,
         treatment_version=version,
         percent=first,
-        control_revision=current.latest_ready,
-        control_uri=current.storage_uri,
+        control_revision=control_revision,
+        control_uri=control_uri,
         treatment_uri=uri,
     )
-    ctx.isvcs.save_state(ctx.name, state.to_dict())
+    ctx.isvcs.save_state(ctx.name, state.to_dict(), isvc)
     ctx.isvcs.record_event(
         ctx.name, "CanaryStarted", f"{version} at {first}% against {state.control_version}"
     )

@@ -1,8 +1,19 @@
 """The Kubernetes side of a rollout: read and patch one InferenceService, record what was done.
 
-Only merge patches (``application/merge-patch+json``), each printable as the equivalent
-``kubectl patch`` line for ``--dry-run``. The rollout's state lives in an annotation on the
-InferenceService, so ``status`` works from any machine and a restarted ``start`` resumes.
+Only merge patches (``application/merge-patch+json``) sent with the field manager
+``model-rollout``, each printable as the equivalent ``kubectl patch`` line for ``--dry-run``.
+The InferenceService is patched in two places only: ``spec.predictor.canaryTrafficPercent``
+(every step) and the predictor container's ``STORAGE_URI`` (once, at ``start``).
+
+The rollout's state and the release's rollout defaults live in the ConfigMap ``NAME-rollout``,
+never on the InferenceService: KServe copies every InferenceService annotation and label into
+the Knative revision template (``buildObjectMeta`` in KServe's
+``pkg/controller/v1beta1/inferenceservice/components/predictor.go``, and ``createKnativeService``
+in ``reconcilers/knative/ksvc_reconciler.go``), so a state annotation written each round would
+start a new, cold revision each round. ``canaryTrafficPercent`` only changes the Knative
+service's ``spec.traffic``, not its template. A ConfigMap model-rollout creates is owned by the
+InferenceService, so deleting the InferenceService removes it.
+
 Every step and verdict is also a Kubernetes Event on the InferenceService.
 Forbidden (403) and not found (404) become :class:`KubeError` with what to do about them.
 """
@@ -20,8 +31,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-STATE_ANNOTATION = "model-serving.io/rollout"
 STORAGE_URI = "STORAGE_URI"
+FIELD_MANAGER = "model-rollout"
+"""Field manager of every write (``kubectl get -o yaml --show-managed-fields`` names it)."""
+STATE_KEY, STEPS_KEY, INTERVAL_KEY = "state", "steps", "intervalSeconds"
+"""Keys of the rollout ConfigMap: the state (JSON) and the chart's rollout defaults."""
+KNATIVE_MODES = {"Knative", "Serverless"}
+"""KServe's Knative deployment mode, by its name since 0.16 and its older name."""
+
+
+def configmap_name(name: str) -> str:
+    """The rollout ConfigMap of InferenceService ``name``."""
+    return f"{name}-rollout"
 
 
 class KubeError(Exception):
@@ -53,6 +74,7 @@ class PredictorStatus:
     storage_uri: str | None = None
     canary_percent: int | None = None
     conditions: dict[str, str] = field(default_factory=dict)
+    deployment_mode: str | None = None
 
     @property
     def latest_is_ready(self) -> bool:
@@ -98,19 +120,39 @@ def parse_status(isvc: dict[str, Any]) -> PredictorStatus:
         storage_uri=storage_uri_of(isvc),
         canary_percent=None if percent is None else int(percent),
         conditions=conditions,
+        deployment_mode=status.get("deploymentMode"),
     )
 
 
-def state_of(isvc: dict[str, Any]) -> dict[str, Any] | None:
-    """The rollout state saved in the InferenceService's annotation, if any."""
-    annotations = isvc.get("metadata", {}).get("annotations") or {}
-    raw = annotations.get(STATE_ANNOTATION)
+def check_knative_mode(isvc: dict[str, Any]) -> None:
+    """Refuse an InferenceService whose canary split KServe would ignore.
+
+    ``canaryTrafficPercent`` works in Knative mode only. KServe records the mode it really
+    uses in ``status.deploymentMode``; KServe before 0.16 does not know the annotation value
+    ``Knative`` and falls back to the cluster's default mode, which this reveals.
+    """
+    mode = (isvc.get("status") or {}).get("deploymentMode")
+    if mode and mode not in KNATIVE_MODES:
+        asked = (isvc.get("metadata", {}).get("annotations") or {}).get(
+            "serving.kserve.io/deploymentMode", "unset"
+        )
+        raise KubeError(
+            f"KServe runs this InferenceService in {mode} mode (annotation asks for {asked}): "
+            "canaryTrafficPercent is ignored there. Canaries need Knative mode, and the "
+            "Knative/Standard annotation values need KServe 0.16 or newer"
+        )
+
+
+def state_of(configmap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The rollout state saved in the rollout ConfigMap, if any."""
+    raw = ((configmap or {}).get("data") or {}).get(STATE_KEY)
     if not raw:
         return None
     try:
         state: dict[str, Any] = json.loads(raw)
     except ValueError as error:
-        raise KubeError(f"the {STATE_ANNOTATION} annotation is not JSON: {error}") from error
+        name = (configmap or {}).get("metadata", {}).get("name")
+        raise KubeError(f"configmap {name}: {STATE_KEY} is not JSON: {error}") from error
     return state
 
 
@@ -144,28 +186,38 @@ def storage_patch(isvc: dict[str, Any], uri: str, percent: int) -> dict[str, Any
     }
 
 
-def state_patch(state: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"annotations": {STATE_ANNOTATION: json.dumps(state, sort_keys=True)}}}
+def state_patch(state: dict[str, Any], resource_version: str | None = None) -> dict[str, Any]:
+    """Write ``state`` into the rollout ConfigMap; with ``resource_version``, only over the
+    version read (a concurrent ``pause`` then makes this write fail with 409, not vanish)."""
+    patch: dict[str, Any] = {"data": {STATE_KEY: json.dumps(state, sort_keys=True)}}
+    if resource_version:
+        patch["metadata"] = {"resourceVersion": resource_version}
+    return patch
 
 
-def kubectl_line(name: str, namespace: str, patch: dict[str, Any]) -> str:
-    """The ``kubectl patch`` command that sends ``patch``."""
+def kubectl_line(
+    name: str, namespace: str, patch: dict[str, Any], kind: str = "inferenceservice"
+) -> str:
+    """The ``kubectl patch`` command that sends ``patch`` as model-rollout does."""
     body = json.dumps(patch, separators=(",", ":"))
     return (
-        f"kubectl patch inferenceservice {name} -n {namespace} --type merge -p {shlex.quote(body)}"
+        f"kubectl patch {kind} {name} -n {namespace} --type merge "
+        f"--field-manager {FIELD_MANAGER} -p {shlex.quote(body)}"
     )
 
 
 class InferenceServices:
-    """One namespace's InferenceServices through the Kubernetes API."""
+    """One namespace's InferenceServices (and their rollout ConfigMaps) through the API."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
-    def _explain(self, error: ApiException, verb: str, name: str) -> KubeError:
-        where = f"inferenceservice {self.namespace}/{name}"
+    def _explain(
+        self, error: ApiException, verb: str, name: str, kind: str = "inferenceservice"
+    ) -> KubeError:
+        where = f"{kind} {self.namespace}/{name}"
         if error.status == 404:
             return KubeError(f"{where} not found (is the namespace right?)", 404)
         if error.status == 403:
@@ -195,7 +247,13 @@ class InferenceServices:
             isvc = cast(
                 dict[str, Any],
                 self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, patch
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    name,
+                    patch,
+                    field_manager=FIELD_MANAGER,
                 ),
             )
         except ApiException as error:
@@ -205,11 +263,73 @@ class InferenceServices:
     def status(self, name: str) -> PredictorStatus:
         return parse_status(self.get(name))
 
-    def load_state(self, name: str) -> dict[str, Any] | None:
-        return state_of(self.get(name))
+    def rollout_configmap(self, name: str) -> dict[str, Any] | None:
+        """The rollout ConfigMap of ``name`` (None if there is none yet)."""
+        cm_name = configmap_name(name)
+        try:
+            configmap = self.core.read_namespaced_config_map(cm_name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise self._explain(error, "get", cm_name, "configmap") from error
+        return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(configmap))
 
-    def save_state(self, name: str, state: dict[str, Any]) -> None:
-        self.patch(name, state_patch(state))
+    def load_state(self, name: str) -> dict[str, Any] | None:
+        return state_of(self.rollout_configmap(name))
+
+    def save_state(
+        self,
+        name: str,
+        state: dict[str, Any],
+        owner: dict[str, Any] | None = None,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Write the state into ``NAME-rollout``, creating it (owned by ``owner``, the
+        InferenceService) when the chart did not. Returns the ConfigMap as written."""
+        cm_name = configmap_name(name)
+        try:
+            written = self.core.patch_namespaced_config_map(
+                cm_name,
+                self.namespace,
+                state_patch(state, resource_version),
+                field_manager=FIELD_MANAGER,
+            )
+        except ApiException as error:
+            if error.status != 404 or resource_version:
+                raise self._explain(error, "patch", cm_name, "configmap") from error
+            written = self._create_configmap(name, state, owner or self.get(name))
+        return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(written))
+
+    def _create_configmap(
+        self, name: str, state: dict[str, Any], owner: dict[str, Any]
+    ) -> client.V1ConfigMap:
+        meta = owner.get("metadata", {})
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(
+                name=configmap_name(name),
+                labels={
+                    "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                    "serving.kserve.io/inferenceservice": name,
+                },
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=f"{GROUP}/{VERSION}",
+                        kind="InferenceService",
+                        name=name,
+                        uid=meta.get("uid", ""),
+                    )
+                ]
+                if meta.get("uid")
+                else None,
+            ),
+            data=state_patch(state)["data"],
+        )
+        try:
+            return self.core.create_namespaced_config_map(
+                self.namespace, body, field_manager=FIELD_MANAGER
+            )
+        except ApiException as error:
+            raise self._explain(error, "create", configmap_name(name), "configmap") from error
 
     def record_event(self, name: str, reason: str, message: str, warning: bool = False) -> None:
         """An Event on the InferenceService (``kubectl describe`` and ``get events`` show it)."""
@@ -268,6 +388,8 @@ class KubeTarget:
     def __init__(self, isvcs: InferenceServices, name: str, dry_run: bool = False) -> None:
         self.isvcs, self.name, self.dry_run = isvcs, name, dry_run
         self.control_revision: str | None = None
+        self._version: str | None = None
+        """resourceVersion of the rollout ConfigMap as last read or written."""
 
     def set_percent(self, percent: int | None) -> None:
         patch = percent_patch(percent)
@@ -285,8 +407,22 @@ class KubeTarget:
             self.isvcs.record_event(self.name, reason, message, warning)
 
     def save_state(self, state: dict[str, Any]) -> None:
-        if not self.dry_run:
-            self.isvcs.save_state(self.name, state)
+        """Write over the version last read; if someone paused the rollout meanwhile, the
+        write fails (409), and it is redone keeping their pause."""
+        if self.dry_run:
+            return
+        try:
+            written = self.isvcs.save_state(self.name, state, resource_version=self._version)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+            persisted = self.load_state() or {}
+            if persisted.get("phase") == "paused" and state.get("phase") == "progressing":
+                state = {**state, "phase": "paused"}
+            written = self.isvcs.save_state(self.name, state, resource_version=self._version)
+        self._version = written.get("metadata", {}).get("resourceVersion")
 
     def load_state(self) -> dict[str, Any] | None:
-        return self.isvcs.load_state(self.name)
+        configmap = self.isvcs.rollout_configmap(self.name)
+        self._version = (configmap or {}).get("metadata", {}).get("resourceVersion")
+        return state_of(configmap)

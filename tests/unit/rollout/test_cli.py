@@ -16,9 +16,18 @@ import pytest
 import pytest_asyncio
 
 from rollout.__main__ import main
-from rollout.kube import STATE_ANNOTATION
 from serving_common.net import free_port
-from tests.unit.rollout.test_kube import NAME, NS, RESOURCE, inference_service, predictor_status
+from tests.apiserver import ApiServer
+from tests.unit.rollout.test_kube import (
+    CONFIGMAPS,
+    NAME,
+    NS,
+    RESOURCE,
+    inference_service,
+    predictor_status,
+)
+
+pytestmark = pytest.mark.kmock(cls=ApiServer)
 
 
 @pytest_asyncio.fixture
@@ -55,17 +64,27 @@ async def rollout(kubeconfig: Path, *args: str) -> int:
 
 
 def patches(emulator: kmock.KubernetesEmulator) -> list[Any]:
-    return [r.data for r in list(emulator) if r.method.value == "PATCH"]
+    """The patches sent to the InferenceService."""
+    return [
+        r.data
+        for r in list(emulator)
+        if r.method.value == "PATCH" and r.url.path.endswith(f"/inferenceservices/{NAME}")
+    ]
 
 
 def events(emulator: kmock.KubernetesEmulator) -> list[Any]:
-    return [r.data for r in list(emulator) if r.method.value == "POST"]
+    return [r.data for r in list(emulator) if r.method.value == "POST" and "/events" in r.url.path]
 
 
 def saved_state(emulator: kmock.KubernetesEmulator) -> dict[str, Any]:
-    isvc = emulator.objects[RESOURCE, NS, NAME]
-    state: dict[str, Any] = json.loads(isvc["metadata"]["annotations"][STATE_ANNOTATION])
+    configmap = emulator.objects[CONFIGMAPS, NS, f"{NAME}-rollout"]
+    state: dict[str, Any] = json.loads(configmap["data"]["state"])
     return state
+
+
+def rollout_configmap(data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"{NAME}-rollout", "namespace": NS}, "data": data}  # fmt: skip
 
 
 @pytest.mark.asyncio
@@ -75,7 +94,10 @@ async def test_dry_run_start_prints_the_patch_and_sends_nothing(
     code = await rollout(kubeconfig, "start", NAME, "--version", "v2", "--dry-run")
     assert code == 0
     out = capsys.readouterr().out
-    assert "kubectl patch inferenceservice breast-cancer -n models --type merge -p" in out
+    assert (
+        "kubectl patch inferenceservice breast-cancer -n models --type merge "
+        "--field-manager model-rollout -p" in out
+    )
     assert "gs://b/registry/breast-cancer/v2" in out
     assert '"canaryTrafficPercent":10' in out
     assert patches(kmock) == []
@@ -115,8 +137,10 @@ async def test_start_resumes_from_the_annotation(
     state = {"model": NAME, "control_version": "v1", "treatment_version": "v2",
              "phase": "progressing", "step_index": 1, "percent": 25, "rounds": 3}  # fmt: skip
     isvc = inference_service(predictor_status("bc-00002", "bc-00002", "bc-00001", 25))
-    isvc["metadata"]["annotations"] = {STATE_ANNOTATION: json.dumps(state)}
     kmock.objects[RESOURCE, NS, NAME] = isvc
+    kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"] = rollout_configmap(
+        {"state": json.dumps(state)}
+    )
     # Another version while one is in progress is refused.
     assert await rollout(kubeconfig, "start", NAME, "--version", "v3") == 2
     assert "already rolling out v2" in capsys.readouterr().err
@@ -221,14 +245,8 @@ async def test_the_loop_waits_for_the_controller_then_steps_and_promotes(
         if any(e["reason"] == "CanaryHold" for e in events(kmock)):
             break
         await asyncio.sleep(0.1)
-    ready = inference_service(predictor_status("bc-00002", "bc-00002", "bc-00001", 10))
-    ready["spec"] = patches(kmock)[0]["spec"]  # what the start patch asked for (v2 at 10%)
-    annotations = [
-        p["metadata"]["annotations"]
-        for p in patches(kmock)
-        if "annotations" in p.get("metadata", {})
-    ]
-    ready["metadata"]["annotations"] = annotations[-1]
+    ready = kmock.objects[RESOURCE, NS, NAME].raw  # v2 at 10%, as the start patch asked
+    ready["status"] = predictor_status("bc-00002", "bc-00002", "bc-00001", 10)
     kmock.objects[RESOURCE, NS, NAME] = ready
     assert await asyncio.wait_for(running, timeout=60) == 0
     percents = [
@@ -246,17 +264,14 @@ async def test_the_loop_waits_for_the_controller_then_steps_and_promotes(
     assert saved_state(kmock)["phase"] == "promoted"
 
 
-def test_release_defaults_come_from_the_chart_annotations() -> None:
+def test_release_defaults_come_from_the_chart_configmap() -> None:
     from rollout.__main__ import release_defaults
     from rollout.settings import RolloutSettings
 
-    annotations = {
-        "model-serving.io/rollout-steps": "5,20,50",
-        "model-serving.io/rollout-interval-seconds": "120",
-    }
-    merged = release_defaults(RolloutSettings(), annotations)
+    data = {"steps": "5,20,50", "intervalSeconds": "120"}
+    merged = release_defaults(RolloutSettings(), data)
     assert (merged.steps, merged.interval_seconds) == ([5, 20, 50], 120.0)
-    flagged = release_defaults(RolloutSettings(steps=[30, 60]), annotations)
+    flagged = release_defaults(RolloutSettings(steps=[30, 60]), data)
     assert (flagged.steps, flagged.interval_seconds) == ([30, 60], 120.0)  # the flag wins
-    with pytest.raises(ValueError, match="bad rollout annotation"):
-        release_defaults(RolloutSettings(), {"model-serving.io/rollout-steps": "ten"})
+    with pytest.raises(ValueError, match="bad rollout default"):
+        release_defaults(RolloutSettings(), {"steps": "ten"})

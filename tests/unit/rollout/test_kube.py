@@ -17,7 +17,7 @@ import pytest_asyncio
 from kubernetes import client
 
 from rollout.kube import (
-    STATE_ANNOTATION,
+    FIELD_MANAGER,
     InferenceServices,
     KubeError,
     kubectl_line,
@@ -25,16 +25,19 @@ from rollout.kube import (
     percent_patch,
     storage_patch,
 )
+from tests.apiserver import ApiServer
 
 NS, NAME = "models", "breast-cancer"
 RESOURCE = kmock.resource("serving.kserve.io", "v1beta1", "inferenceservices")
+CONFIGMAPS = kmock.resource("", "v1", "configmaps")
+pytestmark = pytest.mark.kmock(cls=ApiServer)
 
 
 def inference_service(status: dict[str, Any] | None = None) -> dict[str, Any]:
     isvc: dict[str, Any] = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": NS, "resourceVersion": "7"},
+        "metadata": {"name": NAME, "namespace": NS, "resourceVersion": "7", "uid": "isvc-uid"},
         "spec": {
             "predictor": {
                 "containers": [
@@ -104,9 +107,11 @@ async def test_percent_patches_are_exact_merge_patches(
         {"spec": {"predictor": {"canaryTrafficPercent": 0}}},
     ]
     assert {p.headers["Content-Type"] for p in patches} == {"application/merge-patch+json"}
-    assert all(str(p.url).endswith(f"/namespaces/{NS}/inferenceservices/{NAME}") for p in patches)
+    assert {p.params["fieldManager"] for p in patches} == {FIELD_MANAGER}
+    assert all(p.url.path.endswith(f"/namespaces/{NS}/inferenceservices/{NAME}") for p in patches)
     assert kubectl_line(NAME, NS, percent_patch(10)) == (
         "kubectl patch inferenceservice breast-cancer -n models --type merge "
+        "--field-manager model-rollout "
         """-p '{"spec":{"predictor":{"canaryTrafficPercent":10}}}'"""
     )
 
@@ -181,14 +186,37 @@ async def test_events_are_recorded_on_the_inference_service(
 
 
 @pytest.mark.asyncio
-async def test_state_annotation_survives_for_a_resume(isvcs: InferenceServices) -> None:
+async def test_state_lives_in_a_configmap_owned_by_the_inference_service(
+    kmock: ApiServer, isvcs: InferenceServices
+) -> None:
     assert await asyncio.to_thread(isvcs.load_state, NAME) is None
+    before = json.dumps(kmock.objects[RESOURCE, NS, NAME].raw, sort_keys=True)
     state = {"treatment": "v2", "control": "v1", "step_index": 1, "failed_rounds": 1}
-    await asyncio.to_thread(isvcs.save_state, NAME, state)
+    isvc = await asyncio.to_thread(isvcs.get, NAME)
+    await asyncio.to_thread(isvcs.save_state, NAME, state, isvc)
     # A fresh client (another machine) reads the same state back.
     assert await asyncio.to_thread(isvcs.load_state, NAME) == state
+    configmap = kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"].raw
+    assert json.loads(configmap["data"]["state"]) == state
+    (owner,) = configmap["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("InferenceService", NAME, "isvc-uid")
+    # The InferenceService itself was not touched (its annotations reach the revision).
+    assert json.dumps(kmock.objects[RESOURCE, NS, NAME].raw, sort_keys=True) == before
+    # A second write patches the same ConfigMap.
+    await asyncio.to_thread(isvcs.save_state, NAME, {**state, "step_index": 2}, isvc)
+    assert (await asyncio.to_thread(isvcs.load_state, NAME) or {})["step_index"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_stale_state_write_is_refused(kmock: ApiServer, isvcs: InferenceServices) -> None:
     isvc = await asyncio.to_thread(isvcs.get, NAME)
-    assert json.loads(isvc["metadata"]["annotations"][STATE_ANNOTATION]) == state
+    written = await asyncio.to_thread(isvcs.save_state, NAME, {"phase": "progressing"}, isvc)
+    version = written["metadata"]["resourceVersion"]
+    await asyncio.to_thread(isvcs.save_state, NAME, {"phase": "paused"}, isvc, version)
+    with pytest.raises(KubeError) as error:
+        await asyncio.to_thread(isvcs.save_state, NAME, {"phase": "halted"}, isvc, version)
+    assert error.value.status == 409
+    assert await asyncio.to_thread(isvcs.load_state, NAME) == {"phase": "paused"}
 
 
 @pytest.mark.asyncio
