@@ -89,6 +89,8 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=lambda: defaultdict(dict), init=False
     )
     """Per object key: (manager, operation) -> the field paths it owns."""
+    written: list[tuple[Any, dict[str, Any]]] = attrs.field(factory=list, init=False)
+    """Every object as stored by a patch, in order: (key, object)."""
     _counter: int = attrs.field(default=100, init=False)
 
     def managers_of(self, key: Any, path: Path) -> set[str]:
@@ -172,6 +174,7 @@ class ApiServer(kmock.KubernetesEmulator):
             self._take(key, current, new, manager)
         new.setdefault("metadata", {})["resourceVersion"] = self._next_version()
         self._objects[key] = new
+        self.written.append((key, json.loads(json.dumps(new))))
         return key, before, None
 
     def _take(self, key: Any, old: dict[str, Any], new: dict[str, Any], manager: str) -> None:
@@ -222,3 +225,42 @@ class ApiServer(kmock.KubernetesEmulator):
         body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
                 "code": code, "reason": reason, "message": message}  # fmt: skip
         return aiohttp.web.json_response(body, status=code)
+
+
+# KServe's defaults (pkg/constants/constants.go: ServiceAnnotationDisallowedList and
+# RevisionTemplateLabelDisallowedList); inferenceservice-config can add to both lists.
+KSERVE_ANNOTATION_DISALLOWED = (
+    "autoscaling.knative.dev/min-scale",
+    "autoscaling.knative.dev/max-scale",
+    "internal.serving.kserve.io/storage-initializer-sourceuri",
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "modelFormat",
+)
+KSERVE_LABEL_DISALLOWED = ("networking.knative.dev/visibility",)
+
+
+def revision_template(
+    isvc: dict[str, Any],
+    annotation_disallowed: tuple[str, ...] = KSERVE_ANNOTATION_DISALLOWED,
+    label_disallowed: tuple[str, ...] = KSERVE_LABEL_DISALLOWED,
+) -> str:
+    """What KServe puts into the Knative revision template of the predictor, as a stable string.
+
+    From KServe's ``components/predictor.go`` (``buildPredictorResources``: the InferenceService's
+    annotations minus the disallowed list; ``buildObjectMeta``: its labels and the predictor's)
+    and ``reconcilers/knative/ksvc_reconciler.go`` (``createKnativeService``: the template gets
+    those labels minus the label disallowed list, and the pod spec; ``canaryTrafficPercent``
+    only shapes ``spec.traffic``). Any change to this string is a new Knative revision.
+    """
+    meta = isvc.get("metadata") or {}
+    predictor = dict((isvc.get("spec") or {}).get("predictor") or {})
+    predictor.pop("canaryTrafficPercent", None)
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k not in annotation_disallowed
+    }
+    annotations.update(predictor.pop("annotations", None) or {})
+    labels = {**(meta.get("labels") or {}), **(predictor.pop("labels", None) or {})}
+    labels = {k: v for k, v in labels.items() if k not in label_disallowed}
+    return json.dumps(
+        {"annotations": annotations, "labels": labels, "predictor": predictor}, sort_keys=True
+    )

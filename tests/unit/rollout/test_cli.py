@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from rollout.__main__ import main
 from serving_common.net import free_port
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, revision_template
 from tests.unit.rollout.test_kube import (
     CONFIGMAPS,
     NAME,
@@ -275,3 +275,120 @@ def test_release_defaults_come_from_the_chart_configmap() -> None:
     assert (flagged.steps, flagged.interval_seconds) == ([30, 60], 120.0)  # the flag wins
     with pytest.raises(ValueError, match="bad rollout default"):
         release_defaults(RolloutSettings(), {"steps": "ten"})
+
+
+def template_history(emulator: ApiServer) -> list[str]:
+    """The predictor's revision template before and after every patch of the InferenceService,
+    with repeats in a row folded: each entry is one Knative revision."""
+    isvc_key = (RESOURCE, NS, NAME)
+    first = [revision_template(inference_service())]
+    templates = first + [revision_template(obj) for key, obj in emulator.written if key == isvc_key]
+    return [t for i, t in enumerate(templates) if i == 0 or t != templates[i - 1]]
+
+
+@pytest.mark.asyncio
+async def test_nothing_model_rollout_writes_makes_a_revision_after_the_start(
+    kmock: ApiServer, kubeconfig: Path
+) -> None:
+    """KServe copies the InferenceService's annotations and labels into the revision template:
+    a whole rollout (start, held rounds, steps, pause, resume, promote, then a rollback and a
+    second start) may change the template only when it points at a new version."""
+    kmock["get /api/v1/query"] << scripted_prometheus
+    common = ["--kubeconfig", str(kubeconfig), "-n", NS, "--prometheus-url",
+              str(kmock.url).rstrip("/"), "--interval-seconds", "0.2"]  # fmt: skip
+    start = asyncio.create_task(
+        asyncio.to_thread(main, ["start", NAME, "--version", "v2", "--steps", "10,50", *common])
+    )
+    for _ in range(100):  # held while the revision is not ready
+        if any(e["reason"] == "CanaryHold" for e in events(kmock)):
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(main, ["pause", NAME, *common]) == 0
+    assert await asyncio.wait_for(start, timeout=60) == 5  # paused
+    ready = kmock.objects[RESOURCE, NS, NAME].raw
+    ready["status"] = predictor_status("bc-00002", "bc-00002", "bc-00001", 10)
+    kmock.objects[RESOURCE, NS, NAME] = ready
+    assert await asyncio.to_thread(main, ["resume", NAME, "--steps", "10,50", *common]) == 0
+    assert saved_state(kmock)["phase"] == "promoted"
+    assert await asyncio.to_thread(main, ["rollback", NAME, *common]) == 0
+    # One template for v1 (before) and one for v2 (from the start): nothing else changed it.
+    templates = template_history(kmock)
+    assert len(templates) == 2, "a rollout write changed the revision template"
+    assert "breast-cancer/v2" in templates[1]
+    writes = [p for p in patches(kmock) if "containers" not in p["spec"]["predictor"]]
+    assert len(writes) == 3  # 50%, promote and rollback: none of them a revision
+    assert len(kmock.written) > len(patches(kmock))  # the state went to the ConfigMap
+
+
+@pytest.mark.asyncio
+async def test_start_after_a_rollback_compares_against_the_rolled_out_control(
+    kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After v2 was rolled back, the spec still names v2 but KServe serves v1 (the latest
+    rolled-out revision): a new start of v3 is measured against v1, not the rejected v2."""
+    isvc = inference_service(predictor_status("bc-00002", "bc-00002", "bc-00001", 0))
+    isvc["spec"]["predictor"]["containers"][0]["env"][0]["value"] = (
+        "gs://b/registry/breast-cancer/v2"
+    )
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    kmock.objects[RESOURCE, NS, NAME] = isvc
+    state = {"model": NAME, "control_version": "v1", "treatment_version": "v2",
+             "phase": "rolled_back", "percent": 0, "control_revision": "bc-00001",
+             "control_uri": "gs://b/registry/breast-cancer/v1",
+             "treatment_uri": "gs://b/registry/breast-cancer/v2"}  # fmt: skip
+    kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"] = rollout_configmap(
+        {"state": json.dumps(state)}
+    )
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v1") == 2
+    assert "already serves v1 (the control)" in capsys.readouterr().err
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v3") == 4
+    saved = saved_state(kmock)
+    assert (saved["control_version"], saved["treatment_version"]) == ("v1", "v3")
+    assert saved["control_revision"] == "bc-00001"  # the rolled-out one, not latest ready
+    assert saved["control_uri"] == "gs://b/registry/breast-cancer/v1"
+    env = kmock.objects[RESOURCE, NS, NAME]["spec"]["predictor"]["containers"][0]["env"]
+    assert env[0] == {"name": "STORAGE_URI", "value": "gs://b/registry/breast-cancer/v3"}
+    assert events(kmock)[0]["message"] == "v3 at 10% against v1"
+
+
+@pytest.mark.asyncio
+async def test_start_refuses_a_canary_it_did_not_start_and_a_non_knative_service(
+    kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    isvc = inference_service(predictor_status("bc-00002", "bc-00002", "bc-00001", 30))
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 30
+    kmock.objects[RESOURCE, NS, NAME] = isvc
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v3") == 2
+    assert "a canary not started by model-rollout is in progress" in capsys.readouterr().err
+    standard = inference_service(predictor_status("bc-00001", "bc-00001", "bc-00001", None))
+    standard["status"]["deploymentMode"] = "Standard"
+    standard["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Knative"}
+    kmock.objects[RESOURCE, NS, NAME] = standard
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v2") == 1
+    err = capsys.readouterr().err
+    assert "runs this InferenceService in Standard mode (annotation asks for Knative)" in err
+    assert "KServe 0.16 or newer" in err
+    assert patches(kmock) == []
+
+
+@pytest.mark.asyncio
+async def test_a_pause_during_a_round_is_not_overwritten(
+    kmock: ApiServer, kubeconfig: Path
+) -> None:
+    from kubernetes import client
+
+    from rollout.kube import InferenceServices, KubeTarget
+
+    api = client.ApiClient(client.Configuration(host=str(kmock.url).rstrip("/")))
+    try:
+        isvcs = InferenceServices(api, NS)
+        isvc = await asyncio.to_thread(isvcs.get, NAME)
+        await asyncio.to_thread(isvcs.save_state, NAME, {"phase": "progressing"}, isvc)
+        target = KubeTarget(isvcs, NAME)
+        assert await asyncio.to_thread(target.load_state) == {"phase": "progressing"}
+        # Someone pauses between the loop's read and its write.
+        await asyncio.to_thread(isvcs.save_state, NAME, {"phase": "paused"}, isvc)
+        await asyncio.to_thread(target.save_state, {"phase": "progressing", "rounds": 4})
+        assert saved_state(kmock) == {"phase": "paused", "rounds": 4}
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
