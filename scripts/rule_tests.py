@@ -195,12 +195,16 @@ def cases() -> list[dict[str, Any]]:
             ),
         ),
         case(
-            # p1 answers scrapes but loaded no model; p2 did; p3 is down (another alert's job).
+            # p1 answers scrapes but loaded no model; p2 did; p3 is down (another alert's job);
+            # p4 (scraped by GKE Managed Prometheus: job is its PodMonitoring's name) has none
+            # either; p5 belongs to another job entirely.
             "not ready: scraped but no model loaded, for 5m",
             [
                 series("up", "1x10", job="model-serving", namespace=NS, pod="p1"),
                 series("up", "1x10", job="model-serving", namespace=NS, pod="p2"),
                 series("up", "0x10", job="model-serving", namespace=NS, pod="p3"),
+                series("up", "1x10", job="model-serving-m", namespace=NS, pod="p4"),
+                series("up", "1x10", job="model-servingx", namespace=NS, pod="p5"),
                 series(
                     "model_server_model_info",
                     "1x10",
@@ -214,7 +218,10 @@ def cases() -> list[dict[str, Any]]:
             ],
             expect("4m", "ModelServerNotReady"),
             expect(
-                "6m", "ModelServerNotReady", {"severity": "critical", "namespace": NS, "pod": "p1"}
+                "6m",
+                "ModelServerNotReady",
+                {"severity": "critical", "namespace": NS, "pod": "p1"},
+                {"severity": "critical", "namespace": NS, "pod": "p4"},
             ),
         ),
         case(

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kserve.models
 import kubernetes.client.models
 import kubernetes_validate
@@ -25,7 +26,7 @@ from kubernetes.client import Configuration
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "model-serving"
 TOOLS = ROOT / ".tools"
-KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+KUBERNETES_VERSIONS = ("1.32", kubernetes_validate.latest_version())
 
 Manifest = dict[str, Any]
 
@@ -67,9 +68,12 @@ def helm_template(
     set_values: Iterable[str] = (),
     release: str = "demo",
     namespace: str = "models",
+    extra_args: Iterable[str] = (),
+    chart: Path = CHART,
 ) -> list[Manifest]:
     """``helm template`` the chart; raise :class:`RenderError` with helm's stderr on refusal."""
-    command = [helm(helm_name), "template", release, str(CHART), "--namespace", namespace]
+    command = [helm(helm_name), "template", release, str(chart), "--namespace", namespace]
+    command += list(extra_args)
     for values in values_files:
         command += ["-f", str(values)]
     for item in set_values:
@@ -103,6 +107,8 @@ def validate(manifest: Manifest) -> list[str]:
         return validate_inference_service(manifest)
     if group == "monitoring.coreos.com":
         return validate_prometheus_operator(manifest)
+    if group == "monitoring.googleapis.com":
+        return validate_managed_prometheus(manifest)
     if group in BUILTIN_GROUPS:
         return validate_builtin(manifest)
     return [f"{kind} ({manifest.get('apiVersion')}): no validator for this kind"]
@@ -236,6 +242,123 @@ def validate_prometheus_operator(manifest: Manifest) -> list[str]:
     else:
         problems.append(f"{kind}: not a Prometheus Operator kind this chart creates")
     return problems
+
+
+# GKE Managed Prometheus: the parts of its v1 CRDs this chart uses, strict (unknown fields refused).
+# Read from GoogleCloudPlatform/prometheus-engine, charts/operator/crds/
+# monitoring.googleapis.com_podmonitorings.yaml and monitoring.googleapis.com_rules.yaml: spec
+# requires selector and endpoints; an endpoint requires port and interval; targetLabels.metadata
+# is an enum; fromPod entries require from; a Rules group requires name and rules; a rule expr.
+_DURATION = {
+    "type": "string",
+    "pattern": "^((([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+    "(([0-9]+)s)?(([0-9]+)ms)?|0)$",
+}
+_GMP_SCHEMAS: dict[str, dict[str, Any]] = {
+    "PodMonitoring": {
+        "type": "object",
+        "required": ["selector", "endpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": {"type": "object", "minProperties": 1}},
+                "required": ["matchLabels"],
+            },
+            "endpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["port", "interval"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "port": {"type": ["string", "integer"], "minLength": 1},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "interval": _DURATION,
+                        "timeout": _DURATION,
+                    },
+                },
+            },
+            "targetLabels": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "metadata": {
+                        "type": "array",
+                        "items": {
+                            "enum": [
+                                "container",
+                                "node",
+                                "pod",
+                                "top_level_controller_name",
+                                "top_level_controller_type",
+                            ]
+                        },
+                    },
+                    "fromPod": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["from"],
+                            "additionalProperties": False,
+                            "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "Rules": {
+        "type": "object",
+        "required": ["groups"],
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "rules"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "interval": _DURATION,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["expr"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "record": {"type": "string"},
+                                    "alert": {"type": "string"},
+                                    "expr": {"type": "string", "minLength": 1},
+                                    "for": _DURATION,
+                                    "labels": {"type": "object"},
+                                    "annotations": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate_managed_prometheus(manifest: Manifest) -> list[str]:
+    kind = manifest.get("kind")
+    schema = _GMP_SCHEMAS.get(str(kind))
+    if schema is None or manifest.get("apiVersion") != "monitoring.googleapis.com/v1":
+        return [f"{kind} ({manifest.get('apiVersion')}): not a GKE Managed Prometheus v1 kind"]
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{kind} at spec/{'/'.join(str(p) for p in error.path)}: {error.message}"
+        for error in validator.iter_errors(manifest.get("spec") or {})
+    ]
 
 
 def by_kind(manifests: Iterable[Manifest], kind: str) -> list[Manifest]:

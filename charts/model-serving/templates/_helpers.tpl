@@ -22,11 +22,18 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every object: selector labels, versions, and commonLabels. */}}
+{{/* Labels on every object but the InferenceService: the stable labels and the versions. */}}
 {{- define "model-serving.labels" -}}
 helm.sh/chart: {{ include "model-serving.chart" . }}
-{{ include "model-serving.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{ include "model-serving.stableLabels" . }}
+{{- end }}
+
+{{/* Labels without versions, for the InferenceService: KServe copies its labels into the Knative
+revision template, so a label that changes with the chart would roll every model to a new
+revision, with all traffic, on a chart upgrade. */}}
+{{- define "model-serving.stableLabels" -}}
+{{ include "model-serving.selectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: model-serving
 model-serving/model-name: {{ .Values.model.name | quote }}
@@ -41,12 +48,40 @@ app.kubernetes.io/name: {{ include "model-serving.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Name of the ServiceAccount the predictor and the trainer run as. */}}
-{{- define "model-serving.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "model-serving.fullname" .) .Values.serviceAccount.name }}
+{{/* Name of the predictor's ServiceAccount (read-only registry access). */}}
+{{- define "model-serving.predictorServiceAccountName" -}}
+{{- $sa := .Values.serviceAccounts.predictor }}
+{{- if $sa.create }}
+{{- default (printf "%s-predictor" (include "model-serving.fullname" .) | trunc 63 | trimSuffix "-") $sa.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the trainer's ServiceAccount (read-write registry access). */}}
+{{- define "model-serving.trainerServiceAccountName" -}}
+{{- $sa := .Values.serviceAccounts.trainer }}
+{{- if $sa.create }}
+{{- default (printf "%s-trainer" (include "model-serving.fullname" .) | trunc 63 | trimSuffix "-") $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the rollout ConfigMap: model-rollout's state and this release's rollout defaults. */}}
+{{- define "model-serving.rolloutConfigMapName" -}}
+{{- printf "%s-rollout" (include "model-serving.isvcName" .) }}
+{{- end }}
+
+{{/* Fail with a clear message when the cluster being installed into lacks an API kind. Only a
+real install knows the cluster's APIs: `helm template` and `helm lint` see a default set without
+KServe, so the check runs when the KServe API is present (pass --api-versions to check offline). */}}
+{{- define "model-serving.requireKind" -}}
+{{- $root := index . 0 }}
+{{- $kind := index . 1 }}
+{{- $why := index . 2 }}
+{{- if and ($root.Capabilities.APIVersions.Has "serving.kserve.io/v1beta1") (not ($root.Capabilities.APIVersions.Has $kind)) }}
+{{- fail (printf "%s needs the %s kind, which this cluster's API does not serve: %s" $why $kind "install its CRDs, or switch the option off") }}
 {{- end }}
 {{- end }}
 
