@@ -21,6 +21,13 @@ COPY serving_common ./serving_common
 COPY trainer ./trainer
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv
+# What the runtime never uses: pip and setuptools, and the packages' own test suites (115 MB:
+# pandas, scipy, numpy, scikit-learn, pyarrow, kubernetes). The bytecode stays: it spares every
+# cold start (Knative scales from zero) the compilation of some 400 modules.
+RUN /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools \
+    && find /opt/venv/lib -depth -type d \( -name tests -o -name test \) -path '*/site-packages/*' \
+       -exec rm -rf {} + \
+    && find /opt/venv/bin -name 'pip*' -delete
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.0.0

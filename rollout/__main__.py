@@ -189,7 +189,7 @@ class Context:
 
     def loop(self, state: RolloutState) -> int:
         self.state = state
-        return run_loop(
+        code = run_loop(
             self.target(),
             self.prometheus(),
             self.settings,
@@ -197,6 +197,20 @@ class Context:
             self.printer,
             namespace=self.settings.namespace,
         )
+        if state.phase == "promoted":
+            self.printer.event("next", release_hint(self.name, state.treatment_version))
+        return code
+
+
+def release_hint(name: str, version: str) -> str:
+    """What to do once a version is promoted, so the next upgrade does not undo it."""
+    return (
+        f"{name} now serves {version}: name it in the release, or its next upgrade undoes "
+        f"the rollout (Helm 3) or is refused with a conflict with model-rollout (Helm 4): "
+        f"helm upgrade RELEASE charts/model-serving --reuse-values --set model.version={version}"
+        " (add --force-conflicts with Helm 4 if that upgrade also changes the predictor "
+        "container, e.g. a new image); with kustomize, set STORAGE_URI in the base"
+    )
 
 
 def release_defaults(settings: RolloutSettings, data: dict[str, str]) -> RolloutSettings:
@@ -259,6 +273,8 @@ def _manual(ctx: Context, command: str) -> int:
             ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
         reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
         ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
+        if percent is None and ctx.state is not None:
+            ctx.printer.event("next", release_hint(ctx.name, ctx.state.treatment_version))
     return EXIT_PROMOTED
 
 

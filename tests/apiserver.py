@@ -141,14 +141,21 @@ class ApiServer(kmock.KubernetesEmulator):
     ) -> tuple[Any, dict[str, Any] | None, aiohttp.web.StreamResponse | None]:
         """Store the patched object: (key, the object before, or the refusal to answer)."""
         key: Any = (request.resource, request.namespace, request.name)
+        kind = request.headers.get("Content-Type", "").split(";")[0]
+        manager = request.params.get("fieldManager", "unknown")
         if key not in self._objects or self._objects[key].deleted:
-            return None, None, self._status(404, "NotFound", f"{request.name} not found")
+            if kind != "application/apply-patch+yaml":
+                return None, None, self._status(404, "NotFound", f"{request.name} not found")
+            created = yaml.safe_load(request.text)  # an apply creates what is missing
+            created.setdefault("metadata", {})["resourceVersion"] = self._next_version()
+            self._objects[key] = created
+            self.owners[key] = {(manager, "Apply"): set(leaves(created))}
+            self.written.append((key, json.loads(json.dumps(created))))
+            return key, None, None
         before: dict[str, Any] = json.loads(json.dumps(self._objects[key].raw))
         current: dict[str, Any] = json.loads(json.dumps(before))
         meta = current.setdefault("metadata", {})
         meta.setdefault("resourceVersion", self._next_version())
-        kind = request.headers.get("Content-Type", "").split(";")[0]
-        manager = request.params.get("fieldManager", "unknown")
         if kind == "application/apply-patch+yaml":
             applied = yaml.safe_load(request.text)
             force = request.params.get("force") == "true"

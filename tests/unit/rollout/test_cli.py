@@ -288,7 +288,7 @@ def template_history(emulator: ApiServer) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_nothing_model_rollout_writes_makes_a_revision_after_the_start(
-    kmock: ApiServer, kubeconfig: Path
+    kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """KServe copies the InferenceService's annotations and labels into the revision template:
     a whole rollout (start, held rounds, steps, pause, resume, promote, then a rollback and a
@@ -310,6 +310,7 @@ async def test_nothing_model_rollout_writes_makes_a_revision_after_the_start(
     kmock.objects[RESOURCE, NS, NAME] = ready
     assert await asyncio.to_thread(main, ["resume", NAME, "--steps", "10,50", *common]) == 0
     assert saved_state(kmock)["phase"] == "promoted"
+    assert "--set model.version=v2" in capsys.readouterr().out  # how to bring Helm in line
     assert await asyncio.to_thread(main, ["rollback", NAME, *common]) == 0
     # One template for v1 (before) and one for v2 (from the start): nothing else changed it.
     templates = template_history(kmock)
