@@ -78,17 +78,19 @@ def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
 def served(server: ApiServer) -> str:
     isvc = server.objects[RESOURCE, NS, NAME].raw
     env = isvc["spec"]["predictor"]["containers"][0]["env"]
-    return next(e["value"] for e in env if e["name"] == "STORAGE_URI")
+    return str(next(e["value"] for e in env if e["name"] == "STORAGE_URI"))
 
 
 @pytest.mark.asyncio
 async def test_helm_upgrades_after_a_rollout(kmock: ApiServer, tmp_path: Path) -> None:
     assert (await helm_apply(kmock, release("model.version=v1"))).status_code == 200
     isvc = kmock.objects[RESOURCE, NS, NAME].raw
-    isvc["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
-                      "components": {"predictor": {"latestCreatedRevision": "bc-00001",
-                                                   "latestReadyRevision": "bc-00001",
-                                                   "latestRolledoutRevision": "bc-00001"}}}  # fmt: skip
+    revisions = {"latestCreatedRevision": "bc-00001", "latestReadyRevision": "bc-00001",
+                 "latestRolledoutRevision": "bc-00001"}  # fmt: skip
+    isvc["status"] = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "components": {"predictor": revisions},
+    }
     kmock.objects[RESOURCE, NS, NAME] = isvc
     flags = ["--kubeconfig", str(kubeconfig(kmock, tmp_path)), "-n", NS, "--prometheus-url",
              f"http://127.0.0.1:{free_port()}", "--interval-seconds", "0.1"]  # fmt: skip
