@@ -40,6 +40,29 @@ examples:
 """
 
 
+def global_flags(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--registry-uri and --output, accepted before or after the command (as kubectl and helm
+    accept their global flags). On a command's own parser they default to SUPPRESS, so a flag
+    given before the command is not reset by the command's parser."""
+
+    def default(value: str) -> str:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--registry-uri",
+        default=default(os.environ.get("MODEL_REGISTRY_URI", "./registry")),
+        help="registry root: a path, gs://bucket/prefix or s3://bucket/prefix "
+        "(default: $MODEL_REGISTRY_URI, else ./registry)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default=default("text"),
+        help="text for people, json for scripts (default: text)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-registry",
@@ -47,19 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--registry-uri",
-        default=os.environ.get("MODEL_REGISTRY_URI", "./registry"),
-        help="registry root: a path, gs://bucket/prefix or s3://bucket/prefix "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--output",
-        "-o",
-        choices=["text", "json"],
-        default="text",
-        help="text for people, json for scripts (default: %(default)s)",
-    )
+    global_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ls = commands.add_parser("list", help="list models, or the versions of one model")
@@ -85,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("model")
     verify.add_argument("ref", nargs="?", help="v3, 3, an alias or latest; omit for every version")
+    for command in (ls, show, alias, verify):
+        global_flags(command, suppress=True)
     return parser
 
 

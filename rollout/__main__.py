@@ -31,9 +31,14 @@ log = logging.getLogger("rollout")
 VERSION_IN_URI = re.compile(r"/(v[1-9][0-9]*)/?$")
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    """Every RolloutSettings field as a --kebab-case flag (default: environment, then default)."""
+def _add_settings(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """Every RolloutSettings field as a --kebab-case flag (default: environment, then default).
+
+    They are accepted before and after the command, as kubectl's are (``model-rollout -n models
+    status NAME``); on a command's parser they default to SUPPRESS so that a flag given before
+    the command is not reset to None by the command's parser."""
     group = parser.add_argument_group("settings (each also ROLLOUT_<NAME>)")
+    unset = argparse.SUPPRESS if suppress else None
     for name, info in RolloutSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         helptext = (info.description or "").replace("%", "%%")
@@ -41,13 +46,19 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         helptext += f" (default: {default})" if default not in (None, []) else ""
         if info.annotation is bool:
             group.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, help=helptext
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=unset,
+                help=helptext,
             )
         elif get_origin(info.annotation) is list and name == "custom_query":
-            group.add_argument(flag, dest=name, action="append", metavar="CHECK", help=helptext)
+            group.add_argument(
+                flag, dest=name, action="append", metavar="CHECK", default=unset, help=helptext
+            )
         else:
-            group.add_argument(flag, dest=name, metavar=name.upper(), help=helptext)
-    group.add_argument("-n", dest="namespace", help="same as --namespace")
+            group.add_argument(flag, dest=name, metavar=name.upper(), default=unset, help=helptext)
+    group.add_argument("-n", dest="namespace", default=unset, help="same as --namespace")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES_HELP)
         if name != "rehearse":
             sub.add_argument("name", metavar="NAME", help="InferenceService (model) name")
-        _add_settings(sub)
+        _add_settings(sub, suppress=True)
         return sub
+
+    _add_settings(parser)
 
     start = command("start", "patch in the new version at the first step, then run the analysis")
     which = start.add_mutually_exclusive_group(required=True)

@@ -101,3 +101,30 @@ def test_errors_map_to_exit_codes(populated: Registry, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "no version v7" in err or "v7" in err
     assert "invalid model name" in err
+
+
+def test_global_flags_go_before_or_after_the_command(
+    populated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As with kubectl and helm: ``model-registry list --registry-uri R`` works too."""
+    outputs = []
+    for argv in (
+        ["--registry-uri", populated.uri, "-o", "json", "list", "churn"],
+        ["list", "churn", "--registry-uri", populated.uri, "-o", "json"],
+        ["-o", "json", "list", "--registry-uri", populated.uri, "churn"],
+        # Given twice, the one after the command wins.
+        [
+            "--registry-uri",
+            str(tmp_path / "elsewhere"),
+            "list",
+            "churn",
+            "--registry-uri",
+            populated.uri,
+            "--output",
+            "json",
+        ],  # fmt: skip
+    ):
+        assert main(argv) == EXIT_OK, argv
+        outputs.append(orjson.loads(capsys.readouterr().out))
+    assert all(o == outputs[0] for o in outputs)
+    assert [v["version"] for v in outputs[0]["versions"]] == ["v1", "v2"]

@@ -393,3 +393,18 @@ async def test_a_pause_during_a_round_is_not_overwritten(
         assert saved_state(kmock) == {"phase": "paused", "rounds": 4}
     finally:
         api.close()  # type: ignore[no-untyped-call]
+
+
+def test_settings_go_before_or_after_the_command() -> None:
+    """kubectl-style: ``model-rollout -n models status NAME`` and ``status NAME -n models``."""
+    from rollout.__main__ import build_parser, settings_from
+
+    parser = build_parser()
+    before = settings_from(parser.parse_args(["-n", "models", "--dry-run", "status", NAME]))
+    after = settings_from(parser.parse_args(["status", NAME, "-n", "models", "--dry-run"]))
+    assert (
+        (before.namespace, before.dry_run) == (after.namespace, after.dry_run) == ("models", True)
+    )
+    both = settings_from(parser.parse_args(["-n", "a", "status", NAME, "-n", "b"]))
+    assert both.namespace == "b"
+    assert settings_from(parser.parse_args(["status", NAME])).namespace == "default"
