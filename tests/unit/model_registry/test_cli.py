@@ -122,7 +122,7 @@ def test_global_flags_go_before_or_after_the_command(
             populated.uri,
             "--output",
             "json",
-        ],  # fmt: skip
+        ],
     ):
         assert main(argv) == EXIT_OK, argv
         outputs.append(orjson.loads(capsys.readouterr().out))
