@@ -74,7 +74,9 @@ class Container:
             check=False,
         )  # fmt: skip
 
-    def start(self, *command: str, volumes: tuple[str, ...] = (), log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, *command: str, volumes: tuple[str, ...] = (), log: Path
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             return subprocess.Popen(
                 self._command(command, volumes), stdout=out, stderr=subprocess.STDOUT,
@@ -119,9 +121,10 @@ def test_the_trainer_image_registers_a_verified_version(registry_dir: Path) -> N
     assert status.ok, status.problem
     assert registry.resolve("breast-cancer", "production") == "v1"
     metadata = json.loads((registry_dir / "breast-cancer" / "v1" / "metadata.json").read_text())
-    assert metadata["provenance"]["git_sha"] == config(TRAINER)["config"]["Labels"][
-        "org.opencontainers.image.revision"
-    ]
+    assert (
+        metadata["provenance"]["git_sha"]
+        == config(TRAINER)["config"]["Labels"]["org.opencontainers.image.revision"]
+    )
     owner = (registry_dir / "breast-cancer" / "v1" / "metadata.json").stat()
     assert (owner.st_uid, owner.st_gid) == (10001, 10001)  # written as the image's user
 
@@ -208,7 +211,8 @@ def test_the_runtime_holds_no_sources_build_tools_or_build_config(image: str) ->
             assert shutil.which(tool, path=str(root / "opt" / "venv" / "bin")) is None, tool
         for tool in ("gcc", "cc", "make"):
             assert not (root / "usr" / "bin" / tool).exists(), tool
-        assert not (site / "pip").exists() and not (site / "setuptools").exists()
+        assert not (site / "pip").exists()
+        assert not (site / "setuptools").exists()
         assert not list(site.glob("*/tests")), "packages' test suites were kept"
         # The build's pip config and CA bundle were mounted, not copied: buildah leaves an empty
         # mount point at most, and the bundle is the base image's own.
@@ -218,7 +222,8 @@ def test_the_runtime_holds_no_sources_build_tools_or_build_config(image: str) ->
         host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
         if bundle.exists() and host_bundle.exists():
             assert bundle.read_bytes() != host_bundle.read_bytes(), "the build's CA bundle copied"
-        assert (site / "model_server").is_dir() and (site / "trainer").is_dir()
+        assert (site / "model_server").is_dir()
+        assert (site / "trainer").is_dir()
     finally:
         container.remove()
 
