@@ -4,9 +4,12 @@
 # .github/workflows/e2e.yml after `make tools` (it uses .tools/helm4/helm and kubectl).
 set -euo pipefail
 
-CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.17.2}
-KNATIVE_VERSION=${KNATIVE_VERSION:-v1.19.0}
-KSERVE_VERSION=${KSERVE_VERSION:-v0.21.0}
+# KServe v0.20.0 is a tagged release; its kserve-deps.env pins Knative Serving 1.21.1 and
+# cert-manager v1.17.0, the versions it is tested with. Kourier follows Knative's version.
+CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.17.0}
+KNATIVE_VERSION=${KNATIVE_VERSION:-v1.21.1}
+KOURIER_VERSION=${KOURIER_VERSION:-v1.21.0}
+KSERVE_VERSION=${KSERVE_VERSION:-v0.20.0}
 PROMETHEUS_STACK_VERSION=${PROMETHEUS_STACK_VERSION:-75.15.1}
 # The Helm repository URL of prometheus-community's charts (a repository secret in CI).
 PROMETHEUS_STACK_REPO=${PROMETHEUS_STACK_REPO:?set PROMETHEUS_STACK_REPO to the prometheus-community Helm repository URL}
@@ -20,7 +23,7 @@ kubectl wait -n cert-manager --for=condition=Available deployment --all --timeou
 echo ">> Knative Serving $KNATIVE_VERSION with Kourier"
 kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-crds.yaml"
 kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-core.yaml"
-kubectl apply -f "$GH/knative-extensions/net-kourier/releases/download/knative-$KNATIVE_VERSION/kourier.yaml"
+kubectl apply -f "$GH/knative-extensions/net-kourier/releases/download/knative-$KOURIER_VERSION/kourier.yaml"
 kubectl patch configmap/config-network -n knative-serving --type merge \
   -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
 kubectl wait -n knative-serving --for=condition=Available deployment --all --timeout=5m
@@ -30,6 +33,17 @@ echo ">> KServe $KSERVE_VERSION (Knative deployment mode)"
 kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl wait -n kserve --for=condition=Available deployment --all --timeout=5m
 kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
+# Kourier, not Istio: KServe must not wait for an Istio VirtualService, or status.url never gets
+# a route (KServe's Kourier guide: ingress.disableIstioVirtualHost=true in inferenceservice-config).
+ingress=$(kubectl get configmap inferenceservice-config -n kserve -o jsonpath='{.data.ingress}')
+ingress=$(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); c["disableIstioVirtualHost"] = True; print(json.dumps(c))' "$ingress")
+kubectl patch configmap inferenceservice-config -n kserve --type merge \
+  -p "$(python3 -c 'import json, sys; print(json.dumps({"data": {"ingress": sys.argv[1]}}))' "$ingress")"
+kubectl rollout restart deployment/kserve-controller-manager -n kserve
+kubectl rollout status deployment/kserve-controller-manager -n kserve --timeout=5m
+# Images loaded into kind have no registry to resolve a digest from: Knative skips tag-to-digest
+# resolution only for kind.local, ko.local and dev.local (registries-skipping-tag-resolving), so
+# the e2e image is named kind.local/model-server:e2e.
 
 echo ">> kube-prometheus-stack $PROMETHEUS_STACK_VERSION"
 "$HELM" upgrade --install kube-prometheus-stack kube-prometheus-stack \

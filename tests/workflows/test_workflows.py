@@ -77,3 +77,24 @@ def test_ci_runs_python_311_and_312_and_the_chart_tests() -> None:
     chart_steps = " ".join(s.get("run", "") for s in ci["jobs"]["chart"]["steps"])
     assert "chart-test" in chart_steps
     assert "k8s-validate" in chart_steps
+
+
+def test_the_e2e_setup_matches_what_knative_and_kserve_need() -> None:
+    """Knative resolves image tags to digests except for kind.local, ko.local and dev.local
+    (its registries-skipping-tag-resolving default): an image loaded into kind must use one.
+    With Kourier, KServe needs ingress.disableIstioVirtualHost, or status.url has no route.
+    The pinned KServe is a tagged release, with the Knative and cert-manager its
+    kserve-deps.env names (v0.20.0: Knative Serving 1.21.1, cert-manager v1.17.0)."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
+    image = next(
+        s["env"]["E2E_SERVER_IMAGE"] for s in steps if "E2E_SERVER_IMAGE" in s.get("env", {})
+    )
+    assert image.split("/", 1)[0] in {"kind.local", "ko.local", "dev.local"}, image
+    loaded = next(s["run"] for s in steps if "kind load" in s.get("run", ""))
+    assert f"kind load docker-image {image}" in loaded
+    setup = (ROOT / "tests" / "e2e" / "kind-setup.sh").read_text()
+    assert 'c["disableIstioVirtualHost"] = True' in setup
+    pins = dict(re.findall(r"^(\w+_VERSION)=\$\{\w+:-([^}]+)\}", setup, re.MULTILINE))
+    assert pins["KSERVE_VERSION"] == "v0.20.0"
+    assert (pins["KNATIVE_VERSION"], pins["CERT_MANAGER_VERSION"]) == ("v1.21.1", "v1.17.0")
