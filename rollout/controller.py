@@ -2,7 +2,7 @@
 
 The loop drives a :class:`Target` (an InferenceService through the Kubernetes API, or the local
 rehearsal's traffic split) and reads evidence from Prometheus. Every round is printed, recorded
-(an Event and the state annotation on Kubernetes), and the state is saved so that a restarted
+(an Event and the NAME-rollout ConfigMap on Kubernetes), and the state is saved so that a restarted
 ``start`` resumes at the step it was at.
 """
 
