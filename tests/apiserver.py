@@ -21,6 +21,7 @@ Nested list-map semantics are not modelled, so whole lists are the unit of owner
 from __future__ import annotations
 
 import json
+import pathlib
 from collections import defaultdict
 from typing import Any
 
@@ -271,3 +272,18 @@ def revision_template(
     return json.dumps(
         {"annotations": annotations, "labels": labels, "predictor": predictor}, sort_keys=True
     )
+
+
+def write_kubeconfig(server: kmock.KubernetesEmulator, directory: pathlib.Path) -> pathlib.Path:
+    """A kubeconfig in ``directory`` whose current context is ``server``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "mock", "cluster": {"server": str(server.url).rstrip("/")}}],
+        "users": [{"name": "me", "user": {"token": "t"}}],
+        "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "me"}}],
+        "current-context": "mock",
+    }
+    path = directory / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return path

@@ -29,7 +29,7 @@ import pytest
 
 from rollout.__main__ import main
 from serving_common.net import free_port
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, write_kubeconfig
 from tests.k8s_manifests import CHART, helm_template, one
 
 NS, NAME = "models", "breast-cancer"
@@ -61,20 +61,6 @@ async def helm_apply(
         )
 
 
-def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "mock", "cluster": {"server": str(server.url).rstrip("/")}}],
-        "users": [{"name": "me", "user": {"token": "t"}}],
-        "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "me"}}],
-        "current-context": "mock",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def served(server: ApiServer) -> str:
     isvc = server.objects[RESOURCE, NS, NAME].raw
     env = isvc["spec"]["predictor"]["containers"][0]["env"]
@@ -92,7 +78,7 @@ async def test_helm_upgrades_after_a_rollout(kmock: ApiServer, tmp_path: Path) -
         "components": {"predictor": revisions},
     }
     kmock.objects[RESOURCE, NS, NAME] = isvc
-    flags = ["--kubeconfig", str(kubeconfig(kmock, tmp_path)), "-n", NS, "--prometheus-url",
+    flags = ["--kubeconfig", str(write_kubeconfig(kmock, tmp_path)), "-n", NS, "--prometheus-url",
              f"http://127.0.0.1:{free_port()}", "--interval-seconds", "0.1"]  # fmt: skip
     # Halted for want of evidence (no Prometheus), then promoted by hand.
     assert await asyncio.to_thread(main, ["start", NAME, "--version", "v2", *flags]) == 4

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from rollout.__main__ import main
 from serving_common.net import free_port
-from tests.apiserver import ApiServer, revision_template
+from tests.apiserver import ApiServer, revision_template, write_kubeconfig
 from tests.unit.rollout.test_kube import (
     CONFIGMAPS,
     NAME,
@@ -35,17 +35,7 @@ async def kubeconfig(kmock: kmock.KubernetesEmulator, tmp_path: Path) -> Path:
     kmock.objects[RESOURCE, NS, NAME] = inference_service(
         predictor_status("bc-00001", "bc-00001", "bc-00001", None)
     )
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "mock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "users": [{"name": "me", "user": {"token": "t"}}],
-        "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "me"}}],
-        "current-context": "mock",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
+    return write_kubeconfig(kmock, tmp_path)
 
 
 async def rollout(kubeconfig: Path, *args: str) -> int:
