@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kserve.model_server
 
-    from model_server.app import install
+    from model_server.app import Handlers, install
     from model_server.model import SklearnModel
     from model_server.server import PredictorServer
 
@@ -115,10 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bind_context(model_name=model.name, model_version=model.version)
     publish_model_info(model)
     if settings.workers == 1:
-        install(kserve.model_server.app, model, access_log=settings.access_log)
+        handlers = install(kserve.model_server.app, model, access_log=settings.access_log)
+    else:  # REST runs in the workers; this process answers gRPC
+        handlers = Handlers(model, settings.access_log)
     server = PredictorServer(settings)
     try:
-        server.serve(model)
+        server.serve(model, handlers)
     finally:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
         if settings.workers > 1 and directory.startswith(tempfile.gettempdir()):

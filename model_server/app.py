@@ -14,14 +14,18 @@ import logging
 import random
 import time
 import uuid
+import zlib
+from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from kserve.errors import InvalidInput
+from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
-from model_server import codec
+from model_server import codec, tensors
 from model_server.drift import DriftMonitor
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
@@ -29,21 +33,40 @@ from model_server.provenance import ProvenanceLog
 from serving_common.logging import bind_context
 
 if TYPE_CHECKING:
-    from model_server.model import SklearnModel
+    from model_server.model import Answer, SklearnModel
 
 log = logging.getLogger("model_server.access")
 errors_log = logging.getLogger("model_server")
 
 JSON = "application/json"
-_JSON_TYPES = ("application/json", "application/octet-stream")
+BINARY = "application/octet-stream"
+_BODY_TYPES = (
+    "application/json",
+    # KServe's REST client and tritonclient send binary tensor requests as octet-stream.
+    BINARY,
+    # `curl -d` sends this; KServe's own endpoints read any body as JSON, and so do we.
+    "application/x-www-form-urlencoded",
+)
+SERVER_NAME = "model-server"
+PLATFORM = "sklearn"
+COMPRESS_MIN_BYTES = 64 * 1024
+"""Responses at least this large are gzip-compressed for clients that accept it."""
+
+
+def _package_version() -> str:
+    try:
+        return importlib_metadata.version("model-serving")
+    except importlib_metadata.PackageNotFoundError:  # pragma: no cover (run from a checkout)
+        return "0+unknown"
 
 
 class _Refused(Exception):
-    """A request answered with ``status`` and ``message`` (404, 415-as-400, 503)."""
+    """A request answered with ``status`` and ``message`` (404, 405, 413, 415, 501, 503)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 class _InjectedFault(Exception):
@@ -89,14 +112,21 @@ class Handlers:
         schema = self.model.schema
         return ModelMetrics(self.model.name, self.model.version, schema.classes if schema else None)
 
-    def _headers(self) -> dict[str, str]:
+    def version_headers(self) -> dict[str, str]:
         return {"x-model-version": self.model.version}
 
-    def _check_model(self, model_name: str) -> None:
+    def check_model(self, model_name: str, version: str | None = None) -> None:
+        """404 for a model or version not served here, 503 while not ready."""
         if model_name != self.model.name:
             raise _Refused(
                 404,
                 f"model {model_name!r} is not served here (this server serves {self.model.name!r})",
+            )
+        if version is not None and version != self.model.version:
+            raise _Refused(
+                404,
+                f"version {version!r} of {model_name!r} is not served here (this server serves "
+                f"{self.model.version!r}; other versions are other revisions)",
             )
         if not self.model.ready:
             raise _Refused(503, f"model {model_name!r} is not ready: {self.model.load_error}")
@@ -109,63 +139,143 @@ class Handlers:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         return await self._infer(model_name, request, "v2")
 
-    async def _read_json(self, request: Request, *, inject_faults: bool = True) -> Any:
-        """The request's JSON document (after any injected fault), or InvalidInput."""
+    async def v2_version_infer(self, model_name: str, version: str, request: Request) -> Response:
+        return await self._infer(model_name, request, "v2", version)
+
+    async def v1_explain(self, model_name: str) -> Response:
+        return _json(
+            501,
+            {
+                "error": f"this server has no explainer for {model_name!r}: it serves predictions "
+                f"only (POST /v1/models/{model_name}:predict)"
+            },
+            self.version_headers(),
+        )
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The request body, decompressed when it says ``Content-Encoding: gzip|deflate``."""
         content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-        if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-            raise InvalidInput(
-                f"content type {content_type!r} is not supported; send application/json"
+        if content_type not in _BODY_TYPES and not content_type.endswith("+json"):
+            raise _Refused(
+                415,
+                f"content type {content_type!r} is not supported; send application/json "
+                "(or application/octet-stream with binary tensor data)",
             )
-        if "inference-header-content-length" in request.headers:
-            raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
         body = await request.body()
+        limit = self.model.settings.max_request_bytes
+        if len(body) > limit:
+            raise _Refused(413, _too_large(len(body), limit))
+        if encoding in {"gzip", "x-gzip", "deflate"}:
+            return _decompress(body, encoding, limit)
+        if encoding != "identity":
+            raise _Refused(
+                415, f"content encoding {encoding!r} is not supported; send gzip, deflate or none"
+            )
+        return body
+
+    async def read_document(
+        self, request: Request, protocol: Literal["v1", "v2"], *, inject_faults: bool = True
+    ) -> Any:
+        """The request's JSON document (binary inputs as arrays), or InvalidInput."""
+        body = await self._read_body(request)
         if inject_faults and self.fault_delay:
             await asyncio.sleep(self.fault_delay)
         if inject_faults and self.fault_ratio and self._random.random() < self.fault_ratio:
             raise _InjectedFault
+        header_length = request.headers.get(tensors.HEADER_LENGTH)
+        if header_length is not None:
+            if protocol != "v2":
+                raise InvalidInput("binary tensor data is a V2 extension; V1 takes JSON only")
+            return tensors.read_binary_request(body, header_length)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"malformed JSON: {error}") from error
 
-    def _predict(self, document: Any, protocol: Literal["v1", "v2"]) -> tuple[Any, codec.Rows]:
+    def predict(self, document: Any, protocol: Literal["v1", "v2"]) -> Answer:
         """Answer one request and record its inference metrics and drift input."""
         answer = self.model.answer(document, protocol)
         self.metrics.predicted(answer.labels, answer.inference_seconds)
         if self.drift is not None:
             self.drift.observe(answer.rows, answer.labels)
-        return answer.body, answer.rows
+        return answer
 
     async def _infer(
-        self, model_name: str, request: Request, protocol: Literal["v1", "v2"]
+        self,
+        model_name: str,
+        request: Request,
+        protocol: Literal["v1", "v2"],
+        version: str | None = None,
     ) -> Response:
         started = time.perf_counter()
         request_id: str = request.state.request_id  # set by RequestIdMiddleware
-        model = self.model
         status = 200
-        rows: codec.Rows | None = None
+        answer: Answer | None = None
+        headers = self.version_headers()
         try:
-            self._check_model(model_name)
-            document = await self._read_json(request)
-            payload, rows = self._predict(document, protocol)
-        except InvalidInput as error:
-            status, payload = 400, {"error": str(error)}
-        except _Refused as error:
-            status, payload = error.status, {"error": str(error)}
-        except _InjectedFault:
-            status, payload = (
-                500,
-                {"error": "injected fault (the server runs with fault injection on)"},
-            )
-        except Exception:
-            errors_log.exception(
-                "inference failed (request id %s)", request_id, extra={"request_id": request_id}
-            )
-            status = 500
-            payload = {
-                "error": f"internal error; the server log has the details (request id {request_id})"
-            }
-        response = _json(status, payload, self._headers())
+            self.check_model(model_name, version)
+            document = await self.read_document(request, protocol)
+            answer = self.predict(document, protocol)
+            if protocol == "v1":
+                response = _json(200, answer.body, headers)
+            else:
+                content, header_length = tensors.binary_response(
+                    answer.body, answer.outputs, answer.decoded.binary_outputs
+                )
+                media_type = JSON
+                if header_length is not None:
+                    headers[tensors.HEADER_LENGTH] = str(header_length)
+                    media_type = BINARY
+                response = Response(content, media_type=media_type, headers=headers)
+            payload: Any = None
+        except Exception as error:  # every failure is answered, and counted
+            status, payload = self.failure(error, request_id)
+            response = _json(status, payload, {**headers, **getattr(error, "headers", {})})
+        self.finish(
+            request_id=request_id,
+            protocol=protocol,
+            code=status,
+            started=started,
+            answer=answer,
+            error=payload,
+            log_line=f"{request.method} {request.url.path}",
+        )
+        return response
+
+    def failure(self, error: Exception, request_id: str) -> tuple[int, dict[str, str]]:
+        """The HTTP status and error body for a request that failed with ``error``."""
+        if isinstance(error, InvalidInput):
+            return 400, {"error": str(error)}
+        if isinstance(error, _Refused):
+            return error.status, {"error": str(error)}
+        if isinstance(error, _InjectedFault):
+            return 500, {"error": "injected fault (the server runs with fault injection on)"}
+        errors_log.exception(
+            "inference failed (request id %s)", request_id, extra={"request_id": request_id}
+        )
+        return 500, {
+            "error": f"internal error; the server log has the details (request id {request_id})"
+        }
+
+    def finish(
+        self,
+        *,
+        request_id: str,
+        protocol: str,
+        code: int | str,
+        started: float,
+        answer: Answer | None,
+        error: Any,
+        log_line: str,
+        status: int | None = None,
+    ) -> None:
+        """Provenance, metrics and the access log line of one inference request.
+
+        ``code`` is the metric label (HTTP status, or the gRPC status name); ``status`` the
+        HTTP-equivalent number when ``code`` is not one.
+        """
+        status = status if status is not None else int(code)
         elapsed = time.perf_counter() - started
         if self.provenance is not None and self.provenance.sampled():
             self._write_provenance(
@@ -173,27 +283,25 @@ class Handlers:
                 protocol=protocol,
                 status=status,
                 elapsed=elapsed,
-                payload=payload,
-                rows=rows,
+                payload=answer.body if answer is not None else error,
+                rows=answer.rows if answer is not None else None,
             )
         if status != 404:  # an unknown model name is client input: keep it out of labels
-            self.metrics.request(protocol, status, elapsed)
+            self.metrics.request(protocol, code, elapsed)
         if self.access_log:
             log.info(
-                "%s %s %d",
-                request.method,
-                request.url.path,
-                status,
+                "%s %s",
+                log_line,
+                code,
                 extra={
                     "request_id": request_id,
-                    "model_name": model.name,
-                    "model_version": model.version,
+                    "model_name": self.model.name,
+                    "model_version": self.model.version,
                     "protocol": protocol,
-                    "status": status,
+                    "status": code,
                     "latency_ms": round(elapsed * 1000, 3),
                 },
             )
-        return response
 
     def _write_provenance(
         self,
@@ -221,8 +329,8 @@ class Handlers:
         )
 
     async def start_background(self) -> None:
-        """Start the drift task in this worker's event loop (FastAPI startup hook)."""
-        if self.drift is not None:
+        """Start the drift task in this process's event loop (once, whoever asks first)."""
+        if self.drift is not None and not self._background:
             task = asyncio.create_task(
                 self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
             )
@@ -232,15 +340,15 @@ class Handlers:
     async def feedback(self, model_name: str, request: Request) -> Response:
         """True labels or values for earlier predictions (see ``model_server.feedback``)."""
         try:
-            self._check_model(model_name)
-            document = await self._read_json(request, inject_faults=False)
+            self.check_model(model_name)
+            document = await self.read_document(request, "v1", inject_faults=False)
             schema = self.model.schema
             assert schema is not None
             received = decode_feedback(document, schema, self.model.version)
         except InvalidInput as error:
-            return _json(400, {"error": str(error)}, self._headers())
+            return _json(400, {"error": str(error)}, self.version_headers())
         except _Refused as error:
-            return _json(error.status, {"error": str(error)}, self._headers())
+            return _json(error.status, {"error": str(error)}, self.version_headers())
         self.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
         body: dict[str, Any] = {
             "model_name": self.model.name,
@@ -251,47 +359,74 @@ class Handlers:
             body["mean_abs_error"] = sum(received.abs_errors) / len(received.abs_errors)
         else:
             body.update(correct=received.correct, incorrect=received.incorrect)
-        return _json(200, body, self._headers())
+        return _json(200, body, self.version_headers())
 
     # -- health and metadata -------------------------------------------------------------
 
+    def extensions(self) -> list[str]:
+        """The V2 extensions this server really serves (named as Triton names them)."""
+        served = ["binary_tensor_data"]
+        if self.model.settings.enable_model_repository:
+            served.append("model_repository")
+        return served
+
+    async def server_metadata(self) -> Response:
+        body = {"name": SERVER_NAME, "version": _package_version(), "extensions": self.extensions()}
+        return _json(200, body, self.version_headers())
+
     async def server_ready(self) -> Response:
         if self.model.ready:
-            return _json(200, {"ready": True}, self._headers())
-        return _json(503, {"ready": False, "error": self.model.load_error}, self._headers())
+            return _json(200, {"ready": True}, self.version_headers())
+        return _json(503, {"ready": False, "error": self.model.load_error}, self.version_headers())
 
-    async def v2_model_ready(self, model_name: str) -> Response:
+    async def v2_model_ready(self, model_name: str, version: str | None = None) -> Response:
         try:
-            self._check_model(model_name)
+            self.check_model(model_name, version)
         except _Refused as error:
             return _json(
                 error.status,
                 {"name": model_name, "ready": False, "error": str(error)},
-                self._headers(),
+                self.version_headers(),
             )
-        return _json(200, {"name": model_name, "ready": True}, self._headers())
+        return _json(200, {"name": model_name, "ready": True}, self.version_headers())
+
+    async def v2_version_ready(self, model_name: str, version: str) -> Response:
+        return await self.v2_model_ready(model_name, version)
 
     async def v1_model_ready(self, model_name: str) -> Response:
+        name, _, verb = model_name.rpartition(":")
+        if name and verb in {"predict", "explain"}:
+            return _json(
+                405, {"error": f"use POST for :{verb}"}, {**self.version_headers(), "allow": "POST"}
+            )
         try:
-            self._check_model(model_name)
+            self.check_model(model_name)
         except _Refused as error:
-            return _json(error.status, {"error": str(error)}, self._headers())
+            return _json(error.status, {"error": str(error)}, self.version_headers())
         body = {"name": model_name, "ready": True, "model_version": self.model.version}
-        return _json(200, body, self._headers())
+        return _json(200, body, self.version_headers())
 
-    async def v2_model_metadata(self, model_name: str) -> Response:
+    def model_metadata(self) -> dict[str, Any]:
+        """The Open Inference Protocol model metadata: the same over REST and gRPC."""
+        return {
+            "name": self.model.name,
+            "versions": [self.model.version],
+            "platform": PLATFORM,
+            "inputs": self.model.get_input_types(),
+            "outputs": self.model.get_output_types(),
+        }
+
+    async def v2_model_metadata(self, model_name: str, version: str | None = None) -> Response:
         try:
-            self._check_model(model_name)
+            self.check_model(model_name, version)
         except _Refused as error:
-            return _json(error.status, {"error": str(error)}, self._headers())
+            return _json(error.status, {"error": str(error)}, self.version_headers())
         meta = self.model.metadata
         assert meta is not None
         body = {
-            "name": model_name,
-            "versions": [self.model.version],
-            "platform": "sklearn",
-            "inputs": self.model.get_input_types(),
-            "outputs": self.model.get_output_types(),
+            **self.model_metadata(),
+            # REST only (gRPC's ModelMetadataResponse has no field for it): what the model is,
+            # and the class order of predict_proba's columns.
             "parameters": {
                 "task": meta.task,
                 "features": [f.model_dump(mode="json", exclude_none=True) for f in meta.features],
@@ -300,11 +435,95 @@ class Handlers:
                 "sha256": meta.artifact.sha256,
             },
         }
-        return _json(200, body, self._headers())
+        return _json(200, body, self.version_headers())
+
+    async def v2_version_metadata(self, model_name: str, version: str) -> Response:
+        return await self.v2_model_metadata(model_name, version)
 
     async def metrics_endpoint(self) -> Response:
         data, content_type = exposition()
         return Response(data, media_type=content_type)
+
+    # -- model repository extension (off unless --enable-model-repository) ----------------
+
+    def repository_index(self) -> list[dict[str, str]]:
+        entry = {"name": self.model.name, "version": self.model.version}
+        if self.model.ready:
+            return [{**entry, "state": "READY", "reason": ""}]
+        return [{**entry, "state": "UNAVAILABLE", "reason": self.model.load_error or ""}]
+
+    def check_repository(self) -> None:
+        """404 unless the model repository extension is on."""
+        if not self.model.settings.enable_model_repository:
+            raise _Refused(
+                404,
+                "the model repository extension is off on this server (it serves one version "
+                "per revision; --enable-model-repository turns index/load/unload on)",
+            )
+
+    def repository_action(self, model_name: str, action: Literal["load", "unload"]) -> str:
+        """Load or unload the served model; raises _Refused when the extension is off."""
+        self.check_repository()
+        if model_name != self.model.name:
+            raise _Refused(404, f"model {model_name!r} is not in this server's repository")
+        if action == "unload":
+            self.model.unload()
+            return f"model {model_name!r} unloaded"
+        if not self.model.load():
+            raise _Refused(503, f"model {model_name!r} failed to load: {self.model.load_error}")
+        return f"model {model_name!r} loaded"
+
+    async def repository_index_endpoint(self) -> Response:
+        try:
+            self.check_repository()
+        except _Refused as error:
+            return _json(error.status, {"error": str(error)}, self.version_headers())
+        return _json(200, self.repository_index(), self.version_headers())
+
+    async def repository_load(self, model_name: str) -> Response:
+        return self._repository(model_name, "load")
+
+    async def repository_unload(self, model_name: str) -> Response:
+        return self._repository(model_name, "unload")
+
+    def _repository(self, model_name: str, action: Literal["load", "unload"]) -> Response:
+        try:
+            message = self.repository_action(model_name, action)
+        except _Refused as error:
+            return _json(error.status, {"error": str(error)}, self.version_headers())
+        return _json(200, {"name": model_name, "message": message}, self.version_headers())
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body of {size} bytes is larger than the limit of {limit} "
+        "(split the batch, or raise --max-request-bytes)"
+    )
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` inflated, refusing to inflate past ``limit`` bytes (a zip bomb is a 413)."""
+    # gzip: a gzip header; deflate: HTTP means the zlib format, but some clients send raw
+    # deflate, which zlib's wbits=-15 reads.
+    gzip_bits, zlib_bits, raw_bits = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS
+    attempts = (zlib_bits, raw_bits) if encoding == "deflate" else (gzip_bits,)
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as error:
+            last = error
+            continue
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise _Refused(
+                413,
+                f"the {encoding} request body inflates past the limit of {limit} bytes "
+                "(split the batch, or raise --max-request-bytes)",
+            )
+        if not inflater.eof:
+            raise InvalidInput(f"the {encoding} body is cut off before its end")
+        return data
+    raise InvalidInput(f"the body is not valid {encoding} data ({last})")
 
 
 class RequestIdMiddleware:
@@ -334,22 +553,52 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> None:
-    """Put this project's routes in front of whatever ``app`` already has or gets later."""
+def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> Handlers:
+    """Put this project's routes in front of whatever ``app`` already has or gets later.
+
+    Every V1 and V2 path is ours, so every answer has our error shape and version header:
+    KServe's own routes behind them (explain, model repository) are shadowed, and FastAPI's
+    404/405 come out as ``{"error": ...}`` too.
+    """
     handlers = Handlers(model, access_log)
     router = APIRouter()
-    router.add_api_route("/metrics", handlers.metrics_endpoint, methods=["GET"])
-    router.add_api_route("/v2/health/ready", handlers.server_ready, methods=["GET"])
-    router.add_api_route("/v1/models/{model_name}:predict", handlers.v1_predict, methods=["POST"])
-    router.add_api_route("/v1/models/{model_name}", handlers.v1_model_ready, methods=["GET"])
-    router.add_api_route("/v1/models/{model_name}/feedback", handlers.feedback, methods=["POST"])
-    router.add_api_route("/v2/models/{model_name}/feedback", handlers.feedback, methods=["POST"])
-    router.add_api_route("/v2/models/{model_name}/infer", handlers.v2_infer, methods=["POST"])
-    router.add_api_route("/v2/models/{model_name}/ready", handlers.v2_model_ready, methods=["GET"])
-    router.add_api_route("/v2/models/{model_name}", handlers.v2_model_metadata, methods=["GET"])
+    routes: list[tuple[str, Any, str]] = [
+        ("/metrics", handlers.metrics_endpoint, "GET"),
+        ("/v2", handlers.server_metadata, "GET"),
+        ("/v2/health/ready", handlers.server_ready, "GET"),
+        ("/v1/models/{model_name}:predict", handlers.v1_predict, "POST"),
+        ("/v1/models/{model_name}:explain", handlers.v1_explain, "POST"),
+        ("/v1/models/{model_name}", handlers.v1_model_ready, "GET"),
+        ("/v1/models/{model_name}/feedback", handlers.feedback, "POST"),
+        ("/v2/models/{model_name}/feedback", handlers.feedback, "POST"),
+        ("/v2/models/{model_name}/infer", handlers.v2_infer, "POST"),
+        ("/v2/models/{model_name}/ready", handlers.v2_model_ready, "GET"),
+        ("/v2/models/{model_name}", handlers.v2_model_metadata, "GET"),
+        ("/v2/models/{model_name}/versions/{version}/infer", handlers.v2_version_infer, "POST"),
+        ("/v2/models/{model_name}/versions/{version}/ready", handlers.v2_version_ready, "GET"),
+        ("/v2/models/{model_name}/versions/{version}", handlers.v2_version_metadata, "GET"),
+        ("/v2/repository/index", handlers.repository_index_endpoint, "POST"),
+        ("/v2/repository/models/{model_name}/load", handlers.repository_load, "POST"),
+        ("/v2/repository/models/{model_name}/unload", handlers.repository_unload, "POST"),
+    ]
+    for path, endpoint, method in routes:
+        router.add_api_route(path, endpoint, methods=[method])
     app.router.routes[0:0] = router.routes
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        message = {
+            404: f"no such endpoint: {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
+        headers = {**handlers.version_headers(), **(error.headers or {})}
+        return _json(error.status_code, {"error": message}, headers)
+
+    app.add_exception_handler(HTTPException, http_error)
     app.router.on_startup.append(handlers.start_background)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=6)
+    return handlers
 
 
 _installed_in_worker = False

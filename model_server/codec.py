@@ -36,6 +36,10 @@ V2_NUMERIC = frozenset(
     }
 )
 V2_INTEGER = frozenset(t for t in V2_NUMERIC if "INT" in t)
+INTEGER_RANGES = {
+    name: (int(np.iinfo(name.lower()).min), int(np.iinfo(name.lower()).max)) for name in V2_INTEGER
+}
+"""The values each integer datatype can hold (the spec's INT8..UINT64)."""
 _NUMBER = (int, float)
 
 
@@ -81,6 +85,8 @@ class Decoded:
     outputs: tuple[str, ...] = (PREDICT,)
     request_id: str | None = None
     parameters: dict[str, Any] | None = None
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to return as binary tensor data (REST binary extension)."""
 
 
 def _describe(value: Any) -> str:
@@ -132,8 +138,18 @@ def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: s
     return InvalidInput(f"feature {name!r} has a value the model cannot take")
 
 
-def _column(schema: FeatureSchema, name: str, values: Sequence[Any], where: str) -> Any:
-    """A validated column: float64 array for numbers, object array of str for categories."""
+def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
+    """A validated column: float64 array for numbers, object array of str for categories.
+
+    ``values`` is a list (JSON) or an array (binary data); an array of numbers for a numeric
+    feature is taken as is, anything else is checked value by value.
+    """
+    if isinstance(values, np.ndarray):
+        if name not in schema.categorical and values.dtype.kind in "iuf":
+            array = values.astype(np.float64)
+            if np.isfinite(array).all() or (name in schema.nullable and not np.isinf(array).any()):
+                return array
+        values = values.tolist()
     kinds = {type(v) for v in values}
     if name in schema.categorical:
         allowed = {str, type(None)} if name in schema.nullable else {str}
@@ -149,9 +165,7 @@ def _column(schema: FeatureSchema, name: str, values: Sequence[Any], where: str)
     raise _bad_value(schema, name, values, where)
 
 
-def _frame_from_columns(
-    schema: FeatureSchema, columns: Sequence[Sequence[Any]], where: str
-) -> Rows:
+def _frame_from_columns(schema: FeatureSchema, columns: Sequence[Any], where: str) -> Rows:
     arrays = [
         _column(schema, name, values, where)
         for name, values in zip(schema.names, columns, strict=True)
@@ -227,18 +241,23 @@ def _some(names: Sequence[str], count: int = 5) -> str:
 
 
 def decode_v1(body: Any, schema: FeatureSchema) -> Decoded:
-    """``{"instances": [[...]] | [{"feature": value}], "return_probabilities": bool}``."""
+    """``{"instances" | "inputs": [[...]] | [{"feature": value}], "return_probabilities"}``.
+
+    ``inputs`` is read like ``instances``, as KServe's own V1 servers do
+    (``kserve.utils.utils.get_predict_input``).
+    """
     if not isinstance(body, dict):
         raise InvalidInput('request body must be a JSON object such as {"instances": [[...]]}')
-    if "instances" not in body:
+    key = "instances" if "instances" in body else "inputs"
+    if key not in body:
         raise InvalidInput(
             "missing 'instances': send {\"instances\": [[v1, v2, ...], ...]} with values in "
             f"feature order ({_some(schema.names)}) or objects keyed by feature name"
         )
-    instances = body["instances"]
+    instances = body[key]
     if not isinstance(instances, list):
-        raise InvalidInput(f"'instances' must be a list of rows, got {_describe(instances)}")
-    _check_rows(len(instances), schema, "'instances'")
+        raise InvalidInput(f"'{key}' must be a list of rows, got {_describe(instances)}")
+    _check_rows(len(instances), schema, f"'{key}'")
     probabilities = body.get("return_probabilities", False)
     if not isinstance(probabilities, bool):
         raise InvalidInput("'return_probabilities' must be true or false")
@@ -272,8 +291,11 @@ def encode_v1(
 
 # -- V2 --------------------------------------------------------------------------------------
 
+TensorData = list[Any] | np.ndarray[Any, Any]
+"""A tensor's values: a JSON list, or an array decoded from binary data (REST or gRPC)."""
 
-def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], list[Any]]:
+
+def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], TensorData]:
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
@@ -282,24 +304,34 @@ def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], list[A
     ):
         raise InvalidInput(f"input {name!r} needs a 'shape': a list of non-negative integers")
     data = tensor.get("data")
-    if not isinstance(data, list):
+    if isinstance(data, np.ndarray):
+        values: TensorData = data.reshape(-1)
+    elif isinstance(data, list):
+        values = data
+        if data and isinstance(data[0], list):
+            flat: list[Any] = []
+            stack: list[Any] = [data]
+            while stack:  # flatten nested lists in row-major order
+                item = stack.pop()
+                if isinstance(item, list):
+                    stack.extend(reversed(item))
+                else:
+                    flat.append(item)
+            values = flat
+    else:
+        parameters = tensor.get("parameters")
+        if isinstance(parameters, dict) and "binary_data_size" in parameters:
+            raise InvalidInput(
+                f"input {name!r} has binary_data_size but the request has no "
+                "Inference-Header-Content-Length header to say where the binary data starts"
+            )
         raise InvalidInput(f"input {name!r} needs 'data': a list of values")
-    if data and isinstance(data[0], list):
-        flat: list[Any] = []
-        stack: list[Any] = [data]
-        while stack:  # flatten nested lists in row-major order
-            item = stack.pop()
-            if isinstance(item, list):
-                stack.extend(reversed(item))
-            else:
-                flat.append(item)
-        data = flat
     size = math.prod(shape)
-    if len(data) != size:
+    if len(values) != size:
         raise InvalidInput(
-            f"input {name!r} has {len(data)} values but its shape {shape} needs {size}"
+            f"input {name!r} has {len(values)} values but its shape {shape} needs {size}"
         )
-    return shape, data
+    return shape, values
 
 
 def _check_datatype(
@@ -320,31 +352,62 @@ def _check_datatype(
             )
 
 
-def _check_integers(tensor_name: str, datatype: str, values: Sequence[Any]) -> None:
-    if datatype in V2_INTEGER:
-        for value in values:
-            if isinstance(value, float) and not value.is_integer():
-                raise InvalidInput(
-                    f"input {tensor_name!r} is {datatype} but holds {value}, "
-                    "which is not an integer"
-                )
+def _check_integers(tensor_name: str, datatype: str, values: TensorData) -> None:
+    """JSON values of an integer datatype must be integers the datatype can hold.
+
+    Binary data needs no check: its bytes are read as that datatype.
+    """
+    if datatype not in V2_INTEGER or isinstance(values, np.ndarray):
+        return
+    low, high = INTEGER_RANGES[datatype]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, _NUMBER):
+            continue  # reported, with its feature and row, by the column checks
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidInput(
+                f"input {tensor_name!r} is {datatype} but holds {value}, which is not an integer"
+            )
+        if not low <= value <= high:
+            raise InvalidInput(
+                f"input {tensor_name!r} is {datatype} (values {low} to {high}) but holds {value}"
+            )
 
 
-def _requested_outputs(body: dict[str, Any], schema: FeatureSchema) -> tuple[str, ...]:
+def _flag(parameters: Any, key: str, default: bool, where: str) -> bool:
+    if parameters is None:
+        return default
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' of {where} must be an object")
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameter {key!r} of {where} must be true or false")
+    return value
+
+
+def _requested_outputs(
+    body: dict[str, Any], schema: FeatureSchema
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs to return (all when none are named, as the spec says) and which in binary."""
+    binary_default = _flag(body.get("parameters"), "binary_data_output", False, "the request")
     requested = body.get("outputs")
     if requested is None:
-        return (PREDICT,)
+        every = schema.outputs()
+        return every, frozenset(every if binary_default else ())
     if not isinstance(requested, list) or not requested:
         raise InvalidInput("'outputs' must be a non-empty list of {\"name\": ...} objects")
-    names = []
+    names: list[str] = []
+    binary: set[str] = set()
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in schema.outputs():
             raise InvalidInput(
                 f"unknown output {name!r}; this model has outputs: {', '.join(schema.outputs())}"
             )
+        assert isinstance(item, dict)
         names.append(name)
-    return tuple(dict.fromkeys(names))
+        if _flag(item.get("parameters"), "binary_data", binary_default, f"output {name!r}"):
+            binary.add(name)
+    return tuple(dict.fromkeys(names)), frozenset(binary)
 
 
 def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
@@ -361,10 +424,17 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
     _check_rows(rows, schema, f"input {name!r}")
     _check_datatype(schema, name, tensor.get("datatype"), schema.names)
     _check_integers(name, tensor["datatype"], values)
-    matrix = [values[r * width : (r + 1) * width] for r in range(rows)]
+    if isinstance(values, np.ndarray):
+        if schema.numeric_only:
+            matrix = values.reshape(rows, width).astype(np.float64)
+            if np.isfinite(matrix).all():
+                return matrix
+            return _frame_from_columns(schema, list(matrix.T), "row")
+        values = values.tolist()
+    matrix_rows = [values[r * width : (r + 1) * width] for r in range(rows)]
     if schema.numeric_only:
-        return _numeric_matrix(schema, matrix, "row")
-    return _frame_from_columns(schema, list(zip(*matrix, strict=True)), "row")
+        return _numeric_matrix(schema, matrix_rows, "row")
+    return _frame_from_columns(schema, list(zip(*matrix_rows, strict=True)), "row")
 
 
 def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows:
@@ -372,12 +442,20 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
     by_name = {t["name"]: t for t in inputs}
     if len(by_name) != len(inputs):
         raise InvalidInput("input names must be unique")
+    width = len(schema.names)
     if by_name.keys() != set(schema.names):
+        only = inputs[0]
+        if len(inputs) == 1 and width > 1 and only.get("shape") == [width]:
+            raise InvalidInput(
+                f"input {only['name']!r} has shape [{width}]: one value per feature? Send one "
+                f"row as shape [1, {width}], N rows as [N, {width}] (or one [N] tensor per "
+                "feature, named by feature)"
+            )
         problem = _name_mismatch(
             schema.names, by_name, "missing inputs for features", "unknown inputs"
         )
         raise InvalidInput(
-            f"{problem}. Send one [N] tensor per feature, or one [N, {len(schema.names)}] tensor"
+            f"{problem}. Send one [N] tensor per feature, or one [N, {width}] tensor"
         )
     columns = []
     rows = None
@@ -400,7 +478,10 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
 
 
 def decode_v2(body: Any, schema: FeatureSchema) -> Decoded:
-    """Open Inference Protocol request: one [N, F] tensor, or one [N] tensor per feature."""
+    """Open Inference Protocol request: one [N, F] tensor, or one [N] tensor per feature.
+
+    Tensor ``data`` is a JSON list, or an array the binary tensor extension or gRPC decoded.
+    """
     if not isinstance(body, dict):
         raise InvalidInput('request body must be a JSON object such as {"inputs": [...]}')
     inputs = body.get("inputs")
@@ -412,7 +493,7 @@ def decode_v2(body: Any, schema: FeatureSchema) -> Decoded:
     parameters = body.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
-    outputs = _requested_outputs(body, schema)
+    outputs, binary = _requested_outputs(body, schema)
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
             raise InvalidInput(f"input {index} must be an object with a string 'name'")
@@ -421,7 +502,20 @@ def decode_v2(body: Any, schema: FeatureSchema) -> Decoded:
         frame = _v2_matrix(first, schema)
     else:
         frame = _v2_per_feature(inputs, schema)
-    return Decoded(frame, PREDICT_PROBA in outputs, outputs, request_id, parameters)
+    return Decoded(frame, PREDICT_PROBA in outputs, outputs, request_id, parameters, binary)
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One V2 output: JSON, binary data and gRPC encode it from here."""
+
+    name: str
+    datatype: str
+    array: np.ndarray[Any, Any]
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.array.shape)
 
 
 def _v2_datatype(array: np.ndarray[Any, Any]) -> str:
@@ -435,41 +529,56 @@ def _v2_datatype(array: np.ndarray[Any, Any]) -> str:
     return "BYTES"
 
 
-def encode_v2(
-    *,
+def v2_outputs(
     labels: np.ndarray[Any, Any],
     probabilities: np.ndarray[Any, Any] | None,
     decoded: Decoded,
-    schema: FeatureSchema,
-    model_name: str,
-    model_version: str,
-) -> dict[str, Any]:
-    """Open Inference Protocol response with the requested outputs, flattened row-major."""
+) -> list[OutputTensor]:
+    """The requested outputs, in the order they were asked for."""
     outputs = []
     for name in decoded.outputs:
         if name == PREDICT:
-            outputs.append(
-                {
-                    "name": PREDICT,
-                    "datatype": _v2_datatype(labels),
-                    "shape": [len(labels)],
-                    "data": labels.tolist(),
-                }
-            )
+            datatype = _v2_datatype(labels)
+            array = labels
+            if datatype == "INT64":
+                array = labels.astype(np.int64, copy=False)
+            elif datatype == "FP64":
+                array = labels.astype(np.float64, copy=False)
+            outputs.append(OutputTensor(PREDICT, datatype, array))
         elif probabilities is not None:
             outputs.append(
-                {
-                    "name": PREDICT_PROBA,
-                    "datatype": "FP64",
-                    "shape": list(probabilities.shape),
-                    "data": probabilities.ravel().tolist(),
-                    "parameters": {"classes": list(schema.classes or ())},
-                }
+                OutputTensor(PREDICT_PROBA, "FP64", probabilities.astype(np.float64, copy=False))
             )
+    return outputs
+
+
+def encode_v2(
+    *,
+    outputs: Sequence[OutputTensor],
+    decoded: Decoded,
+    model_name: str,
+    model_version: str,
+) -> dict[str, Any]:
+    """Open Inference Protocol JSON response, outputs flattened row-major.
+
+    Outputs the request wants as binary data are left out here: ``model_server.tensors`` adds
+    them. Parameter values are scalars only, as the spec requires; the class order of
+    ``predict_proba`` is in the model metadata.
+    """
+    tensors = [
+        {
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": output.shape,
+            "data": output.array.ravel().tolist(),
+        }
+        for output in outputs
+        if output.name not in decoded.binary_outputs
+    ]
     response: dict[str, Any] = {
         "model_name": model_name,
         "model_version": model_version,
-        "outputs": outputs,
+        "outputs": tensors,
     }
     if decoded.request_id is not None:
         response["id"] = decoded.request_id

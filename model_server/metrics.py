@@ -97,9 +97,9 @@ class ModelMetrics:
     ) -> None:
         self.model_name, self.model_version = model_name, model_version
         self._durations = {
-            p: REQUEST_DURATION.labels(model_name, model_version, p) for p in ("v1", "v2")
+            p: REQUEST_DURATION.labels(model_name, model_version, p) for p in ("v1", "v2", "grpc")
         }
-        self._requests: dict[tuple[str, int], Any] = {}
+        self._requests: dict[tuple[str, str], Any] = {}
         self.inference = INFERENCE_DURATION.labels(model_name, model_version)
         self.rows = BATCH_ROWS.labels(model_name, model_version)
         class_list = list(classes) if classes is not None else []
@@ -127,9 +127,9 @@ class ModelMetrics:
         for feature, value in scores.items():
             FEATURE_DRIFT.labels(self.model_name, self.model_version, feature).set(value)
 
-    def request(self, protocol: str, code: int, seconds: float) -> None:
+    def request(self, protocol: str, code: int | str, seconds: float) -> None:
         """Count one inference request and its latency."""
-        key = (protocol, code)
+        key = (protocol, str(code))
         counter = self._requests.get(key)
         if counter is None:
             counter = REQUESTS.labels(self.model_name, self.model_version, protocol, str(code))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -20,18 +20,54 @@ from model_registry.registry import read_version_dir
 from model_server import codec
 from model_server.fastpath import FastPath, compile_fast_path
 from model_server.settings import ModelServerSettings
+from model_server.tensors import read_binary_request
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class Answer:
-    """One answered request: the response body, and what metrics and drift need of it."""
+    """One answered request: what each transport encodes, and what metrics and drift need."""
 
-    body: dict[str, Any]
-    rows: codec.Rows
-    labels: np.ndarray[Any, Any]
-    inference_seconds: float
+    def __init__(  # noqa: PLR0917 (one answer's parts)
+        self,
+        model: SklearnModel,
+        protocol: Literal["v1", "v2"],
+        decoded: codec.Decoded,
+        labels: np.ndarray[Any, Any],
+        probabilities: np.ndarray[Any, Any] | None,
+        inference_seconds: float,
+    ) -> None:
+        self.model = model
+        self.protocol = protocol
+        self.decoded = decoded
+        self.labels = labels
+        self.probabilities = probabilities
+        self.inference_seconds = inference_seconds
+
+    @property
+    def rows(self) -> codec.Rows:
+        return self.decoded.frame
+
+    @functools.cached_property
+    def outputs(self) -> list[codec.OutputTensor]:
+        """The V2 output tensors (all, or the ones the request named)."""
+        return codec.v2_outputs(self.labels, self.probabilities, self.decoded)
+
+    @functools.cached_property
+    def body(self) -> dict[str, Any]:
+        """The JSON response (for V2 without the outputs the request wants in binary)."""
+        model, schema = self.model, self.model.schema
+        assert schema is not None
+        if self.protocol == "v1":
+            return codec.encode_v1(
+                self.labels, self.probabilities, schema, model.name, model.version
+            )
+        return codec.encode_v2(
+            outputs=self.outputs,
+            decoded=self.decoded,
+            model_name=model.name,
+            model_version=model.version,
+        )
 
 
 class SklearnModel(Model):  # type: ignore[misc]
@@ -128,7 +164,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         return np.asarray(labels), proba
 
     def answer(self, document: Any, protocol: Literal["v1", "v2"]) -> Answer:
-        """Decode and validate a V1 or V2 request, predict, and encode the response."""
+        """Decode and validate a V1 or V2 request document and predict."""
         schema = self.schema
         assert schema is not None
         if protocol == "v1":
@@ -137,19 +173,7 @@ class SklearnModel(Model):  # type: ignore[misc]
             decoded = codec.decode_v2(document, schema)
         started = time.perf_counter()
         labels, proba = self.infer(decoded.frame, decoded.probabilities)
-        seconds = time.perf_counter() - started
-        if protocol == "v1":
-            body = codec.encode_v1(labels, proba, schema, self.name, self.version)
-        else:
-            body = codec.encode_v2(
-                labels=labels,
-                probabilities=proba,
-                decoded=decoded,
-                schema=schema,
-                model_name=self.name,
-                model_version=self.version,
-            )
-        return Answer(body, decoded.frame, labels, seconds)
+        return Answer(self, protocol, decoded, labels, proba, time.perf_counter() - started)
 
     async def predict(
         self,
@@ -157,13 +181,20 @@ class SklearnModel(Model):  # type: ignore[misc]
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
-        """KServe's data-plane entry (gRPC, or KServe's own REST routes): same codec and checks."""
+        """KServe's data-plane entry, for callers of ``kserve.Model`` itself: same codec."""
         if isinstance(payload, InferRequest):
             document, binary_length = payload.to_rest()
-            if binary_length is not None or not isinstance(document, dict):
-                raise InvalidInput("binary tensor data is not supported; send the tensors as JSON")
+            if binary_length is not None:
+                assert isinstance(document, bytes)
+                document = read_binary_request(document, str(binary_length))
             return InferResponse.from_rest(self.answer(document, "v2").body)
         return self.answer(payload, "v1").body
+
+    def unload(self) -> None:
+        """Stop serving (the model repository extension's unload, when it is on)."""
+        self.ready = False
+        self.load_error = "unloaded through the model repository API (POST .../load to reload)"
+        log.warning("%s %s unloaded on request", self.name, self.version)
 
     # -- metadata ------------------------------------------------------------------------
 

@@ -3,20 +3,23 @@
 KServe's ``start`` refuses to run without a ready model (``NoModelReady``), so a bad artifact
 would crash-loop the pod with no readiness signal. Here the server starts, answers 503 on
 readiness with the reason, and lets Kubernetes and the rollout tool see a failed revision.
-It also binds the configured host (KServe binds 0.0.0.0) and leaves gRPC off unless asked.
+It also binds the configured host (KServe binds 0.0.0.0) and serves gRPC with this project's
+servicer (``model_server.grpc_service``) when asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 
+from model_server.app import Handlers
+from model_server.grpc_service import GrpcServer
 from model_server.model import SklearnModel
 from model_server.settings import ModelServerSettings
 
@@ -39,8 +42,11 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
         )
         self.settings = settings
 
-    def serve(self, model: SklearnModel) -> None:
-        """Register ``model`` (ready or not) and serve until SIGTERM or SIGINT."""
+    def serve(self, model: SklearnModel, handlers: Handlers) -> None:
+        """Register ``model`` (ready or not) and serve until SIGTERM or SIGINT.
+
+        ``handlers`` answer gRPC (in this process; REST workers have their own).
+        """
         self.register_model(model)
         model.enable_latency_logging = False
         settings = self.settings
@@ -69,21 +75,28 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             self._rest_server.config.host = settings.host
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
-            self._grpc_server = GRPCServer(
-                self.grpc_port,
-                self.dataplane,
-                self.model_repository_extension,
-                kwargs={},
-                grace_period=self.grace_period,
-            )
-            self.servers.append(self._grpc_server.start(self.max_threads))
+            grpc_server = GrpcServer(handlers, settings.host, self.grpc_port, self.grace_period)
+            self._grpc_server = grpc_server  # KServe's stop() stops it on SIGTERM
+            self.servers.append(grpc_server.start())
+            if self._rest_server is not None:
+                # One worker: uvicorn takes SIGTERM first and only hands it on after draining
+                # REST; start draining gRPC at the same moment instead.
+                uvicorn_server = self._rest_server._server
+                handle_exit = uvicorn_server.handle_exit
+
+                def exit_both(sig: int, frame: Any) -> None:
+                    handle_exit(sig, frame)
+                    asyncio.get_running_loop().create_task(grpc_server.stop(sig))
+
+                uvicorn_server.handle_exit = exit_both
         self.setup_event_loop()
         self.register_signal_handler()
         log.info(
-            "serving %r on http://%s:%d with %d worker(s)",
+            "serving %r on http://%s:%d with %d worker(s)%s",
             model.name,
             settings.host,
             self.http_port,
             settings.workers,
+            f", gRPC on {settings.host}:{self.grpc_port}" if self.enable_grpc else "",
         )
         asyncio.run(self._serve())

@@ -50,9 +50,17 @@ class ModelServerSettings(BaseSettings):
     revision: str | None = None
     """Knative revision serving this process; defaults to K_REVISION, which Knative sets."""
     enable_grpc: bool = False
-    """Also start KServe's gRPC V2 server."""
+    """Also serve the Open Inference Protocol over gRPC (same model, checks and metrics)."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)
-    """gRPC port (with --enable-grpc)."""
+    """gRPC port (with --enable-grpc), on --host."""
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent, in bytes."""
+    enable_model_repository: bool = False
+    """Turn on the V2 model repository extension (index, load, unload). Off: anyone who can
+    reach the server could otherwise unload the model and leave the pod unready for good.
+    Only with --workers 1 (each worker holds its own copy of the model)."""
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body in bytes, also after gzip/deflate decompression; larger is a 413."""
     drift: bool = True
     """Compute feature and prediction drift (PSI against the training reference) off the
     request path, exported as model_server_feature_drift_score."""
@@ -86,4 +94,11 @@ class ModelServerSettings(BaseSettings):
             raise ValueError("give exactly one of --model-dir or --registry-uri")
         if self.registry_uri is not None and not self.model_name:
             raise ValueError("--model-name is required with --registry-uri")
+        if self.enable_model_repository and self.workers > 1:
+            raise ValueError(
+                "--enable-model-repository needs --workers 1: a load or unload reaches only "
+                "the worker that receives it"
+            )
+        if self.enable_grpc and self.grpc_port == self.http_port:
+            raise ValueError("--grpc-port must differ from --http-port")
         return self

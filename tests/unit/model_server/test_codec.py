@@ -19,6 +19,7 @@ from model_server.codec import (
     decode_v2,
     encode_v1,
     encode_v2,
+    v2_outputs,
 )
 
 NUMERIC = FeatureSchema(("a", "b"), frozenset(), frozenset(), ("no", "yes"), max_rows=10)
@@ -83,7 +84,9 @@ def test_v2_matrix_flat_and_nested_agree() -> None:
     nested = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [[1, 2], [3, 4]])]}, NUMERIC)
     assert np.array_equal(flat.frame, nested.frame)
     assert np.asarray(flat.frame).tolist() == [[1.0, 2.0], [3.0, 4.0]]
-    assert flat.outputs == (PREDICT,)
+    assert flat.outputs == (PREDICT, PREDICT_PROBA)  # no 'outputs': all of them (the spec)
+    assert flat.probabilities
+    assert flat.binary_outputs == frozenset()
 
 
 def test_v2_per_feature_with_outputs_and_id() -> None:
@@ -116,6 +119,32 @@ V2_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
         "feature 'b' of row 0 must be a number",
     ),
     (NUMERIC, {"inputs": [tensor("x", [1, 2], "INT32", [1, 2.5])]}, "2.5, which is not an integer"),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "UINT8", [1, -5])]}, "UINT8 (values 0 to 255)"),
+    (NUMERIC, {"inputs": [tensor("x", [1, 2], "INT8", [1, 128])]}, "INT8 (values -128 to 127)"),
+    (
+        NUMERIC,
+        {"inputs": [tensor("x", [1, 2], "UINT64", [0, 2**64])]},
+        f"holds {2**64}",
+    ),
+    (NUMERIC, {"inputs": [tensor("x", [2], "FP64", [1, 2])]}, "one row as shape [1, 2]"),
+    (
+        NUMERIC,
+        {
+            "inputs": [tensor("x", [1, 2], "FP64", [1, 2])],
+            "outputs": [{"name": PREDICT, "parameters": {"binary_data": "yes"}}],
+        },
+        "parameter 'binary_data' of output 'predict' must be true or false",
+    ),
+    (
+        NUMERIC,
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 2], "datatype": "FP64"}
+                | {"parameters": {"binary_data_size": 16}}
+            ]
+        },
+        "no Inference-Header-Content-Length",
+    ),
     (NUMERIC, {"inputs": [tensor("a", [1], "FP64", [1]), tensor("a", [1], "FP64", [1])]}, "unique"),
     (
         NUMERIC,
@@ -149,6 +178,52 @@ def test_v2_errors(schema: FeatureSchema, body: Any, message: str) -> None:
     assert message in str(error.value)
 
 
+def test_v1_inputs_key_is_read_like_instances() -> None:
+    decoded = decode_v1({"inputs": [[1, 2]]}, NUMERIC)
+    assert np.asarray(decoded.frame).tolist() == [[1.0, 2.0]]
+    with pytest.raises(InvalidInput, match="'inputs' must be a list of rows"):
+        decode_v1({"inputs": 5}, NUMERIC)
+
+
+def test_v2_arrays_from_binary_data_are_taken_as_they_are() -> None:
+    matrix = np.array([1, 2, 3, 4], dtype=np.int32)
+    decoded = decode_v2({"inputs": [tensor("x", [2, 2], "INT32", matrix)]}, NUMERIC)
+    assert isinstance(decoded.frame, np.ndarray)
+    assert decoded.frame.dtype == np.float64
+    assert decoded.frame.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    columns = decode_v2(
+        {
+            "inputs": [
+                tensor("a", [2], "FP32", np.array([1.5, np.nan], dtype=np.float32)),
+                tensor("color", [2], "BYTES", np.array(["red", "blue"], dtype=object)),
+            ]
+        },
+        MIXED,  # 'a' is nullable here: NaN is a missing value, as in JSON's null
+    )
+    assert isinstance(columns.frame, pd.DataFrame)
+    assert columns.frame["color"].tolist() == ["red", "blue"]
+    with pytest.raises(InvalidInput, match="feature 'b' of row 0 is not a finite number"):
+        decode_v2({"inputs": [tensor("x", [1, 2], "FP64", np.array([1.0, np.inf]))]}, NUMERIC)
+
+
+def test_v2_outputs_binary_flags() -> None:
+    x = [tensor("x", [1, 2], "FP64", [1, 2])]
+    every = decode_v2({"inputs": x, "parameters": {"binary_data_output": True}}, NUMERIC)
+    assert every.binary_outputs == {PREDICT, PREDICT_PROBA}
+    one = decode_v2(
+        {
+            "inputs": x,
+            "outputs": [
+                {"name": PREDICT_PROBA, "parameters": {"binary_data": True}},
+                {"name": PREDICT},
+            ],
+        },
+        NUMERIC,
+    )
+    assert one.outputs == (PREDICT_PROBA, PREDICT)
+    assert one.binary_outputs == {PREDICT_PROBA}
+
+
 def test_encoders_carry_version_and_shapes() -> None:
     labels = np.array(["no", "yes", "yes"])
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
@@ -164,10 +239,8 @@ def test_encoders_carry_version_and_shapes() -> None:
         frame=EMPTY, probabilities=True, outputs=(PREDICT, PREDICT_PROBA), request_id="i"
     )
     v2 = encode_v2(
-        labels=labels,
-        probabilities=proba,
+        outputs=v2_outputs(labels, proba, decoded),
         decoded=decoded,
-        schema=NUMERIC,
         model_name="m",
         model_version="v3",
     )
@@ -179,14 +252,31 @@ def test_encoders_carry_version_and_shapes() -> None:
         "shape": [3],
         "data": ["no", "yes", "yes"],
     }
-    assert probabilities["shape"] == [3, 2]
-    assert probabilities["data"] == proba.ravel().tolist()
+    # The spec allows only string, number or boolean parameter values: no class list here.
+    assert probabilities == {
+        "name": "predict_proba",
+        "datatype": "FP64",
+        "shape": [3, 2],
+        "data": proba.ravel().tolist(),
+    }
+    only = Decoded(frame=EMPTY, probabilities=False)
     regression = encode_v2(
-        labels=np.array([1.5]),
-        probabilities=None,
-        decoded=Decoded(frame=EMPTY, probabilities=False),
-        schema=MIXED,
+        outputs=v2_outputs(np.array([1.5]), None, only),
+        decoded=only,
         model_name="r",
         model_version="v1",
     )
     assert regression["outputs"][0]["datatype"] == "FP64"
+    binary = Decoded(
+        frame=EMPTY,
+        probabilities=True,
+        outputs=(PREDICT, PREDICT_PROBA),
+        binary_outputs=frozenset({PREDICT_PROBA}),
+    )
+    header = encode_v2(
+        outputs=v2_outputs(labels, proba, binary),
+        decoded=binary,
+        model_name="m",
+        model_version="v3",
+    )
+    assert [o["name"] for o in header["outputs"]] == [PREDICT]  # tensors.py adds the binary one
