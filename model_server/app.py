@@ -374,6 +374,9 @@ class Handlers:
         body = {"name": SERVER_NAME, "version": _package_version(), "extensions": self.extensions()}
         return _json(200, body, self.version_headers())
 
+    async def server_live(self) -> Response:
+        return _json(200, {"live": True}, self.version_headers())
+
     async def server_ready(self) -> Response:
         if self.model.ready:
             return _json(200, {"ready": True}, self.version_headers())
@@ -565,6 +568,7 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> H
     routes: list[tuple[str, Any, str]] = [
         ("/metrics", handlers.metrics_endpoint, "GET"),
         ("/v2", handlers.server_metadata, "GET"),
+        ("/v2/health/live", handlers.server_live, "GET"),
         ("/v2/health/ready", handlers.server_ready, "GET"),
         ("/v1/models/{model_name}:predict", handlers.v1_predict, "POST"),
         ("/v1/models/{model_name}:explain", handlers.v1_explain, "POST"),

@@ -96,8 +96,8 @@ class ModelMetrics:
         classes: Iterable[Any] | None,
     ) -> None:
         self.model_name, self.model_version = model_name, model_version
-        self._durations = {
-            p: REQUEST_DURATION.labels(model_name, model_version, p) for p in ("v1", "v2", "grpc")
+        self._durations = {  # gRPC's child is made on its first request, when it is on
+            p: REQUEST_DURATION.labels(model_name, model_version, p) for p in ("v1", "v2")
         }
         self._requests: dict[tuple[str, str], Any] = {}
         self.inference = INFERENCE_DURATION.labels(model_name, model_version)
@@ -135,7 +135,11 @@ class ModelMetrics:
             counter = REQUESTS.labels(self.model_name, self.model_version, protocol, str(code))
             self._requests[key] = counter
         counter.inc()
-        self._durations[protocol].observe(seconds)
+        duration = self._durations.get(protocol)
+        if duration is None:
+            duration = REQUEST_DURATION.labels(self.model_name, self.model_version, protocol)
+            self._durations[protocol] = duration
+        duration.observe(seconds)
 
     def predicted(self, labels: np.ndarray[Any, Any], seconds: float) -> None:
         """Record one batch's inference time, size and predicted classes."""

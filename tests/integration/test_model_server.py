@@ -277,11 +277,11 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         "form content type",
         V1,
         b'{"instances": [[1]]}',
-        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "application/x-www-form-urlencoded"},  # curl -d: read as JSON
         400,
-        "content type 'application/x-www-form-urlencoded' is not supported",
+        "instance 0 has 1 values; the model takes 30 features",
     ),
-    ("text content type", V2, b"{}", {"content-type": "text/plain"}, 400, "send application/json"),
+    ("text content type", V2, b"{}", {"content-type": "text/plain"}, 415, "send application/json"),
     ("v2 no inputs", V2, {"inputs": []}, {}, 400, "'inputs' must be a non-empty list"),
     (
         "v2 wrong width",
@@ -343,12 +343,20 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ),
     ("v2 oversized", V2, v2_matrix([ROW] * 101), {}, 400, "limit of 100"),
     (
-        "v2 binary extension",
+        "v2 binary header past the body",
         V2,
+        b"{}",
+        {"inference-header-content-length": "3"},
+        400,
+        "Inference-Header-Content-Length is 3 but the body has 2 bytes",
+    ),
+    (
+        "v1 binary extension",
+        V1,
         b"{}",
         {"inference-header-content-length": "2"},
         400,
-        "binary tensor data is not supported",
+        "binary tensor data is a V2 extension",
     ),
     (
         "unknown model v1",

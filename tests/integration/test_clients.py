@@ -1,0 +1,572 @@
+"""The Open Inference Protocol as clients see it: a conformance table over REST and gRPC, and
+the standard client libraries on their defaults, against real model-server processes.
+
+Spec texts checked: the Open Inference Protocol's REST and gRPC specifications (KServe's
+``open-inference-protocol`` repository: all outputs when ``outputs`` is absent, the optional
+``/versions/V/`` paths, ``{"error": ...}`` bodies, metadata fields), KServe's
+``grpc_predict_v2.proto`` (``raw_input_contents``: one entry per input, no typed contents
+alongside) and Triton's binary tensor data extension (``binary_data_size``, ``binary_data``,
+``binary_data_output``, ``Inference-Header-Content-Length``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from serving_common.net import free_port
+from tests.conftest import mixed_frame
+from tests.integration.server_harness import ServerProcess, metric_samples
+from trainer.settings import TrainerSettings
+from trainer.train import run
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CANCER = "breast-cancer"
+ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40.0, 0.007,
+       0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
+       0.084]  # fmt: skip
+
+
+class Served(ServerProcess):
+    """A model-server with gRPC on on a second free port."""
+
+    def __init__(self, args: list[str], log_dir: Path, **kwargs: Any) -> None:
+        self.grpc_port = free_port()
+        super().__init__(
+            [*args, "--enable-grpc", "--grpc-port", str(self.grpc_port)], log_dir, **kwargs
+        )
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
+
+    def stub(self) -> tuple[grpc.Channel, pb_grpc.GRPCInferenceServiceStub]:
+        channel = grpc.insecure_channel(self.grpc_address)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        return channel, pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("clients") / "registry"
+    run(TrainerSettings(sample="breast-cancer", registry_uri=str(root), promote=True))
+    data = root.parent / "shop.csv"
+    mixed_frame(300).to_csv(data, index=False)
+    run(
+        TrainerSettings(
+            data_uri=str(data), target="label", model_name="shop", registry_uri=str(root)
+        )
+    )
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def cancer(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--max-batch-rows", "5000"]
+    with Served(args, tmp_path_factory.mktemp("logs")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def shop(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    args = ["--registry-uri", registry_uri, "--model-name", "shop", "--model-version", "latest"]
+    with Served(args, tmp_path_factory.mktemp("logs")) as process:
+        yield process
+
+
+def matrix(rows: list[list[float]], datatype: str = "FP64") -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [len(rows), len(rows[0])],
+                "datatype": datatype,
+                "data": [v for r in rows for v in r],
+            }
+        ]
+    }
+
+
+def binary_body(rows: np.ndarray[Any, Any], **header: Any) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension request: JSON header, then the FP64 matrix's bytes."""
+    blob = rows.astype("<f8").tobytes()
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ],
+            **header,
+        }
+    )
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)),
+    }
+    return head + blob, headers
+
+
+def bomb() -> bytes:
+    """A gzip body of ~100 KB that inflates to 256 MB of spaces."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = b" " * (1 << 20)
+    return b"".join([packer.compress(chunk) for _ in range(256)]) + packer.flush()
+
+
+INFER = f"/v2/models/{CANCER}/infer"
+PREDICT = f"/v1/models/{CANCER}:predict"
+JSON_ROW = orjson.dumps({"instances": [ROW]})
+
+# (case, method, path, headers, body, status, check: error substring or a body predicate)
+REST_TABLE: list[tuple[str, str, str, dict[str, str], bytes | None, int, Any]] = [
+    ("server metadata", "GET", "/v2", {}, None, 200,
+     lambda b: (b["name"], b["extensions"]) == ("model-server", ["binary_tensor_data"])),
+    ("live", "GET", "/v2/health/live", {}, None, 200, lambda b: b["live"] is True),
+    ("ready", "GET", "/v2/health/ready", {}, None, 200, lambda b: b["ready"] is True),
+    ("model ready", "GET", f"/v2/models/{CANCER}/ready", {}, None, 200, lambda b: b["ready"]),
+    ("version ready", "GET", f"/v2/models/{CANCER}/versions/v1/ready", {}, None, 200,
+     lambda b: b["ready"]),
+    ("version metadata", "GET", f"/v2/models/{CANCER}/versions/v1", {}, None, 200,
+     lambda b: b["versions"] == ["v1"] and b["platform"] == "sklearn"),
+    ("other version", "GET", f"/v2/models/{CANCER}/versions/v2", {}, None, 404,
+     "version 'v2' of 'breast-cancer' is not served here"),
+    ("other version infer", "POST", f"/v2/models/{CANCER}/versions/v7/infer", {},
+     orjson.dumps(matrix([ROW])), 404, "version 'v7'"),
+    ("version infer", "POST", f"/v2/models/{CANCER}/versions/v1/infer", {},
+     orjson.dumps(matrix([ROW])), 200, lambda b: b["model_version"] == "v1"),
+    ("unknown model", "GET", "/v2/models/other", {}, None, 404, "model 'other' is not served"),
+    ("v1 model", "GET", f"/v1/models/{CANCER}", {}, None, 200, lambda b: b["ready"]),
+    ("all outputs by default", "POST", INFER, {}, orjson.dumps(matrix([ROW])), 200,
+     lambda b: [o["name"] for o in b["outputs"]] == ["predict", "predict_proba"]),
+    ("exactly the named output", "POST", INFER, {},
+     orjson.dumps({**matrix([ROW]), "outputs": [{"name": "predict_proba"}]}), 200,
+     lambda b: [o["name"] for o in b["outputs"]] == ["predict_proba"]),
+    ("scalar parameters only", "POST", INFER, {}, orjson.dumps(matrix([ROW])), 200,
+     lambda b: all(
+         not isinstance(v, list | dict)
+         for o in b["outputs"]
+         for v in o.get("parameters", {}).values()
+     )),
+    ("id echoed", "POST", INFER, {}, orjson.dumps({**matrix([ROW]), "id": "r-42"}), 200,
+     lambda b: b["id"] == "r-42"),
+    ("header is the whole body", "POST", INFER,
+     {"inference-header-content-length": str(len(orjson.dumps(matrix([ROW]))))},
+     orjson.dumps(matrix([ROW])), 200, lambda b: b["model_version"] == "v1"),
+    ("V1 inputs like instances", "POST", PREDICT, {}, orjson.dumps({"inputs": [ROW]}), 200,
+     lambda b: len(b["predictions"]) == 1),
+    ("curl -d form body read as JSON", "POST", PREDICT,
+     {"content-type": "application/x-www-form-urlencoded"}, JSON_ROW, 200,
+     lambda b: b["model_version"] == "v1"),
+    ("gzip body", "POST", PREDICT, {"content-encoding": "gzip"}, gzip.compress(JSON_ROW), 200,
+     lambda b: len(b["predictions"]) == 1),
+    ("deflate body", "POST", PREDICT, {"content-encoding": "deflate"}, zlib.compress(JSON_ROW),
+     200, lambda b: len(b["predictions"]) == 1),
+    ("zip bomb", "POST", PREDICT, {"content-encoding": "gzip"}, bomb(), 413,
+     "inflates past the limit"),
+    ("broken gzip", "POST", PREDICT, {"content-encoding": "gzip"}, b"\x1f\x8b nope", 400,
+     "not valid gzip data"),
+    ("unknown encoding", "POST", PREDICT, {"content-encoding": "br"}, JSON_ROW, 415,
+     "content encoding 'br' is not supported"),
+    ("unsupported media type", "POST", INFER, {"content-type": "text/csv"}, b"1,2", 415,
+     "content type 'text/csv' is not supported"),
+    ("UINT8 range", "POST", INFER, {}, orjson.dumps(matrix([[-5] * 30], "UINT8")), 400,
+     "UINT8 (values 0 to 255) but holds -5"),
+    ("1-D tensor of all features", "POST", INFER, {},
+     orjson.dumps({"inputs": [{"name": "x", "shape": [30], "datatype": "FP64", "data": ROW}]}),
+     400, "Send one row as shape [1, 30]"),
+    ("binary size mismatch", "POST", INFER,
+     {"content-type": "application/octet-stream", "inference-header-content-length": "0"},
+     b"", 400, "Inference-Header-Content-Length is 0"),
+    ("explain", "POST", f"/v1/models/{CANCER}:explain", {}, JSON_ROW, 501,
+     "this server has no explainer"),
+    ("GET :predict", "GET", PREDICT, {}, None, 405, "use POST for :predict"),
+    ("wrong method", "DELETE", f"/v2/models/{CANCER}", {}, None, 405,
+     "DELETE is not allowed"),
+    ("unknown path", "GET", "/v3/everything", {}, None, 404, "no such endpoint"),
+    ("repository index off", "POST", "/v2/repository/index", {}, b"{}", 404,
+     "model repository extension is off"),
+    ("repository load off", "POST", f"/v2/repository/models/{CANCER}/load", {}, b"", 404,
+     "model repository extension is off"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status", "check"),
+    [case[1:] for case in REST_TABLE],
+    ids=[case[0] for case in REST_TABLE],
+)
+def test_rest_conformance(  # noqa: PLR0917 (one parameter per table column)
+    cancer: Served,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    status: int,
+    check: Any,
+) -> None:
+    sent = {"content-type": "application/json", **headers} if body is not None else headers
+    response = cancer.client.request(method, path, content=body, headers=sent)
+    assert response.status_code == status, response.text
+    assert response.headers["x-model-version"] == "v1"
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    if isinstance(check, str):
+        assert set(document) == {"error"}, document
+        assert check in document["error"]
+    else:
+        assert check(document), document
+
+
+def test_unload_is_refused_and_the_model_keeps_serving(cancer: Served) -> None:
+    response = cancer.client.post(f"/v2/repository/models/{CANCER}/unload")
+    assert response.status_code == 404
+    assert "--enable-model-repository" in response.json()["error"]
+    assert cancer.client.get("/v2/health/ready").status_code == 200
+    assert cancer.client.post(PREDICT, content=JSON_ROW).status_code == 200
+    _, stub = cancer.stub()
+    with pytest.raises(grpc.RpcError) as error:
+        stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=CANCER))
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+
+
+def test_the_repository_extension_when_turned_on(registry_uri: str, tmp_path: Path) -> None:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--enable-model-repository"]
+    with ServerProcess(args, tmp_path) as server:
+        assert "model_repository" in server.client.get("/v2").json()["extensions"]
+        index = server.client.post("/v2/repository/index").json()
+        assert index == [{"name": CANCER, "version": "v1", "state": "READY", "reason": ""}]
+        assert server.client.post(f"/v2/repository/models/{CANCER}/unload").status_code == 200
+        assert server.client.get("/v2/health/ready").status_code == 503
+        assert server.client.post(PREDICT, content=JSON_ROW).status_code == 503
+        assert server.client.post(f"/v2/repository/models/{CANCER}/load").status_code == 200
+        assert server.client.get("/v2/health/ready").status_code == 200
+        assert server.client.post(PREDICT, content=JSON_ROW).status_code == 200
+
+
+def test_binary_requests_and_responses(cancer: Served) -> None:
+    rows = np.array([ROW, [v * 1.1 for v in ROW]])
+    expected = cancer.post(INFER, matrix(rows.tolist())).json()["outputs"]
+    # Binary in, JSON out.
+    body, headers = binary_body(rows)
+    response = cancer.client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"] == expected
+    # Binary in, binary out for everything (tritonclient's default).
+    body, headers = binary_body(rows, parameters={"binary_data_output": True})
+    response = cancer.client.post(INFER, content=body, headers=headers)
+    length = int(response.headers["inference-header-content-length"])
+    assert response.headers["content-type"] == "application/octet-stream"
+    header = orjson.loads(response.content[:length])
+    predict, proba = header["outputs"]
+    assert "data" not in predict
+    assert "data" not in proba
+    payload = response.content[length:]
+    labels_size = predict["parameters"]["binary_data_size"]
+    labels, offset = [], 0
+    while offset < labels_size:
+        size = int.from_bytes(payload[offset : offset + 4], "little")
+        labels.append(payload[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    assert labels == expected[0]["data"]
+    assert np.frombuffer(payload[labels_size:], "<f8").tolist() == expected[1]["data"]
+    # One output in binary, the other in JSON.
+    body, headers = binary_body(
+        rows,
+        outputs=[
+            {"name": "predict"},
+            {"name": "predict_proba", "parameters": {"binary_data": True}},
+        ],
+    )
+    response = cancer.client.post(INFER, content=body, headers=headers)
+    length = int(response.headers["inference-header-content-length"])
+    header = orjson.loads(response.content[:length])
+    assert header["outputs"][0]["data"] == expected[0]["data"]
+    assert np.frombuffer(response.content[length:], "<f8").tolist() == expected[1]["data"]
+
+
+def test_binary_bytes_that_do_not_match_are_named(cancer: Served) -> None:
+    body, headers = binary_body(np.array([ROW]))
+    response = cancer.client.post(INFER, content=body[:-8], headers=headers)
+    assert response.status_code == 400
+    assert "says binary_data_size 240 but only 232 bytes" in response.json()["error"]
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 30],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 240},
+                }
+            ]
+        }
+    )
+    headers["inference-header-content-length"] = str(len(head))
+    response = cancer.client.post(INFER, content=head + body[-240:], headers=headers)
+    assert response.status_code == 400
+    assert "has 240 bytes of binary data but shape [1, 30] of FP32 needs 120" in response.text
+
+
+def test_large_responses_are_gzipped_when_the_client_accepts_it(cancer: Served) -> None:
+    rows = (np.array([ROW] * 5000) * np.linspace(0.8, 1.2, 5000)[:, None]).tolist()
+    body = orjson.dumps(matrix(rows))
+    plain = cancer.client.post(INFER, content=body, headers={"accept-encoding": "identity"})
+    packed = cancer.client.post(INFER, content=body, headers={"accept-encoding": "gzip"})
+    assert plain.status_code == packed.status_code == 200
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(plain.content) / 2
+    assert packed.json() == plain.json()  # httpx inflates it
+    small = cancer.client.post(PREDICT, content=JSON_ROW, headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in small.headers  # not worth it below 64 KiB
+
+
+# -- gRPC ------------------------------------------------------------------------------------
+
+
+def grpc_matrix(rows: list[list[float]], raw: bool) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=CANCER, id="g-1")
+    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[len(rows), len(rows[0])])
+    flat = [v for r in rows for v in r]
+    if raw:
+        request.raw_input_contents.append(np.array(flat, "<f8").tobytes())
+    else:
+        tensor.contents.fp64_contents.extend(flat)
+    return request
+
+
+def test_grpc_metadata_is_the_rest_metadata(cancer: Served) -> None:
+    _, stub = cancer.stub()
+    rest = cancer.client.get(f"/v2/models/{CANCER}").json()
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=CANCER))
+    as_rest = {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.inputs
+        ],
+        "outputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in meta.outputs
+        ],
+    }
+    assert as_rest == {k: rest[k] for k in as_rest}
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ModelReady(pb.ModelReadyRequest(name=CANCER, version="v1")).ready
+    server = stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert (server.name, list(server.extensions)) == ("model-server", ["binary_tensor_data"])
+
+
+def test_grpc_typed_and_raw_contents_answer_as_rest_does(cancer: Served) -> None:
+    rows = [ROW, [v * 0.9 for v in ROW]]
+    rest = cancer.post(INFER, matrix(rows)).json()
+    _, stub = cancer.stub()
+    for raw in (False, True):
+        response, call = stub.ModelInfer.with_call(
+            grpc_matrix(rows, raw), metadata=(("x-request-id", "trace-7"),)
+        )
+        assert (response.model_name, response.model_version, response.id) == (CANCER, "v1", "g-1")
+        assert dict(call.initial_metadata())["x-request-id"] == "trace-7"
+        assert dict(call.initial_metadata())["x-model-version"] == "v1"
+        names = [o.name for o in response.outputs]
+        assert names == ["predict", "predict_proba"]
+        proba = np.frombuffer(response.raw_output_contents[1], "<f8")
+        assert proba.tolist() == rest["outputs"][1]["data"]
+        assert list(response.outputs[1].shape) == [2, 2]
+
+
+def test_grpc_categorical_bytes_contents(shop: Served) -> None:
+    rest = shop.post(
+        "/v2/models/shop/infer",
+        {
+            "inputs": [
+                {"name": "x1", "shape": [2], "datatype": "FP64", "data": [0.5, -1.0]},
+                {"name": "x2", "shape": [2], "datatype": "FP64", "data": [3.0, 7.0]},
+                {"name": "color", "shape": [2], "datatype": "BYTES", "data": ["red", "blue"]},
+            ]
+        },
+    ).json()
+    request = pb.ModelInferRequest(model_name="shop")
+    request.inputs.add(name="x1", datatype="FP64", shape=[2]).contents.fp64_contents.extend(
+        [0.5, -1.0]
+    )
+    request.inputs.add(name="x2", datatype="INT64", shape=[2]).contents.int64_contents.extend(
+        [3, 7]
+    )
+    request.inputs.add(name="color", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+        [b"red", b"blue"]
+    )
+    _, stub = shop.stub()
+    response = stub.ModelInfer(request)
+    proba = np.frombuffer(response.raw_output_contents[1], "<f8").tolist()
+    assert proba == rest["outputs"][1]["data"]
+
+
+def _grpc_error(stub: Any, request: pb.ModelInferRequest) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request)
+    return error.value.code(), error.value.details()
+
+
+def test_grpc_errors_name_the_problem(cancer: Served) -> None:
+    _, stub = cancer.stub()
+    cases: list[tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = []
+    cases.append((grpc_matrix([[1.0, 2.0]], raw=False), grpc.StatusCode.INVALID_ARGUMENT,
+                  "the model takes 30 features"))  # fmt: skip
+    wrong_field = pb.ModelInferRequest(model_name=CANCER)
+    wrong_field.inputs.add(name="x", datatype="FP64", shape=[1, 30]).contents.int64_contents.extend(
+        [1] * 30
+    )
+    cases.append((wrong_field, grpc.StatusCode.INVALID_ARGUMENT, "go in contents.fp64_contents"))
+    short = grpc_matrix([ROW], raw=True)
+    short.raw_input_contents[0] = short.raw_input_contents[0][:-1]
+    cases.append((short, grpc.StatusCode.INVALID_ARGUMENT, "has 239 bytes of binary data"))
+    other = grpc_matrix([ROW], raw=False)
+    other.model_name = "other"
+    cases.append((other, grpc.StatusCode.NOT_FOUND, "model 'other' is not served here"))
+    old = grpc_matrix([ROW], raw=False)
+    old.model_version = "v0"
+    cases.append((old, grpc.StatusCode.NOT_FOUND, "version 'v0'"))
+    for request, code, message in cases:
+        got_code, details = _grpc_error(stub, request)
+        assert got_code == code, details
+        assert message in details
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="other"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_metrics_carry_protocol_and_status(registry_uri: str, tmp_path: Path) -> None:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER]
+    with Served(args, tmp_path) as server:
+        _, stub = server.stub()
+        for _ in range(3):
+            stub.ModelInfer(grpc_matrix([ROW], raw=True))
+        _grpc_error(stub, grpc_matrix([[1.0]], raw=False))
+        text = server.client.get("/metrics").text
+    base = (("model_name", CANCER), ("model_version", "v1"))
+    requests = metric_samples(text, "model_server_requests_total")
+    assert requests[(("code", "OK"), *base, ("protocol", "grpc"))] == 3.0
+    assert requests[(("code", "INVALID_ARGUMENT"), *base, ("protocol", "grpc"))] == 1.0
+    durations = metric_samples(text, "model_server_request_duration_seconds_count")
+    assert durations[(*base, ("protocol", "grpc"))] == 4.0
+
+
+def test_grpc_not_ready_is_unavailable(tmp_path: Path) -> None:
+    with Served(["--model-dir", str(tmp_path / "missing")], tmp_path) as server:
+        _, stub = server.stub()
+        assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+        request = grpc_matrix([ROW], raw=False)
+        request.model_name = "model"
+        code, details = _grpc_error(stub, request)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "is not ready" in details
+
+
+def test_grpc_listens_on_host_only(cancer: Served) -> None:
+    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    addresses = re.findall(rf"\s(\S+):{cancer.grpc_port}\s", listening)
+    assert addresses, listening
+    assert all("127.0.0.1" in a for a in addresses), addresses  # not [::] or 0.0.0.0
+
+
+def test_sigterm_lets_in_flight_grpc_calls_finish(registry_uri: str, tmp_path: Path) -> None:
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--fault-latency-ms", "1500"]
+    server = Served(args, tmp_path)
+    with server:
+        _, stub = server.stub()
+        results: list[Any] = []
+        call = threading.Thread(
+            target=lambda: results.append(stub.ModelInfer(grpc_matrix([ROW], raw=True)))
+        )
+        call.start()
+        time.sleep(0.5)
+        server.terminate()
+        call.join(timeout=30)
+        assert server.process is not None
+        assert server.process.wait(timeout=30) == 0
+    assert results
+    assert results[0].model_version == "v1"
+
+
+# -- client libraries on their defaults ------------------------------------------------------
+
+CLIENTS = ["triton-http", "triton-grpc", "kserve-rest-v1", "kserve-rest-v2", "kserve-grpc"]
+
+
+def _rows(model: str) -> dict[str, Any]:
+    if model == CANCER:
+        return {
+            "names": ["input-0"],
+            "datatypes": ["FP64"],
+            "columns": [[ROW, [v * 1.2 for v in ROW]]],
+        }
+    return {
+        "names": ["x1", "x2", "color"],
+        "datatypes": ["FP64", "FP64", "BYTES"],
+        "columns": [[0.5, -1.0], [3.0, 7.0], ["red", "blue"]],
+    }
+
+
+def _v1_rows(model: str) -> list[list[Any]]:
+    rows = _rows(model)
+    if model == CANCER:
+        return [list(r) for r in rows["columns"][0]]
+    return [list(r) for r in zip(*rows["columns"], strict=True)]
+
+
+@pytest.mark.parametrize("mode", ["default", "json"])
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("model", [CANCER, "shop"])
+def test_client_matrix(cancer: Served, shop: Served, client: str, mode: str, model: str) -> None:
+    if client == "kserve-rest-v1" and mode == "json":
+        pytest.skip("V1 is JSON only: the default run covers it")
+    served = cancer if model == CANCER else shop
+    http = f"127.0.0.1:{served.port}"
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "tests.integration.client_matrix", client, mode, http,
+            served.grpc_address, model, json.dumps(_rows(model)),
+        ],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout)
+    reference = httpx.post(
+        f"{served.url}/v1/models/{model}:predict",
+        json={"instances": _v1_rows(model), "return_probabilities": True},
+    ).json()
+    assert seen["version"] == reference["model_version"], seen
+    assert seen["all"]["predict"] == reference["predictions"]
+    assert seen["model_ready"] is True
+    if client != "kserve-rest-v1":
+        proba = np.array(seen["all"]["predict_proba"]).reshape(-1, 2)
+        assert np.allclose(proba, reference["probabilities"], rtol=0, atol=1e-12)
+        assert [k for k, v in seen["one"].items() if v is not None] == ["predict_proba"]
+    if "metadata" in seen:
+        assert seen["metadata"]["versions"] == [seen["version"]]
+        assert seen["metadata"]["outputs"] == ["predict", "predict_proba"]
+    assert "accepted" not in seen["bad"]
+    expected = "features" if client == "kserve-rest-v1" else "nope"
+    assert expected in seen["bad"], seen["bad"]  # the server's message, not a decoding error
