@@ -39,7 +39,7 @@ def triton(kind: str, mode: str, url: str, model: str, rows: dict[str, Any]) -> 
     if kind == "http":
         import tritonclient.http as client_lib
     else:
-        import tritonclient.grpc as client_lib  # type: ignore[no-redef]
+        import tritonclient.grpc as client_lib
     from tritonclient.utils import InferenceServerException
 
     client = client_lib.InferenceServerClient(url)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -44,7 +44,7 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self, timeout: float | None = None) -> ServerProcess:
+    def start(self, timeout: float | None = None) -> Self:
         timeout = timeout or self.start_timeout
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -87,7 +87,7 @@ class ServerProcess:
     def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
         return self.client.post(path, json=body, **kwargs)
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
