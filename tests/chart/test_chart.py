@@ -641,3 +641,34 @@ def test_tag_routing_is_described_as_kserve_does_it() -> None:
     ).stdout.split("NOTES:", 1)[1]  # fmt: skip
     assert "prev-breast-cancer-predictor.models." in notes
     assert "latest-breast-cancer-predictor.models." in notes
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_grpc_turns_on_with_one_h2c_port_and_metrics_still_scraped(helm: str) -> None:
+    manifests = render("server.grpc.enabled=true", files=("minimal", "monitoring"), helm=helm)
+    c = container(manifests)
+    env = env_of(c)
+    assert env["MODEL_SERVER_ENABLE_GRPC"] == "true"
+    assert env["MODEL_SERVER_GRPC_PORT"] == "8081"
+    # Knative routes exactly one container port; h2c makes it HTTP/2 (gRPC).
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"]["port"] == 8080
+    endpoint = one(manifests, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_ip"],
+        "targetLabel": "__address__",
+        "replacement": "$1:8080",
+    } in endpoint["relabelings"]
+    assert [p for m in manifests for p in validate(m)] == []
+    off = container(render(helm=helm))
+    assert "MODEL_SERVER_ENABLE_GRPC" not in env_of(off)
+    assert off["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    with pytest.raises(RenderError, match=r"server\.grpc\.enabled with monitoring\.provider gmp"):
+        render(
+            "server.grpc.enabled=true",
+            "monitoring.provider=gmp",
+            files=("minimal", "monitoring"),
+            helm=helm,
+        )
+    with pytest.raises(RenderError, match="maxMessageBytes"):
+        render("server.grpc.maxMessageBytes=5", helm=helm)

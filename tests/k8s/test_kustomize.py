@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,21 @@ def test_rollback_sends_everything_to_the_previous_revision() -> None:
     rollback, canary = isvc("rollback"), isvc("canary")
     assert rollback["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert storage_uri(rollback) == storage_uri(canary)
+
+
+def test_the_grpc_component_turns_grpc_on_with_one_h2c_port(tmp_path: Path) -> None:
+    def relative(path: Path) -> str:
+        return os.path.relpath(path, tmp_path)
+
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{relative(K8S / 'base')}]\n"
+        f"components: [{relative(K8S / 'components' / 'grpc')}]\n"
+    )
+    manifests = built(tmp_path)
+    assert [p for m in manifests for p in validate(m)] == []
+    container = one(manifests, "InferenceService")["spec"]["predictor"]["containers"][0]
+    assert container["args"][-2:] == ["--enable-grpc", "--grpc-port=8081"]
+    # Knative routes exactly one container port; h2c makes it HTTP/2 (gRPC).
+    assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"]["port"] == 8080  # REST, by number
