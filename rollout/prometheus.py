@@ -85,7 +85,7 @@ def measure_side(
     if requests is None:
         return None
     errors = prometheus.scalar(
-        f'sum(increase(model_server_requests_total{{{sel}, code=~"5.."}}[{window}]))'
+        f'sum(increase(model_server_requests_total{{{sel}, code=~"5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"}}[{window}]))'
     )
 
     def quantile(q: float) -> float | None:

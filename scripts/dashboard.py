@@ -28,7 +28,7 @@ SEL = 'namespace=~"$namespace", model_name=~"$model", model_version=~"$version"'
 MODEL_SEL = 'namespace=~"$namespace", model_name=~"$model"'
 TRAINER_SEL = 'model_name=~"$model"'
 REQ = f"model_server_requests_total{{{SEL}}}"
-ERR = f'model_server_requests_total{{{SEL}, code=~"5.."}}'
+ERR = f'model_server_requests_total{{{SEL}, code=~"5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"}}'
 RATE = "$__rate_interval"
 
 

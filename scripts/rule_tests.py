@@ -37,14 +37,17 @@ def series(name: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{name}{{{inner}}}", "values": values}
 
 
-def requests(model: str, version: str, code: str, values: str) -> dict[str, str]:
+def requests(
+    model: str, version: str, code: str, values: str, protocol: str = "v2"
+) -> dict[str, str]:
+    """Request counts; over gRPC, ``code`` is the gRPC status name (OK, INTERNAL, ...)."""
     return series(
         "model_server_requests_total",
         values,
         namespace=NS,
         model_name=model,
         model_version=version,
-        protocol="v2",
+        protocol=protocol,
         code=code,
     )
 
@@ -117,6 +120,19 @@ def cases() -> list[dict[str, Any]]:
             expect("4m", a_burn, crit_a),
             expect("15m", a_burn, crit_a),
             expect("17m", a_burn, crit_a, warn_a),
+        ),
+        case(
+            # Over gRPC the code is the status name: INTERNAL and UNAVAILABLE are server errors
+            # like 500 and 503; INVALID_ARGUMENT is the client's, like 400.
+            "availability burn counts gRPC server errors, not client errors",
+            [
+                requests("bad", "v1", "OK", "0+100x40", protocol="grpc"),
+                requests("bad", "v1", "INTERNAL", "0+1x40", protocol="grpc"),
+                requests("bad", "v1", "UNAVAILABLE", "0+1x40", protocol="grpc"),
+                requests("ok", "v1", "OK", "0+100x40", protocol="grpc"),
+                requests("ok", "v1", "INVALID_ARGUMENT", "0+50x40", protocol="grpc"),
+            ],
+            expect("4m", a_burn, crit_a),
         ),
         case(
             # slow: 20% of requests over 200 ms; fine: 0.5% (under the 1% budget).

@@ -210,7 +210,7 @@ def scripted_prometheus(request: Any) -> dict[str, Any]:
     query = request.params.get("query", "")
     if "feedback" in query:
         value = None
-    elif 'code=~"5.."' in query:
+    elif 'code=~"5..|INTERNAL' in query:
         value = "0"
     elif "histogram_quantile" in query:
         value = "0.012"
