@@ -13,7 +13,7 @@ service and method names tritonclient calls) on ``--host:--grpc-port``:
   ``raw_output_contents`` (as Triton answers; tritonclient and KServe's client read them);
 - errors: INVALID_ARGUMENT (bad input, naming the problem), NOT_FOUND (unknown model or
   version), UNAVAILABLE (not ready), INTERNAL (a bug: logged with the request id);
-- ``x-request-id`` metadata is echoed (or made) in the initial metadata with
+- ``x-request-id`` metadata is echoed (or made) in the trailing metadata with
   ``x-model-version``; ModelInfer is counted with ``protocol="grpc"`` and the gRPC status
   name in ``code``.
 """
@@ -250,7 +250,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         handlers = self.handlers
         given = dict(context.invocation_metadata() or ()).get("x-request-id")
         request_id = str(given) if given else uuid.uuid4().hex
-        await context.send_initial_metadata(
+        # Trailing metadata rides with the status: sending initial metadata early would cost
+        # every call an extra HTTP/2 frame and flush.
+        context.set_trailing_metadata(
             (("x-request-id", request_id), ("x-model-version", handlers.model.version))
         )
         answer: Answer | None = None

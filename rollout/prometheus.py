@@ -15,6 +15,10 @@ import httpx
 
 from rollout.decision import Custom, Measurements, Side
 
+SERVER_ERRORS = "5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"
+"""``code`` values that are server errors: HTTP 5xx, and over gRPC the status names that map
+to 5xx (the server's ``code`` label holds the gRPC status name for gRPC requests)."""
+
 
 class PrometheusError(Exception):
     """Prometheus could not answer a query (unreachable, HTTP error, bad query)."""
@@ -85,7 +89,7 @@ def measure_side(
     if requests is None:
         return None
     errors = prometheus.scalar(
-        f'sum(increase(model_server_requests_total{{{sel}, code=~"5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"}}[{window}]))'
+        f'sum(increase(model_server_requests_total{{{sel}, code=~"{SERVER_ERRORS}"}}[{window}]))'
     )
 
     def quantile(q: float) -> float | None:

@@ -28,7 +28,9 @@ SEL = 'namespace=~"$namespace", model_name=~"$model", model_version=~"$version"'
 MODEL_SEL = 'namespace=~"$namespace", model_name=~"$model"'
 TRAINER_SEL = 'model_name=~"$model"'
 REQ = f"model_server_requests_total{{{SEL}}}"
-ERR = f'model_server_requests_total{{{SEL}, code=~"5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"}}'
+# Server errors: HTTP 5xx and, over gRPC, the status names that map to 5xx.
+SERVER_ERRORS = "5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"
+ERR = f'model_server_requests_total{{{SEL}, code=~"{SERVER_ERRORS}"}}'
 RATE = "$__rate_interval"
 
 

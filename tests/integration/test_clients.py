@@ -387,8 +387,8 @@ def test_grpc_typed_and_raw_contents_answer_as_rest_does(cancer: Served) -> None
             grpc_matrix(rows, raw), metadata=(("x-request-id", "trace-7"),)
         )
         assert (response.model_name, response.model_version, response.id) == (CANCER, "v1", "g-1")
-        assert dict(call.initial_metadata())["x-request-id"] == "trace-7"
-        assert dict(call.initial_metadata())["x-model-version"] == "v1"
+        assert dict(call.trailing_metadata())["x-request-id"] == "trace-7"
+        assert dict(call.trailing_metadata())["x-model-version"] == "v1"
         names = [o.name for o in response.outputs]
         assert names == ["predict", "predict_proba"]
         proba = np.frombuffer(response.raw_output_contents[1], "<f8")
