@@ -536,12 +536,15 @@ def _v1_rows(model: str) -> list[list[Any]]:
     return [list(r) for r in zip(*rows["columns"], strict=True)]
 
 
-@pytest.mark.parametrize("mode", ["default", "json"])
-@pytest.mark.parametrize("client", CLIENTS)
+# V1 is JSON only: its default run is its JSON run.
+MATRIX = [
+    (c, m) for c in CLIENTS for m in ("default", "json") if (c, m) != ("kserve-rest-v1", "json")
+]
+
+
+@pytest.mark.parametrize(("client", "mode"), MATRIX)
 @pytest.mark.parametrize("model", [CANCER, "shop"])
 def test_client_matrix(cancer: Served, shop: Served, client: str, mode: str, model: str) -> None:
-    if client == "kserve-rest-v1" and mode == "json":
-        pytest.skip("V1 is JSON only: the default run covers it")
     served = cancer if model == CANCER else shop
     http = f"127.0.0.1:{served.port}"
     completed = subprocess.run(
@@ -570,3 +573,33 @@ def test_client_matrix(cancer: Served, shop: Served, client: str, mode: str, mod
     assert "accepted" not in seen["bad"]
     expected = "features" if client == "kserve-rest-v1" else "nope"
     assert expected in seen["bad"], seen["bad"]  # the server's message, not a decoding error
+
+
+# -- the README's client examples --------------------------------------------------------------
+
+
+def readme_example(name: str) -> str:
+    """The Python block after ``<!-- example: NAME -->`` in the README."""
+    text = (ROOT / "README.md").read_text()
+    found = re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert found, f"README has no example {name!r}"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("name", ["tritonclient", "grpc"])
+def test_the_readme_client_examples_run(cancer: Served, name: str) -> None:
+    code = (
+        readme_example(name)
+        .replace("127.0.0.1:8080", f"127.0.0.1:{cancer.port}")
+        .replace("127.0.0.1:8081", cancer.grpc_address)
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (
+        "benign" in completed.stdout or "malignant" in completed.stdout or "v1" in completed.stdout
+    )
+    if name == "grpc":
+        assert completed.stdout.startswith("v1 ")
+        assert completed.stdout.rstrip().endswith("order-17")
