@@ -603,3 +603,24 @@ def test_the_readme_client_examples_run(cancer: Served, name: str) -> None:
     if name == "grpc":
         assert completed.stdout.startswith("v1 ")
         assert completed.stdout.rstrip().endswith("order-17")
+
+
+def test_grpc_with_two_workers_counts_in_the_same_metrics(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    """REST runs in the worker processes, gRPC in the main one: one /metrics shows both."""
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--workers", "2"]
+    with Served(args, tmp_path) as server:
+        _, stub = server.stub()
+        for _ in range(5):
+            stub.ModelInfer(grpc_matrix([ROW], raw=True))
+        for _ in range(4):
+            assert server.client.post(PREDICT, content=JSON_ROW).status_code == 200
+        text = server.client.get("/metrics").text
+        assert server.stop() == 0
+    requests = metric_samples(text, "model_server_requests_total")
+    base = (("model_name", CANCER), ("model_version", "v1"))
+    assert requests == {
+        (("code", "OK"), *base, ("protocol", "grpc")): 5.0,
+        (("code", "200"), *base, ("protocol", "v1")): 4.0,
+    }
