@@ -382,7 +382,13 @@ class Handlers:
             return _json(200, {"ready": True}, self.version_headers())
         return _json(503, {"ready": False, "error": self.model.load_error}, self.version_headers())
 
-    async def v2_model_ready(self, model_name: str, version: str | None = None) -> Response:
+    async def v2_model_ready(self, model_name: str) -> Response:
+        return self._model_ready(model_name, None)
+
+    async def v2_version_ready(self, model_name: str, version: str) -> Response:
+        return self._model_ready(model_name, version)
+
+    def _model_ready(self, model_name: str, version: str | None) -> Response:
         try:
             self.check_model(model_name, version)
         except _Refused as error:
@@ -392,9 +398,6 @@ class Handlers:
                 self.version_headers(),
             )
         return _json(200, {"name": model_name, "ready": True}, self.version_headers())
-
-    async def v2_version_ready(self, model_name: str, version: str) -> Response:
-        return await self.v2_model_ready(model_name, version)
 
     async def v1_model_ready(self, model_name: str) -> Response:
         name, _, verb = model_name.rpartition(":")
@@ -419,7 +422,13 @@ class Handlers:
             "outputs": self.model.get_output_types(),
         }
 
-    async def v2_model_metadata(self, model_name: str, version: str | None = None) -> Response:
+    async def v2_model_metadata(self, model_name: str) -> Response:
+        return self._model_metadata(model_name, None)
+
+    async def v2_version_metadata(self, model_name: str, version: str) -> Response:
+        return self._model_metadata(model_name, version)
+
+    def _model_metadata(self, model_name: str, version: str | None) -> Response:
         try:
             self.check_model(model_name, version)
         except _Refused as error:
@@ -439,9 +448,6 @@ class Handlers:
             },
         }
         return _json(200, body, self.version_headers())
-
-    async def v2_version_metadata(self, model_name: str, version: str) -> Response:
-        return await self.v2_model_metadata(model_name, version)
 
     async def metrics_endpoint(self) -> Response:
         data, content_type = exposition()

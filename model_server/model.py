@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -187,7 +188,16 @@ class SklearnModel(Model):  # type: ignore[misc]
             if binary_length is not None:
                 assert isinstance(document, bytes)
                 document = read_binary_request(document, str(binary_length))
-            return InferResponse.from_rest(self.answer(document, "v2").body)
+            answer = self.answer(document, "v2")
+            json_only = dataclasses.replace(answer.decoded, binary_outputs=frozenset())
+            return InferResponse.from_rest(
+                codec.encode_v2(
+                    outputs=answer.outputs,
+                    decoded=json_only,
+                    model_name=self.name,
+                    model_version=self.version,
+                )
+            )
         return self.answer(payload, "v1").body
 
     def unload(self) -> None:

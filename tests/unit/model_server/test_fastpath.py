@@ -140,3 +140,12 @@ def test_kserve_data_plane_path_predicts_like_the_http_handlers(registry: Regist
     assert isinstance(v1, dict)
     assert v2.outputs[0].data == v1["predictions"]
     assert v1["model_version"] == model.version
+    # All outputs by default, and binary tensor data in (set_data_from_numpy's default).
+    assert [o.name for o in v2.outputs] == ["predict", "predict_proba"]
+    binary_input = InferInput("input-0", [1, len(row)], "FP64")
+    binary_input.set_data_from_numpy(np.array([row]), binary_data=True)
+    binary = asyncio.run(
+        model.predict(InferRequest(model_name="breast-cancer", infer_inputs=[binary_input]))
+    )
+    assert isinstance(binary, InferResponse)
+    assert binary.outputs[1].data == v2.outputs[1].data
