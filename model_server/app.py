@@ -34,6 +34,7 @@ from serving_common.logging import bind_context
 
 if TYPE_CHECKING:
     from model_server.model import Answer, SklearnModel
+    from model_server.settings import ModelServerSettings
 
 log = logging.getLogger("model_server.access")
 errors_log = logging.getLogger("model_server")
@@ -51,6 +52,18 @@ SERVER_NAME = "model-server"
 PLATFORM = "sklearn"
 COMPRESS_MIN_BYTES = 64 * 1024
 """Responses at least this large are gzip-compressed for clients that accept it."""
+BYTES_PER_VALUE = 128
+"""Room per feature value in the default body limit: a JSON number, or a category, with
+separators and a V1 object's key."""
+MIN_BODY_LIMIT = 1024 * 1024
+
+
+def body_limit(settings: ModelServerSettings, features: int) -> int:
+    """``--max-request-bytes``, or room for the largest batch of ``features`` as JSON."""
+    if settings.max_request_bytes is not None:
+        return settings.max_request_bytes
+    largest = settings.max_batch_rows * max(features, 1) * BYTES_PER_VALUE + 64 * 1024
+    return max(largest, MIN_BODY_LIMIT)
 
 
 def _package_version() -> str:
@@ -105,6 +118,12 @@ class Handlers:
                 sample_rate=settings.prediction_log_sample_rate,
                 payloads=settings.prediction_log_payloads,
             )
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body, raw or inflated (depends on the loaded model)."""
+        features = len(self.model.metadata.features) if self.model.metadata else 0
+        return body_limit(self.model.settings, features)
 
     @functools.cached_property
     def metrics(self) -> ModelMetrics:
@@ -162,10 +181,8 @@ class Handlers:
                 "(or application/octet-stream with binary tensor data)",
             )
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        body = await request.body()
-        limit = self.model.settings.max_request_bytes
-        if len(body) > limit:
-            raise _Refused(413, _too_large(len(body), limit))
+        body = await request.body()  # BodyLimitMiddleware has bounded it
+        limit = self.body_limit
         if encoding in {"gzip", "x-gzip", "deflate"}:
             return _decompress(body, encoding, limit)
         if encoding != "identity":
@@ -503,9 +520,10 @@ class Handlers:
         return _json(200, {"name": model_name, "message": message}, self.version_headers())
 
 
-def _too_large(size: int, limit: int) -> str:
+def _too_large(size: int, limit: int, *, more: bool = False) -> str:
+    amount = f"more than {limit} bytes" if more else f"{size} bytes"
     return (
-        f"request body of {size} bytes is larger than the limit of {limit} "
+        f"request body of {amount} is larger than the limit of {limit} "
         "(split the batch, or raise --max-request-bytes)"
     )
 
@@ -533,6 +551,63 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
             raise InvalidInput(f"the {encoding} body is cut off before its end")
         return data
     raise InvalidInput(f"the body is not valid {encoding} data ({last})")
+
+
+class BodyLimitMiddleware:
+    """Request bodies no larger than the handlers' ``body_limit``, whatever the client sends.
+
+    A Content-Length over the limit is a 413 before any of the body is read; a body that
+    streams (chunked, or lying about its length) is counted as it arrives and cut at the limit
+    with a 413. Either way the connection is closed (``connection: close``), so the rest of the
+    body is never read, and memory holds at most the limit per request.
+    """
+
+    def __init__(self, app: Any, handlers: Handlers) -> None:
+        self.app = app
+        self.handlers = handlers
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, message: str) -> None:
+        handlers = self.handlers
+        headers = {**handlers.version_headers(), "connection": "close"}
+        path = scope.get("path", "")
+        if path.endswith((":predict", "/infer")):
+            handlers.metrics.request("v1" if path.startswith("/v1/") else "v2", 413, None)
+        await _json(413, {"error": message}, headers)(scope, receive, send)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        limit = self.handlers.body_limit
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, _too_large(int(declared), limit))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, receive, send, _too_large(size, limit, more=True))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class RequestIdMiddleware:
@@ -606,6 +681,7 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> H
 
     app.add_exception_handler(HTTPException, http_error)
     app.router.on_startup.append(handlers.start_background)
+    app.add_middleware(BodyLimitMiddleware, handlers=handlers)  # inside: its 413s get ids
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=6)
     return handlers

@@ -127,14 +127,16 @@ class ModelMetrics:
         for feature, value in scores.items():
             FEATURE_DRIFT.labels(self.model_name, self.model_version, feature).set(value)
 
-    def request(self, protocol: str, code: int | str, seconds: float) -> None:
-        """Count one inference request and its latency."""
+    def request(self, protocol: str, code: int | str, seconds: float | None) -> None:
+        """Count one inference request and its latency (``None``: refused before handling)."""
         key = (protocol, str(code))
         counter = self._requests.get(key)
         if counter is None:
             counter = REQUESTS.labels(self.model_name, self.model_version, protocol, str(code))
             self._requests[key] = counter
         counter.inc()
+        if seconds is None:
+            return
         duration = self._durations.get(protocol)
         if duration is None:
             duration = REQUEST_DURATION.labels(self.model_name, self.model_version, protocol)

@@ -59,8 +59,11 @@ class ModelServerSettings(BaseSettings):
     """Turn on the V2 model repository extension (index, load, unload). Off: anyone who can
     reach the server could otherwise unload the model and leave the pod unready for good.
     Only with --workers 1 (each worker holds its own copy of the model)."""
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest request body in bytes, also after gzip/deflate decompression; larger is a 413."""
+    max_request_bytes: int | None = Field(default=None, ge=1024)
+    """Largest request body in bytes, also after gzip/deflate decompression; larger is a 413,
+    refused from Content-Length before the body is read, or cut off as a chunked body passes
+    it. Default: room for the largest batch the model takes as JSON (--max-batch-rows x
+    features x 128 bytes, plus 64 KiB; at least 1 MiB)."""
     drift: bool = True
     """Compute feature and prediction drift (PSI against the training reference) off the
     request path, exported as model_server_feature_drift_score."""

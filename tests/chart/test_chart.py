@@ -672,3 +672,12 @@ def test_grpc_turns_on_with_one_h2c_port_and_metrics_still_scraped(helm: str) ->
         )
     with pytest.raises(RenderError, match="maxMessageBytes"):
         render("server.grpc.maxMessageBytes=5", helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_max_request_bytes_is_passed_only_when_set(helm: str) -> None:
+    assert "MODEL_SERVER_MAX_REQUEST_BYTES" not in env_of(container(render(helm=helm)))
+    env = env_of(container(render("server.maxRequestBytes=8388608", helm=helm)))
+    assert env["MODEL_SERVER_MAX_REQUEST_BYTES"] == "8388608"
+    with pytest.raises(RenderError, match="maxRequestBytes"):
+        render("server.maxRequestBytes=10", helm=helm)

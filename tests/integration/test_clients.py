@@ -624,3 +624,88 @@ def test_grpc_with_two_workers_counts_in_the_same_metrics(
         (("code", "OK"), *base, ("protocol", "grpc")): 5.0,
         (("code", "200"), *base, ("protocol", "v1")): 4.0,
     }
+
+
+# -- request body limits -----------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _response_head(sock: Any, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    import socket
+
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--max-request-bytes", "4096"]
+    with ServerProcess(args, tmp_path) as server:
+        ok = orjson.dumps({"instances": [ROW] * 20})  # ~3.2 KB
+        assert server.client.post(PREDICT, content=ok).status_code == 200
+        too_big = orjson.dumps({"instances": [ROW] * 30})  # ~4.8 KB
+        refused = server.client.post(PREDICT, content=too_big)
+        assert refused.status_code == 413
+        assert "larger than the limit of 4096" in refused.json()["error"]
+        assert refused.headers["connection"] == "close"
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                f"POST {PREDICT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                "content-length: 1500000000\r\n\r\n".encode()
+                + b" " * 1024
+            )
+            head = _response_head(sock, timeout=10)  # answered with 1.5 GB still to come
+        assert head.startswith(b"HTTP/1.1 413"), head
+        text = server.client.get("/metrics").text
+    samples = metric_samples(text, "model_server_requests_total")
+    assert samples[(("code", "413"), ("model_name", CANCER), ("model_version", "v1"),
+                    ("protocol", "v1"))] == 2.0  # fmt: skip
+
+
+def test_a_streamed_body_is_cut_at_the_limit_and_memory_stays_flat(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    """A chunked body far past the (default) limit: 413, connection closed, RSS flat."""
+    import socket
+
+    with ServerProcess(
+        ["--registry-uri", registry_uri, "--model-name", CANCER], tmp_path
+    ) as server:
+        assert server.process is not None
+        assert server.client.post(PREDICT, content=JSON_ROW).status_code == 200
+        before = _rss_kib(server.process.pid)
+        chunk = b" " * (1 << 20)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = 0
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                f"POST {PREDICT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                "transfer-encoding: chunked\r\n\r\n".encode()
+            )
+            sock.settimeout(10)
+            try:
+                for _ in range(200):  # up to 200 MiB, far past the ~3.9 MB default
+                    sock.sendall(framed)
+                    sent += len(chunk)
+            except OSError:
+                pass  # the server closed the connection: the point
+            head = _response_head(sock, timeout=10)
+        growth_mib = (_rss_kib(server.process.pid) - before) / 1024
+        assert server.client.post(PREDICT, content=JSON_ROW).status_code == 200
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert sent < 200 * len(chunk), "the server read the whole stream"
+    assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB"
+    print(f"sent {sent >> 20} MiB, RSS growth {growth_mib:.1f} MiB")

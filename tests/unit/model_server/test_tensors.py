@@ -134,3 +134,16 @@ def test_binary_response_puts_the_asked_outputs_after_the_header() -> None:
     }
     assert np.frombuffer(body[length:], "<f8").tolist() == [0.9, 0.1, 0.2, 0.8]
     assert binary_response(header, [labels], frozenset()) == (orjson.dumps(header), None)
+
+
+def test_the_default_body_limit_fits_the_largest_batch() -> None:
+    from model_server.app import body_limit
+    from model_server.settings import ModelServerSettings
+
+    def settings(**values: Any) -> ModelServerSettings:
+        return ModelServerSettings(model_dir="/mnt/models", **values)
+
+    # 1000 rows x 30 features x 128 bytes + 64 KiB.
+    assert body_limit(settings(), 30) == 1000 * 30 * 128 + 64 * 1024
+    assert body_limit(settings(max_batch_rows=10), 3) == 1024 * 1024  # never under 1 MiB
+    assert body_limit(settings(max_request_bytes=5000), 30) == 5000
