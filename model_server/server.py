@@ -10,6 +10,7 @@ servicer (``model_server.grpc_service``) when asked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -20,10 +21,21 @@ from kserve.protocol.rest.server import RESTServer
 
 from model_server.app import Handlers
 from model_server.grpc_service import GrpcServer
+from model_server.http_guard import GuardedHttpToolsProtocol
 from model_server.model import SklearnModel
 from model_server.settings import ModelServerSettings
 
 log = logging.getLogger(__name__)
+
+
+def guarded_protocol(settings: ModelServerSettings) -> Any:
+    """uvicorn's protocol with head/body timeouts and a connection cap (``http_guard``)."""
+    return functools.partial(
+        GuardedHttpToolsProtocol,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
 
 
 class PredictorServer(ModelServer):  # type: ignore[misc]
@@ -61,6 +73,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 timeout_keep_alive=self.timeout_keep_alive,
             )
             self._rest_multiprocess_server._rest_server.config.host = settings.host
+            self._rest_multiprocess_server._rest_server.config.http = guarded_protocol(settings)
             self.servers.append(self._rest_multiprocess_server.start())
         else:
             self._rest_server = RESTServer(
@@ -73,6 +86,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 timeout_keep_alive=self.timeout_keep_alive,
             )
             self._rest_server.config.host = settings.host
+            self._rest_server.config.http = guarded_protocol(settings)
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             grpc_server = GrpcServer(handlers, settings.host, self.grpc_port, self.grace_period)

@@ -46,7 +46,16 @@ class ModelServerSettings(BaseSettings):
     grace_period_seconds: int = Field(default=30, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish."""
     timeout_keep_alive: int = Field(default=65, ge=1)
-    """Keep-alive timeout in seconds; keep it above the proxy's idle timeout."""
+    """Keep-alive timeout in seconds: an idle connection is closed after it. Keep it above the
+    proxy's idle timeout (Knative's queue-proxy reuses connections)."""
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a request's line and headers may take to arrive; then 408 and the connection
+    closes. A real client sends its head in one packet; only a broken or hostile one is slower."""
+    body_timeout: float = Field(default=15.0, gt=0, le=600)
+    """Seconds a request body may stall (no bytes at all); then 408 and the connection closes."""
+    max_connections: int = Field(default=4096, ge=1)
+    """Open connections per worker; past it new connections are closed at once. Knative's
+    queue-proxy holds a few per pod; the cap is for floods that bypass it."""
     revision: str | None = None
     """Knative revision serving this process; defaults to K_REVISION, which Knative sets."""
     enable_grpc: bool = False

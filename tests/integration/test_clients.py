@@ -709,3 +709,69 @@ def test_a_streamed_body_is_cut_at_the_limit_and_memory_stays_flat(
     assert sent < 200 * len(chunk), "the server read the whole stream"
     assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB"
     print(f"sent {sent >> 20} MiB, RSS growth {growth_mib:.1f} MiB")
+
+
+# -- slow and idle clients ---------------------------------------------------------------------
+
+
+def test_half_open_heads_and_stalled_bodies_are_cut_off_while_good_requests_flow(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    """1,500 connections that send half a request head and then nothing, and one body that
+    stalls: all closed on time (408 where a request had begun), good requests served meanwhile
+    within the latency SLO (p99 under 500 ms)."""
+    import socket
+
+    args = [
+        *("--registry-uri", registry_uri, "--model-name", CANCER),
+        *("--header-timeout", "2", "--body-timeout", "2"),
+    ]
+    with ServerProcess(args, tmp_path) as server:
+        half_open = []
+        for _ in range(1500):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(f"POST {PREDICT} HTTP/1.1\r\nhost: x\r\n".encode())  # no blank line
+            half_open.append(sock)
+        stalled = socket.create_connection(("127.0.0.1", server.port))
+        stalled.sendall(
+            f"POST {PREDICT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            "content-length: 1000\r\n\r\n{".encode()
+        )
+        opened = time.monotonic()
+        latencies = []
+        while time.monotonic() - opened < 4.0:  # past both timeouts
+            started = time.perf_counter()
+            assert server.client.post(PREDICT, content=JSON_ROW).status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        closed_with_408 = 0
+        for sock in [*half_open, stalled]:
+            head = _response_head(sock, timeout=5)  # b"" once closed
+            closed_with_408 += head.startswith(b"HTTP/1.1 408")
+            assert sock.recv(1024) == b""  # closed by the server, not left open
+            sock.close()
+        elapsed = time.monotonic() - opened
+    latencies.sort()
+    assert closed_with_408 == len(half_open) + 1
+    assert elapsed < 4.0 + 10, f"closing took {elapsed:.1f}s"
+    assert latencies[int(len(latencies) * 0.99) - 1] < 0.5, latencies[-5:]
+
+
+def test_connections_past_the_cap_are_closed_at_once(registry_uri: str, tmp_path: Path) -> None:
+    import socket
+
+    args = ["--registry-uri", registry_uri, "--model-name", CANCER, "--max-connections", "20"]
+    with ServerProcess(args, tmp_path) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        with socket.create_connection(("127.0.0.1", server.port)) as extra:
+            extra.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            extra.settimeout(5)
+            try:
+                answer = extra.recv(1024)
+            except ConnectionResetError:
+                answer = b""  # closed with the request unread: a reset
+        assert answer == b""  # closed without an answer
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        assert server.client.get("/v2/health/live").status_code == 200  # room again

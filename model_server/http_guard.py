@@ -1,0 +1,130 @@
+"""uvicorn's httptools protocol with the limits uvicorn lacks: slow and idle clients cut off.
+
+uvicorn bounds idle keep-alive connections (``--timeout-keep-alive``) but not a request head that
+never ends, nor a body that stops arriving: a client that sends half a head and then nothing
+holds its connection forever. This protocol adds, per connection:
+
+- a head timeout: the request line and headers must be complete within ``header_timeout``
+  seconds of the connection opening (or of the previous response); else a 408 (when part of a
+  head arrived) and the connection is closed;
+- a body timeout: a body that receives no bytes for ``body_timeout`` seconds is abandoned with a
+  408 and the connection closed (the request's handler sees the client gone);
+- a cap on open connections per worker: past ``max_connections``, a new connection is closed at
+  once (no request of it is read), so a flood cannot exhaust file descriptors or memory.
+
+``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
+``functools.partial`` with the limits, which pickles into spawned workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+_BODY = b'{"error":"request timeout: the request did not arrive in time"}'
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
+)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` plus head and body timeouts and a connection cap."""
+
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        body_timeout: float,
+        max_connections: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_started = False
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_started:  # part of a request arrived: say why it is cut off
+            self.transport.write(REQUEST_TIMEOUT)
+        self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self.transport.write(REQUEST_TIMEOUT)
+        self.transport.close()
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            log.warning(
+                "closing a new connection: %d are open in this worker (--max-connections)",
+                len(self.connections),
+            )
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._arm(self.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self.transport is None:  # refused in connection_made
+            return
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        if self._timer is None:  # a keep-alive connection's next request
+            self._arm(self.header_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._head_started = False
+        self._arm(self.body_timeout, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        if self._timer is not None:
+            self._arm(self.body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle until the next request: uvicorn's keep-alive timeout bounds that; the head
+        # timeout starts again with the next request's first byte.
+        self._disarm()
