@@ -681,3 +681,16 @@ def test_max_request_bytes_is_passed_only_when_set(helm: str) -> None:
     assert env["MODEL_SERVER_MAX_REQUEST_BYTES"] == "8388608"
     with pytest.raises(RenderError, match="maxRequestBytes"):
         render("server.maxRequestBytes=10", helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_slow_client_limits_reach_the_server(helm: str) -> None:
+    env = env_of(container(render(helm=helm)))
+    assert (
+        env["MODEL_SERVER_HEADER_TIMEOUT"],
+        env["MODEL_SERVER_BODY_TIMEOUT"],
+        env["MODEL_SERVER_MAX_CONNECTIONS"],
+    ) == ("10", "15", "4096")
+    for wrong in ("server.headerTimeoutSeconds=0", "server.maxConnections=0"):
+        with pytest.raises(RenderError):
+            render(wrong, helm=helm)
