@@ -73,7 +73,7 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """A request answered with ``status`` and ``message`` (404, 405, 413, 415, 501, 503)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -137,18 +137,18 @@ class Handlers:
     def check_model(self, model_name: str, version: str | None = None) -> None:
         """404 for a model or version not served here, 503 while not ready."""
         if model_name != self.model.name:
-            raise _Refused(
+            raise Refused(
                 404,
                 f"model {model_name!r} is not served here (this server serves {self.model.name!r})",
             )
         if version is not None and version != self.model.version:
-            raise _Refused(
+            raise Refused(
                 404,
                 f"version {version!r} of {model_name!r} is not served here (this server serves "
                 f"{self.model.version!r}; other versions are other revisions)",
             )
         if not self.model.ready:
-            raise _Refused(503, f"model {model_name!r} is not ready: {self.model.load_error}")
+            raise Refused(503, f"model {model_name!r} is not ready: {self.model.load_error}")
 
     # -- inference -----------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class Handlers:
         """The request body, decompressed when it says ``Content-Encoding: gzip|deflate``."""
         content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
         if content_type not in _BODY_TYPES and not content_type.endswith("+json"):
-            raise _Refused(
+            raise Refused(
                 415,
                 f"content type {content_type!r} is not supported; send application/json "
                 "(or application/octet-stream with binary tensor data)",
@@ -186,7 +186,7 @@ class Handlers:
         if encoding in {"gzip", "x-gzip", "deflate"}:
             return _decompress(body, encoding, limit)
         if encoding != "identity":
-            raise _Refused(
+            raise Refused(
                 415, f"content encoding {encoding!r} is not supported; send gzip, deflate or none"
             )
         return body
@@ -264,7 +264,7 @@ class Handlers:
         """The HTTP status and error body for a request that failed with ``error``."""
         if isinstance(error, InvalidInput):
             return 400, {"error": str(error)}
-        if isinstance(error, _Refused):
+        if isinstance(error, Refused):
             return error.status, {"error": str(error)}
         if isinstance(error, _InjectedFault):
             return 500, {"error": "injected fault (the server runs with fault injection on)"}
@@ -364,7 +364,7 @@ class Handlers:
             received = decode_feedback(document, schema, self.model.version)
         except InvalidInput as error:
             return _json(400, {"error": str(error)}, self.version_headers())
-        except _Refused as error:
+        except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         self.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
         body: dict[str, Any] = {
@@ -387,9 +387,12 @@ class Handlers:
             served.append("model_repository")
         return served
 
+    def server_metadata_body(self) -> dict[str, Any]:
+        """The Open Inference Protocol server metadata: the same over REST and gRPC."""
+        return {"name": SERVER_NAME, "version": _package_version(), "extensions": self.extensions()}
+
     async def server_metadata(self) -> Response:
-        body = {"name": SERVER_NAME, "version": _package_version(), "extensions": self.extensions()}
-        return _json(200, body, self.version_headers())
+        return _json(200, self.server_metadata_body(), self.version_headers())
 
     async def server_live(self) -> Response:
         return _json(200, {"live": True}, self.version_headers())
@@ -408,7 +411,7 @@ class Handlers:
     def _model_ready(self, model_name: str, version: str | None) -> Response:
         try:
             self.check_model(model_name, version)
-        except _Refused as error:
+        except Refused as error:
             return _json(
                 error.status,
                 {"name": model_name, "ready": False, "error": str(error)},
@@ -424,7 +427,7 @@ class Handlers:
             )
         try:
             self.check_model(model_name)
-        except _Refused as error:
+        except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         body = {"name": model_name, "ready": True, "model_version": self.model.version}
         return _json(200, body, self.version_headers())
@@ -448,7 +451,7 @@ class Handlers:
     def _model_metadata(self, model_name: str, version: str | None) -> Response:
         try:
             self.check_model(model_name, version)
-        except _Refused as error:
+        except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         meta = self.model.metadata
         assert meta is not None
@@ -481,28 +484,28 @@ class Handlers:
     def check_repository(self) -> None:
         """404 unless the model repository extension is on."""
         if not self.model.settings.enable_model_repository:
-            raise _Refused(
+            raise Refused(
                 404,
                 "the model repository extension is off on this server (it serves one version "
                 "per revision; --enable-model-repository turns index/load/unload on)",
             )
 
     def repository_action(self, model_name: str, action: Literal["load", "unload"]) -> str:
-        """Load or unload the served model; raises _Refused when the extension is off."""
+        """Load or unload the served model; raises Refused when the extension is off."""
         self.check_repository()
         if model_name != self.model.name:
-            raise _Refused(404, f"model {model_name!r} is not in this server's repository")
+            raise Refused(404, f"model {model_name!r} is not in this server's repository")
         if action == "unload":
             self.model.unload()
             return f"model {model_name!r} unloaded"
         if not self.model.load():
-            raise _Refused(503, f"model {model_name!r} failed to load: {self.model.load_error}")
+            raise Refused(503, f"model {model_name!r} failed to load: {self.model.load_error}")
         return f"model {model_name!r} loaded"
 
     async def repository_index_endpoint(self) -> Response:
         try:
             self.check_repository()
-        except _Refused as error:
+        except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         return _json(200, self.repository_index(), self.version_headers())
 
@@ -515,7 +518,7 @@ class Handlers:
     def _repository(self, model_name: str, action: Literal["load", "unload"]) -> Response:
         try:
             message = self.repository_action(model_name, action)
-        except _Refused as error:
+        except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         return _json(200, {"name": model_name, "message": message}, self.version_headers())
 
@@ -542,7 +545,7 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
             last = error
             continue
         if len(data) > limit or inflater.unconsumed_tail:
-            raise _Refused(
+            raise Refused(
                 413,
                 f"the {encoding} request body inflates past the limit of {limit} bytes "
                 "(split the batch, or raise --max-request-bytes)",

@@ -295,14 +295,19 @@ TensorData = list[Any] | np.ndarray[Any, Any]
 """A tensor's values: a JSON list, or an array decoded from binary data (REST or gRPC)."""
 
 
-def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], TensorData]:
-    shape = tensor.get("shape")
+def check_shape(name: Any, shape: Any) -> list[int]:
+    """A tensor's shape: a non-empty list of non-negative integers, or InvalidInput."""
     if (
-        not isinstance(shape, list)
+        not isinstance(shape, list | tuple)
         or not shape
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InvalidInput(f"input {name!r} needs a 'shape': a list of non-negative integers")
+    return list(shape)
+
+
+def _tensor_values(tensor: dict[str, Any], name: str) -> tuple[list[int], TensorData]:
+    shape = check_shape(name, tensor.get("shape"))
     data = tensor.get("data")
     if isinstance(data, np.ndarray):
         values: TensorData = data.reshape(-1)

@@ -33,7 +33,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from model_server import tensors
-from model_server.app import SERVER_NAME, _package_version, _Refused
+from model_server.app import Refused
 
 if TYPE_CHECKING:
     from model_server.app import Handlers
@@ -174,7 +174,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     def __init__(self, handlers: Handlers) -> None:
         self.handlers = handlers
 
-    async def _refuse(self, context: aio.ServicerContext, error: _Refused) -> None:
+    async def _refuse(self, context: aio.ServicerContext, error: Refused) -> None:
         code = _STATUS_FOR_HTTP.get(error.status, grpc.StatusCode.INTERNAL)
         await context.abort(code, str(error))
 
@@ -183,7 +183,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     ) -> None:
         try:
             self.handlers.check_model(name, version or None)
-        except _Refused as error:
+        except Refused as error:
             if ready or error.status != 503:
                 await self._refuse(context, error)
 
@@ -206,9 +206,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=_package_version(), extensions=self.handlers.extensions()
-        )
+        return pb.ServerMetadataResponse(**self.handlers.server_metadata_body())
 
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
@@ -238,7 +236,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def _repository(self, context: aio.ServicerContext, name: str, action: Any) -> None:
         try:
             self.handlers.repository_action(name, action)
-        except _Refused as error:
+        except Refused as error:
             if not self.handlers.model.settings.enable_model_repository:
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, str(error))
             await self._refuse(context, error)

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from kserve.errors import InvalidInput
 
-from model_server.codec import OutputTensor
+from model_server.codec import OutputTensor, check_shape
 
 HEADER_LENGTH = "inference-header-content-length"
 """The binary extension's HTTP header: how many leading body bytes are the JSON header."""
@@ -42,16 +42,6 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
 }
 _LENGTH = struct.Struct("<I")
-
-
-def _shape(name: str, shape: Any) -> list[int]:
-    if (
-        not isinstance(shape, list | tuple)
-        or not shape
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise InvalidInput(f"input {name!r} needs a 'shape': a list of non-negative integers")
-    return list(shape)
 
 
 def _bytes_elements(name: str, blob: bytes | memoryview, count: int) -> np.ndarray[Any, Any]:
@@ -91,7 +81,7 @@ def array_from_bytes(
     name: str, datatype: Any, shape: Any, blob: bytes | memoryview
 ) -> np.ndarray[Any, Any]:
     """The flat array ``blob`` holds for a tensor of ``datatype`` and ``shape``."""
-    dims = _shape(name, shape)
+    dims = check_shape(name, shape)
     count = math.prod(dims)
     if datatype == "BYTES":
         return _bytes_elements(name, blob, count)

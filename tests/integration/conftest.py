@@ -59,6 +59,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
+def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registry the servers under test read (never write): a classifier (breast-cancer,
+    promoted), a regressor (diabetes, promoted) and a model with a categorical feature (shop)."""
+    from tests.conftest import mixed_frame
+    from trainer.settings import TrainerSettings
+    from trainer.train import run
+
+    root = tmp_path_factory.mktemp("served") / "registry"
+    uri = str(root)
+    run(TrainerSettings(sample="breast-cancer", registry_uri=uri, promote=True))
+    run(TrainerSettings(sample="diabetes", registry_uri=uri, promote=True))
+    data = root.parent / "shop.csv"
+    mixed_frame(300).to_csv(data, index=False)
+    run(TrainerSettings(data_uri=str(data), target="label", model_name="shop", registry_uri=uri))
+    return uri
+
+
+@pytest.fixture(scope="session")
 def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gcp-storage-emulator behind a proxy enforcing ifGenerationMatch=0.
 

@@ -32,10 +32,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from serving_common.net import free_port
-from tests.conftest import mixed_frame
 from tests.integration.server_harness import ServerProcess, metric_samples
-from trainer.settings import TrainerSettings
-from trainer.train import run
 
 pytestmark = pytest.mark.integration
 
@@ -60,20 +57,6 @@ class Served(ServerProcess):
         channel = grpc.insecure_channel(self.grpc_address)
         grpc.channel_ready_future(channel).result(timeout=30)
         return channel, pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("clients") / "registry"
-    run(TrainerSettings(sample="breast-cancer", registry_uri=str(root), promote=True))
-    data = root.parent / "shop.csv"
-    mixed_frame(300).to_csv(data, index=False)
-    run(
-        TrainerSettings(
-            data_uri=str(data), target="label", model_name="shop", registry_uri=str(root)
-        )
-    )
-    return str(root)
 
 
 @pytest.fixture(scope="module")

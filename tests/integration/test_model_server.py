@@ -17,10 +17,7 @@ import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model_registry import Registry
-from tests.conftest import mixed_frame
 from tests.integration.server_harness import ServerProcess, metric_samples
-from trainer.settings import TrainerSettings
-from trainer.train import run
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +25,6 @@ CANCER = "breast-cancer"
 ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40.0, 0.007,
        0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
        0.084]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def registry_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A registry with a classifier, a regressor and a model with a categorical feature."""
-    root = tmp_path_factory.mktemp("served") / "registry"
-    uri = str(root)
-    run(TrainerSettings(sample="breast-cancer", registry_uri=uri, promote=True))
-    run(TrainerSettings(sample="diabetes", registry_uri=uri, promote=True))
-    data = root.parent / "shop.csv"
-    mixed_frame(300).to_csv(data, index=False)
-    run(TrainerSettings(data_uri=str(data), target="label", model_name="shop", registry_uri=uri))
-    return uri
 
 
 def cancer_args(registry_uri: str, *extra: str) -> list[str]:
