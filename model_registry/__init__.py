@@ -1,6 +1,7 @@
 """The model registry shared by the trainer and the model server."""
 
 from model_registry.errors import (
+    AliasConflict,
     IntegrityError,
     InvalidMetadata,
     InvalidName,
@@ -15,6 +16,7 @@ from model_registry.registry import LATEST, Registry, VersionStatus
 
 __all__ = [
     "LATEST",
+    "AliasConflict",
     "IntegrityError",
     "InvalidMetadata",
     "InvalidName",

@@ -19,6 +19,10 @@ class VersionConflict(RegistryError):
     """A version could not be claimed or written because another writer holds it."""
 
 
+class AliasConflict(RegistryError):
+    """An alias update lost every compare-and-swap race to other writers; nothing was written."""
+
+
 class IntegrityError(RegistryError):
     """An artifact does not match the checksum or size its metadata records."""
 

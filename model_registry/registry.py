@@ -19,7 +19,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import random
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from model_registry import artifacts
 from model_registry.errors import (
+    AliasConflict,
     IntegrityError,
     InvalidMetadata,
     InvalidName,
@@ -46,13 +49,14 @@ from model_registry.metadata import (
     ModelMetadata,
     version_number,
 )
-from model_registry.storage import Storage
+from model_registry.storage import ConcurrentUpdate, Storage
 
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 CLAIM_FILE = ".claim"
 LATEST = "latest"
 ALIAS_RE = r"^[a-z][a-z0-9-]{0,62}$"
+ALIAS_ATTEMPTS = 8
 
 State = Literal["published", "incomplete", "corrupt"]
 
@@ -251,17 +255,7 @@ class Registry:
             raw = self.storage.read_bytes(f"{model_name}/{ALIASES_FILE}")
         except FileNotFoundError:
             return {}
-        try:
-            aliases = orjson.loads(raw)
-        except orjson.JSONDecodeError as error:
-            raise InvalidMetadata(
-                f"{model_name}/{ALIASES_FILE} is not valid JSON: {error}"
-            ) from error
-        if not isinstance(aliases, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
-        ):
-            raise InvalidMetadata(f"{model_name}/{ALIASES_FILE} must map alias names to versions")
-        return dict(aliases)
+        return _parse_aliases(model_name, raw)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -316,25 +310,48 @@ class Registry:
         version = self.resolve(model_name, ref)
         status = self.verify(model_name, version)[0]
         self._published(status)
-        with self.storage.lock(f"{model_name}/{ALIASES_FILE}"):
-            aliases = self.aliases(model_name)
+
+        def point(aliases: dict[str, str]) -> str:
             aliases[alias] = version
-            self.storage.replace(f"{model_name}/{ALIASES_FILE}", _dump_json(aliases))
-        return version
+            return version
+
+        return self._update_aliases(model_name, point)
 
     @_storage_errors
     def delete_alias(self, model_name: str, alias: str) -> str:
         """Remove ``alias``; returns the version it pointed at."""
         check_alias_name(alias)
-        with self.storage.lock(f"{model_name}/{ALIASES_FILE}"):
-            aliases = self.aliases(model_name)
+
+        def drop(aliases: dict[str, str]) -> str:
             if alias not in aliases:
                 raise NotFound(f"model {model_name!r} has no alias {alias!r}")
-            version = aliases.pop(alias)
-            self.storage.replace(f"{model_name}/{ALIASES_FILE}", _dump_json(aliases))
-        return version
+            return aliases.pop(alias)
+
+        return self._update_aliases(model_name, drop)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _update_aliases(self, model_name: str, change: Callable[[dict[str, str]], str]) -> str:
+        """Apply ``change`` to the aliases as compare-and-swap: read them with their generation
+        (ETag), change them, write only if nobody wrote in between. A writer that loses the race
+        applies its change again on the fresh aliases, so no update is lost; after
+        ``ALIAS_ATTEMPTS`` lost races it fails with ``AliasConflict`` and writes nothing."""
+        rel = f"{model_name}/{ALIASES_FILE}"
+        for attempt in range(ALIAS_ATTEMPTS):
+            with self.storage.lock(rel):
+                raw, token = self.storage.read_versioned(rel)
+                aliases = {} if raw is None else _parse_aliases(model_name, raw)
+                result = change(aliases)
+                try:
+                    self.storage.write_if(rel, _dump_json(aliases), token)
+                except ConcurrentUpdate:
+                    time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 (jitter)
+                    continue
+            return result
+        raise AliasConflict(
+            f"{self.storage.url(rel)} was changed by other writers {ALIAS_ATTEMPTS} times while "
+            "this update was applied; nothing was written by this one, try again"
+        )
 
     def _version_files(self, model_name: str) -> dict[str, dict[str, int]]:
         """``{"v3": {"metadata.json": size, ...}}`` from one listing of the model's prefix."""
@@ -435,6 +452,18 @@ def read_version_dir(uri: str) -> tuple[ModelMetadata, bytes]:
         raise NotFound(f"{storage.url(metadata.artifact.file)} is missing") from error
     _check_artifact(metadata, data)
     return metadata, data
+
+
+def _parse_aliases(model_name: str, raw: bytes) -> dict[str, str]:
+    try:
+        aliases = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidMetadata(f"{model_name}/{ALIASES_FILE} is not valid JSON: {error}") from error
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+    ):
+        raise InvalidMetadata(f"{model_name}/{ALIASES_FILE} must map alias names to versions")
+    return dict(aliases)
 
 
 def _check_artifact(metadata: ModelMetadata, data: bytes) -> None:

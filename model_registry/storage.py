@@ -7,6 +7,15 @@ Two writes matter for correctness:
   ``link()`` it into place (atomic, fails if the name exists). GCS: ``ifGenerationMatch=0``.
   S3: ``If-None-Match: *``. Both object stores make a single upload visible all at once.
 - ``replace``: atomic overwrite (``os.replace`` locally, a single PUT on object stores).
+- ``read_versioned`` / ``write_if``: compare-and-swap for read-modify-write of small documents
+  (the aliases). The write succeeds only if the object is still the one read: GCS
+  ``ifGenerationMatch=<generation>``, S3 ``If-Match: <ETag>`` (``If-None-Match: *`` when it was
+  absent); locally the caller holds ``lock`` and the write is a ``replace``. A lost race raises
+  ``ConcurrentUpdate`` and nothing is written.
+
+Listings are never cached (``use_listings_cache=False``): fsspec shares one filesystem object
+per set of options in a process, and a listing cached by one thread while another publishes
+would hide the new files from readers.
 
 Credentials and endpoints come from each backend's usual environment (GKE Workload Identity or
 ``GOOGLE_APPLICATION_CREDENTIALS`` and ``STORAGE_EMULATOR_HOST`` for GCS; the AWS variables,
@@ -28,6 +37,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 from model_registry.errors import StorageError
 
+_REMOTE_DEFAULTS: dict[str, Any] = {"use_listings_cache": False}
+
+
+class ConcurrentUpdate(Exception):
+    """The object changed between ``read_versioned`` and ``write_if``; nothing was written."""
+
+
+_VERSIONED_READ_ATTEMPTS = 5
+
 
 class Storage:
     """A registry root: ``uri`` plus relative paths such as ``my-model/v3/metadata.json``."""
@@ -36,8 +54,11 @@ class Storage:
         if not uri:
             raise StorageError("registry URI is empty")
         self.uri = uri.rstrip("/") or uri
+        options = dict(storage_options or {})
+        if "://" in self.uri and not self.uri.startswith("file://"):
+            options = {**_REMOTE_DEFAULTS, **options}
         try:
-            fs, root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
+            fs, root = fsspec.core.url_to_fs(self.uri, **options)
         except (ImportError, ValueError) as error:
             raise StorageError(f"cannot open registry {uri!r}: {error}") from error
         self.fs: fsspec.AbstractFileSystem = fs
@@ -105,6 +126,78 @@ class Storage:
         self.fs.pipe_file(target, data)
         self.fs.invalidate_cache(target)
 
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        """The object at ``rel`` (None when absent) and a token naming that exact content, for
+        ``write_if``: the GCS generation or the S3 ETag, read before and after the data so the
+        two belong together (a generation never repeats; equal ETags mean equal bytes)."""
+        if self.is_local:
+            try:
+                return self.read_bytes(rel), None
+            except FileNotFoundError:
+                return None, None
+        for _ in range(_VERSIONED_READ_ATTEMPTS):
+            before = self._token(rel)
+            if before is None:
+                return None, None
+            try:
+                data = self.read_bytes(rel)
+            except FileNotFoundError:
+                continue
+            if self._token(rel) == before:
+                return data, before
+        raise StorageError(f"{self.url(rel)} kept changing while it was read; try again")
+
+    def write_if(self, rel: str, data: bytes, token: str | None) -> None:
+        """Write ``data`` at ``rel`` only if it is still what ``read_versioned`` returned with
+        ``token`` (absent when None); ``ConcurrentUpdate`` otherwise."""
+        if self.is_local:
+            self.replace(rel, data)
+            return
+        target = self.path(rel)
+        try:
+            if token is None:
+                self.fs.pipe_file(target, data, mode="create")
+            elif self.fs.protocol[0] in ("gs", "gcs"):
+                self._gcs_write_if(target, data, token)
+            else:
+                self._s3_write_if(target, data, token)
+        except FileExistsError as error:
+            raise ConcurrentUpdate(self.url(rel)) from error
+        except OSError as error:
+            if _precondition_failed(error):
+                raise ConcurrentUpdate(self.url(rel)) from error
+            raise
+        finally:
+            self.fs.invalidate_cache(target)
+
+    def _token(self, rel: str) -> str | None:
+        try:
+            info = self.fs.info(self.path(rel))
+        except FileNotFoundError:
+            return None
+        token = info.get("generation") or info.get("ETag")
+        if not token:
+            raise StorageError(f"{self.uri} reports no generation or ETag for {rel}")
+        return str(token)
+
+    def _gcs_write_if(self, target: str, data: bytes, generation: str) -> None:
+        # The JSON API's media upload with ifGenerationMatch: 412 (FileExistsError in gcsfs)
+        # when the live object has another generation.
+        bucket, key, _ = self.fs.split_path(target)
+        self.fs.call(
+            "POST",
+            f"{self.fs._location}/upload/storage/v1/b/{bucket}/o",
+            uploadType="media",
+            name=key,
+            ifGenerationMatch=generation,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def _s3_write_if(self, target: str, data: bytes, etag: str) -> None:
+        bucket, key, _ = self.fs.split_path(target)
+        self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+
     def remove(self, rel: str) -> None:
         """Delete the object at ``rel`` if present."""
         with contextlib.suppress(FileNotFoundError):
@@ -114,8 +207,7 @@ class Storage:
     def lock(self, rel: str) -> Iterator[None]:
         """Serialize read-modify-write of ``rel`` between processes (local registries only).
 
-        Object stores have no cross-process lock here; their writes are still atomic, and the
-        last writer of an alias wins.
+        Object stores have no lock: there ``write_if``'s precondition detects a concurrent writer.
         """
         if not self.is_local:
             yield
@@ -128,6 +220,20 @@ class Storage:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """True when the backend refused a conditional write (HTTP 412); s3fs reports it as an
+    ``OSError(EINVAL)`` caused by botocore's ``PreconditionFailed``."""
+    seen: BaseException | None = error
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            meta = response.get("ResponseMetadata", {})
+            code = response.get("Error", {}).get("Code")
+            return bool(code == "PreconditionFailed" or meta.get("HTTPStatusCode") == 412)
+        seen = seen.__cause__
+    return False
 
 
 def _write_temp(target: Path, data: bytes) -> Path:

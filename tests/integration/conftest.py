@@ -121,11 +121,12 @@ S3_ENV = {
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server; sets AWS_ENDPOINT_URL_S3 and dummy credentials."""
+    """moto's S3 server (one request at a time, as atomic as S3's conditional writes); sets
+    AWS_ENDPOINT_URL_S3 and dummy credentials."""
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
     process = start(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.integration.serial_moto", str(port)],
         f"http://127.0.0.1:{port}/moto-api/",
         log,
     )

@@ -1,9 +1,11 @@
-"""A loopback HTTP proxy in front of gcp-storage-emulator that enforces ``ifGenerationMatch=0``.
+"""A loopback HTTP proxy in front of gcp-storage-emulator that enforces ``ifGenerationMatch``.
 
-Real GCS refuses an upload with ``ifGenerationMatch=0`` when the object exists (HTTP 412); the
-emulator ignores the parameter. This proxy adds exactly that rule, atomically (one upload with
-the precondition at a time), and forwards everything else unchanged, so the registry's exclusive
-writes are tested through gcsfs's real request path with GCS's documented semantics.
+Real GCS refuses an upload with ``ifGenerationMatch=0`` when the object exists, and with
+``ifGenerationMatch=G`` when the live object's generation is not G (HTTP 412); the emulator
+ignores the parameter. This proxy adds exactly that rule, atomically (one upload with a
+precondition at a time), and forwards everything else unchanged, so the registry's exclusive
+writes and compare-and-swap alias updates are tested through gcsfs's real request path with
+GCS's documented semantics.
 """
 
 from __future__ import annotations
@@ -81,9 +83,7 @@ class PreconditionProxy:
         url = urlsplit(path)
         query = parse_qs(url.query)
         if not (
-            method == "POST"
-            and url.path.startswith("/upload/")
-            and query.get("ifGenerationMatch") == ["0"]
+            method == "POST" and url.path.startswith("/upload/") and query.get("ifGenerationMatch")
         ):
             return self._forward(method, path, headers, body)
         bucket = url.path.split("/b/", 1)[1].split("/", 1)[0]
@@ -95,11 +95,13 @@ class PreconditionProxy:
             if match is None:
                 return 400, [], b'{"error": {"code": 400, "message": "no object name"}}'
             name = json.loads(match.group(1))
+        wanted = query["ifGenerationMatch"][0]
         with self.lock:
-            status, _, _ = self._forward(
+            status, _, live = self._forward(
                 "GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", {}, b""
             )
-            if status == 200:
+            generation = json.loads(live)["generation"] if status == 200 else "0"
+            if generation != wanted:
                 self.refused += 1
                 error = {
                     "error": {

@@ -11,7 +11,8 @@ import fsspec
 import orjson
 import pytest
 
-from model_registry import IntegrityError, NotFound, Registry, VersionConflict
+from model_registry import AliasConflict, IntegrityError, NotFound, Registry, VersionConflict
+from model_registry.storage import ConcurrentUpdate
 from tests.conftest import metadata_body, mixed_frame
 from trainer.settings import TrainerSettings
 from trainer.train import run
@@ -158,3 +159,68 @@ def test_backend_precondition_refuses_an_existing_object(remote_uri: str) -> Non
     with pytest.raises(FileExistsError):
         registry.storage.fs.pipe_file(path, b"second", mode="create")
     assert registry.storage.read_bytes("churn/v1/metadata.json") == b"first"
+
+
+def test_alias_write_is_refused_when_the_aliases_changed_since_read(remote_uri: str) -> None:
+    """The backend's precondition (generation / ETag), not a check before it, refuses the write."""
+    storage = Registry(remote_uri).storage
+    assert storage.read_versioned("m/aliases.json") == (None, None)
+    storage.write_if("m/aliases.json", b'{"a": "v1"}', None)
+    data, token = storage.read_versioned("m/aliases.json")
+    assert (data, token is not None) == (b'{"a": "v1"}', True)
+    with pytest.raises(ConcurrentUpdate):  # absent was expected: someone created it first
+        storage.write_if("m/aliases.json", b'{"b": "v1"}', None)
+    storage.replace("m/aliases.json", b'{"a": "v2"}')  # another writer, after our read
+    with pytest.raises(ConcurrentUpdate):
+        storage.write_if("m/aliases.json", b'{"a": "v1", "c": "v1"}', token)
+    assert storage.read_bytes("m/aliases.json") == b'{"a": "v2"}'
+    _, fresh = storage.read_versioned("m/aliases.json")
+    storage.write_if("m/aliases.json", b'{"a": "v3"}', fresh)
+    assert storage.read_bytes("m/aliases.json") == b'{"a": "v3"}'
+
+
+RACER = """
+import sys
+from model_registry import Registry
+uri, writer, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+registry = Registry(uri)
+for i in range(rounds):
+    registry.set_alias("race", f"w{writer}-{i}", "v1")
+"""
+
+
+def test_racing_alias_writers_lose_no_update(remote_uri: str) -> None:
+    """Processes setting aliases at once: every alias each one set is there at the end."""
+    Registry(remote_uri).publish("race", b"one", metadata_body())
+    writers, rounds = 4, 5
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, remote_uri, str(w), str(rounds)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(writers)
+    ]
+    for racer in racers:
+        _, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+    expected = {f"w{w}-{i}": "v1" for w in range(writers) for i in range(rounds)}
+    assert Registry(remote_uri).aliases("race") == expected
+
+
+def test_alias_update_gives_up_with_a_clear_error_after_losing_every_race(
+    remote_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(remote_uri)
+    registry.publish("race", b"one", metadata_body())
+    registry.set_alias("race", "production", "v1")
+    storage = registry.storage
+
+    def always_lose(rel: str, data: bytes, token: str | None) -> None:
+        storage.replace(rel, storage.read_bytes(rel))  # someone else writes first, every time
+        raise ConcurrentUpdate(rel)
+
+    monkeypatch.setattr(storage, "write_if", always_lose)
+    with pytest.raises(AliasConflict, match="changed by other writers 8 times"):
+        registry.set_alias("race", "staging", "v1")
+    assert Registry(remote_uri).aliases("race") == {"production": "v1"}
