@@ -25,7 +25,7 @@ from kserve.errors import InvalidInput
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from model_server import codec, tensors
+from model_server import codec, http_guard, tensors
 from model_server.drift import DriftMonitor
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
@@ -124,6 +124,38 @@ class Handlers:
         """The largest request body, raw or inflated (depends on the loaded model)."""
         features = len(self.model.metadata.features) if self.model.metadata else 0
         return body_limit(self.model.settings, features)
+
+    @functools.cached_property
+    def _shed_parts(self) -> tuple[bytes, bytes]:
+        """The fixed head and body of a shed request's 503 (built once)."""
+        settings = self.model.settings
+        body = orjson.dumps(
+            {
+                "error": f"overloaded: this worker already has {settings.max_concurrency} "
+                f"requests in progress (--max-concurrency); retry after "
+                f"{settings.retry_after_seconds} s"
+            }
+        )
+        head = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nretry-after: %d\r\nx-model-version: %s\r\n"
+            % (len(body), settings.retry_after_seconds, self.model.version.encode())
+        )
+        return head, body
+
+    def shed_answer(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> bytes:
+        """The whole 503 for a request refused at --max-concurrency (see ``http_guard``); an
+        inference request is counted (``code="503"`` and ``model_server_requests_shed_total``)."""
+        if path.endswith(b":predict") or path.endswith(b"/infer"):
+            self.metrics.shed("v1" if path.startswith(b"/v1/") else "v2")
+        head, body = self._shed_parts
+        request_id = next((v for k, v in headers if k == b"x-request-id"), None)
+        if request_id is None:
+            request_id = uuid.uuid4().hex.encode()
+        connection = b"" if keep_alive else b"connection: close\r\n"
+        return b"%sx-request-id: %s\r\n%s\r\n%s" % (head, request_id, connection, body)
 
     @functools.cached_property
     def metrics(self) -> ModelMetrics:
@@ -687,6 +719,7 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> H
     app.add_middleware(BodyLimitMiddleware, handlers=handlers)  # inside: its 413s get ids
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=6)
+    http_guard.set_shed_answer(handlers.shed_answer)
     return handlers
 
 

@@ -10,7 +10,14 @@ holds its connection forever. This protocol adds, per connection:
 - a body timeout: a body that receives no bytes for ``body_timeout`` seconds is abandoned with a
   408 and the connection closed (the request's handler sees the client gone);
 - a cap on open connections per worker: past ``max_connections``, a new connection is closed at
-  once (no request of it is read), so a flood cannot exhaust file descriptors or memory.
+  once (no request of it is read), so a flood cannot exhaust file descriptors or memory;
+- load shedding: when ``max_concurrency`` requests are in progress in this worker (ASGI tasks
+  queued or running), a POST is answered 503 right here, as soon as its head is parsed: no task,
+  no routing, no body read (its bytes are dropped as they arrive and the connection is kept).
+  The answer comes from the hook the app registers with ``set_shed_answer`` (it counts the
+  request). Requests queue in the event loop behind one another, so answering from the protocol
+  is the only way the refusal does not wait behind the very backlog it refuses to join. GETs
+  (health, metadata, metrics) are never shed: probes must see a busy worker as alive and ready.
 
 ``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
 ``functools.partial`` with the limits, which pickles into spawned workers.
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +42,20 @@ REQUEST_TIMEOUT = (
 )
 
 
+ShedAnswer = Callable[[bytes, list[tuple[bytes, bytes]], bool], bytes]
+"""``(path, headers, keep_alive) -> the whole HTTP response`` for a shed request."""
+
+_shed_answer: ShedAnswer | None = None
+
+
+def set_shed_answer(answer: ShedAnswer | None) -> None:
+    """Register (once per worker process, by the app) how shed requests are answered."""
+    global _shed_answer  # noqa: PLW0603 (one app per worker process)
+    _shed_answer = answer
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` plus head and body timeouts and a connection cap."""
+    """``HttpToolsProtocol`` plus head and body timeouts, a connection cap and load shedding."""
 
     def __init__(
         self,
@@ -42,14 +63,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_timeout: float,
         body_timeout: float,
         max_connections: int,
+        max_concurrency: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_connections = max_connections
+        self.max_concurrency = max_concurrency
         self._timer: asyncio.TimerHandle | None = None
         self._head_started = False
+        self._dropping_body = False
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -112,7 +136,53 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_started = False
         self._arm(self.body_timeout, self._body_timed_out)
+        if self._overloaded():
+            self._shed()
+            return
         super().on_headers_complete()
+
+    def _overloaded(self) -> bool:
+        return (
+            self.max_concurrency > 0
+            and len(self.tasks) >= self.max_concurrency  # this worker's requests in progress
+            and _shed_answer is not None
+            and self.parser.get_method() == b"POST"
+            # a pipelined request waits behind its connection's previous one: answering it now
+            # would put its response first
+            and (self.cycle is None or self.cycle.response_complete)
+        )
+
+    def _shed(self) -> None:
+        assert _shed_answer is not None
+        keep_alive = (
+            self.parser.get_http_version() != "1.0"
+            and self.parser.should_keep_alive()
+            and not self.expect_100_continue  # the client may never send the body we skip
+        )
+        path = httptools.parse_url(self.url).path
+        response = _shed_answer(path, self.headers, keep_alive)
+        # A cycle that is already complete: uvicorn drops the request's body as it arrives.
+        cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.response_started = cycle.response_complete = True
+        self.cycle = cycle
+        self.transport.write(response)
+        if keep_alive:
+            self._dropping_body = True  # on_message_complete readies the next request
+        else:
+            self._disarm()
+            self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -121,6 +191,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        if self._dropping_body:  # a shed request's body has passed: on to the next request
+            self._dropping_body = False
+            self.on_response_complete()
+            return
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

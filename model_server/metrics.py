@@ -38,6 +38,12 @@ REQUESTS = Counter(
     "Inference requests by protocol and HTTP status code.",
     ["model_name", "model_version", "protocol", "code"],
 )
+REQUESTS_SHED = Counter(
+    "model_server_requests_shed_total",
+    "Inference requests turned away with a 503 because the worker was at --max-concurrency "
+    "(also counted in model_server_requests_total with code 503).",
+    ["model_name", "model_version", "protocol"],
+)
 REQUEST_DURATION = Histogram(
     "model_server_request_duration_seconds",
     "Inference request latency, from the handler receiving the request to the response.",
@@ -142,6 +148,11 @@ class ModelMetrics:
             duration = REQUEST_DURATION.labels(self.model_name, self.model_version, protocol)
             self._durations[protocol] = duration
         duration.observe(seconds)
+
+    def shed(self, protocol: str) -> None:
+        """Count one inference request turned away at --max-concurrency (a 503)."""
+        self.request(protocol, 503, None)
+        REQUESTS_SHED.labels(self.model_name, self.model_version, protocol).inc()
 
     def predicted(self, labels: np.ndarray[Any, Any], seconds: float) -> None:
         """Record one batch's inference time, size and predicted classes."""

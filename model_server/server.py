@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def guarded_protocol(settings: ModelServerSettings) -> Any:
-    """uvicorn's protocol with head/body timeouts and a connection cap (``http_guard``)."""
+    """uvicorn's protocol with head/body timeouts, a connection cap and load shedding
+    (``http_guard``)."""
     return functools.partial(
         GuardedHttpToolsProtocol,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_connections=settings.max_connections,
+        max_concurrency=settings.max_concurrency,
     )
 
 

@@ -56,6 +56,14 @@ class ModelServerSettings(BaseSettings):
     max_connections: int = Field(default=4096, ge=1)
     """Open connections per worker; past it new connections are closed at once. Knative's
     queue-proxy holds a few per pod; the cap is for floods that bypass it."""
+    max_concurrency: int = Field(default=32, ge=0)
+    """Inference requests in progress per worker (queued in its event loop or running); past it a
+    POST is answered 503 with Retry-After at once, before its body is read. A worker computes one
+    request at a time, so this bounds the queueing delay an admitted request can see (32 x a
+    1-row request's few milliseconds stays far inside the 500 ms p99 SLO). 0: no limit. The
+    chart derives it from containerConcurrency when that is set."""
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    """Retry-After on a shed request's 503."""
     revision: str | None = None
     """Knative revision serving this process; defaults to K_REVISION, which Knative sets."""
     enable_grpc: bool = False

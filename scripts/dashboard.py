@@ -31,6 +31,7 @@ REQ = f"model_server_requests_total{{{SEL}}}"
 # Server errors: HTTP 5xx and, over gRPC, the status names that map to 5xx.
 SERVER_ERRORS = "5..|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED"
 ERR = f'model_server_requests_total{{{SEL}, code=~"{SERVER_ERRORS}"}}'
+SHED = f"model_server_requests_shed_total{{{SEL}}}"
 RATE = "$__rate_interval"
 
 
@@ -104,7 +105,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Requests by status code",
-                "Per version and HTTP status: 400s are bad client input, 503 not ready.",
+                "Per version and HTTP status: 400s are bad client input, 503 not ready or shed.",
                 (
                     Target(
                         f"sum by (model_version, code) (rate({REQ}[{RATE}]))",
@@ -112,7 +113,22 @@ ROWS: list[tuple[str, list[Panel]]] = [
                     ),
                 ),
                 unit="reqps",
-                width=24,
+                width=16,
+            ),
+            Panel(
+                "Shed load by version",
+                "Share of inference requests turned away with 503 + Retry-After because a worker "
+                "was at --max-concurrency: capacity, kept out of the availability SLO.",
+                (
+                    Target(
+                        f"(sum by (model_version) (rate({SHED}[{RATE}])) or 0 * "
+                        f"sum by (model_version) (rate({REQ}[{RATE}]))) / "
+                        f"sum by (model_version) (rate({REQ}[{RATE}]))",
+                        "{{model_version}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
             ),
         ],
     ),

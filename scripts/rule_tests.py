@@ -52,6 +52,18 @@ def requests(
     )
 
 
+def shed(model: str, version: str, values: str) -> dict[str, str]:
+    """Requests a worker turned away at --max-concurrency (also 503s in requests_total)."""
+    return series(
+        "model_server_requests_shed_total",
+        values,
+        namespace=NS,
+        model_name=model,
+        model_version=version,
+        protocol="v2",
+    )
+
+
 def buckets(model: str, version: str, counts: dict[str, str]) -> list[dict[str, str]]:
     """Cumulative histogram buckets (``le`` -> values) and the matching ``_count``."""
     out = [
@@ -120,6 +132,28 @@ def cases() -> list[dict[str, Any]]:
             expect("4m", a_burn, crit_a),
             expect("15m", a_burn, crit_a),
             expect("17m", a_burn, crit_a, warn_a),
+        ),
+        case(
+            # busy: 30 of 130 requests are 503s, all shed (23%): capacity, not an SLO error, so
+            # no budget burn; the shedding alert fires after its 10m. mixed: 2 shed and 2 other
+            # 503s of 104: the 2 unshed (1.9%) still burn the budget.
+            "shed load stays out of the availability SLO and has its own alert",
+            [
+                requests("busy", "v1", "200", "0+100x40"),
+                requests("busy", "v1", "503", "0+30x40"),
+                shed("busy", "v1", "0+30x40"),
+                requests("mixed", "v1", "200", "0+100x40"),
+                requests("mixed", "v1", "503", "0+4x40"),
+                shed("mixed", "v1", "0+2x40"),
+            ],
+            expect("4m", a_burn, budget("mixed", "availability", "critical", "short")),
+            expect("9m", "ModelServerSheddingLoad"),
+            expect(
+                "12m",
+                "ModelServerSheddingLoad",
+                {"severity": "warning", "namespace": NS, "model_name": "busy"},
+                {"severity": "warning", "namespace": NS, "model_name": "mixed"},
+            ),
         ),
         case(
             # Over gRPC the code is the status name: INTERNAL and UNAVAILABLE are server errors

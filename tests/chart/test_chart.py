@@ -694,3 +694,19 @@ def test_slow_client_limits_reach_the_server(helm: str) -> None:
     for wrong in ("server.headerTimeoutSeconds=0", "server.maxConnections=0"):
         with pytest.raises(RenderError):
             render(wrong, helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_max_concurrency_follows_container_concurrency_per_worker(helm: str) -> None:
+    def max_concurrency(*overrides: str) -> str | None:
+        return env_of(container(render(*overrides, helm=helm))).get("MODEL_SERVER_MAX_CONCURRENCY")
+
+    assert max_concurrency() is None  # the server's own default (32)
+    assert max_concurrency("inferenceService.containerConcurrency=10") == "10"
+    cc_and_workers = ("inferenceService.containerConcurrency=10", "server.workers=3")
+    assert max_concurrency(*cc_and_workers) == "4"  # rounded up: 3 x 4 >= 10
+    assert max_concurrency(*cc_and_workers, "server.maxConcurrency=7") == "7"
+    assert max_concurrency("server.maxConcurrency=0") == "0"  # no limit
+    assert env_of(container(render(helm=helm)))["MODEL_SERVER_RETRY_AFTER_SECONDS"] == "1"
+    with pytest.raises(RenderError, match="maxConcurrency"):
+        render("server.maxConcurrency=-1", helm=helm)

@@ -1,0 +1,176 @@
+"""Overload, faults and long runs against real server processes on 127.0.0.1 (issue 14).
+
+Every test here is bounded in requests and time and stops by itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.open_loop import open_loop, percentile
+from tests.integration.server_harness import ServerProcess
+from trainer.settings import TrainerSettings
+from trainer.train import run
+
+pytestmark = pytest.mark.integration
+
+ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40.0, 0.007,
+       0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
+       0.084]  # fmt: skip
+FOREST = "forest"
+
+
+@pytest.fixture(scope="module")
+def forest_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A model that costs real CPU per request (300 trees, one thread): a worker overloads at a
+    rate a Python client can offer ten times over."""
+    uri = str(tmp_path_factory.mktemp("forest") / "registry")
+    run(
+        TrainerSettings(
+            sample="breast-cancer",
+            model_name=FOREST,
+            registry_uri=uri,
+            estimator="random-forest",
+            params={"n_estimators": 300, "n_jobs": 1},
+            promote=True,
+        )
+    )
+    return uri
+
+
+def raw_predict(model: str, rows: int = 1) -> bytes:
+    body = orjson.dumps({"instances": [ROW] * rows})
+    return (
+        b"POST /v1/models/%s:predict HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+        % (model.encode(), len(body), body)
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_overload_ten_times_over_is_shed_and_admitted_latency_stays_bounded(
+    forest_registry: str, tmp_path: Path
+) -> None:
+    """One worker, --max-concurrency 4, offered 10x what it can compute (open loop, 5 s): about
+    90% are shed with 503 + Retry-After, the rest are served with latency bounded by the
+    admission limit, every shed request is counted, and health checks are never shed."""
+    limit = 4
+    args = ["--registry-uri", forest_registry, "--model-name", FOREST]
+    with ServerProcess([*args, "--max-concurrency", str(limit)], tmp_path) as server:
+        request = raw_predict(FOREST)
+        warm = open_loop(server.port, request, rate=1000, count=30, connections=1)
+        service = percentile([r.seconds for r in warm], 0.5)  # one request, alone
+        assert {r.status for r in warm} == {200}
+        rate, seconds = 10 / service, 5.0
+        results = open_loop(server.port, request, rate=rate, count=int(rate * seconds))
+        assert server.client.get("/v2/health/ready").status_code == 200
+        exposition = server.client.get("/metrics").text
+    admitted = [r.seconds for r in results if r.status == 200]
+    shed = [r for r in results if r.status == 503]
+    assert len(admitted) + len(shed) == len(results), {r.status for r in results}
+    share = len(shed) / len(results)
+    p99 = percentile(admitted, 0.99)
+    print(
+        f"service {service * 1000:.1f} ms; offered {rate:.0f}/s for {seconds:.0f} s: "
+        f"{len(results)} requests, shed {share:.1%}; admitted p50 "
+        f"{percentile(admitted, 0.5) * 1000:.0f} ms p99 {p99 * 1000:.0f} ms; shed p50 "
+        f"{percentile([r.seconds for r in shed], 0.5) * 1000:.1f} ms"
+    )
+    assert 0.75 <= share <= 0.97  # the overload's share: 1 - 1/10, give or take the warm-up
+    # Admitted requests wait behind at most `limit` others: p99 bounded by the admission
+    # limit, not by the length of the overload (which would queue about 45 s of work here).
+    assert p99 < (limit + 2) * service * 3, (p99, service)
+    assert all(r.headers.get("retry-after") == "1" for r in shed)
+    assert all(r.headers.get("x-model-version") == "v1" for r in shed)
+    counted = metric(exposition, "model_server_requests_total", code="503", protocol="v1")
+    assert counted == len(shed) == metric(exposition, "model_server_requests_shed_total")
+
+
+def test_without_a_limit_the_same_overload_queues_without_bound(
+    forest_registry: str, tmp_path: Path
+) -> None:
+    """The contrast that makes the limit worth having: --max-concurrency 0, 10x for 1 s, and
+    the last requests wait for the whole backlog."""
+    args = ["--registry-uri", forest_registry, "--model-name", FOREST, "--max-concurrency", "0"]
+    with ServerProcess(args, tmp_path) as server:
+        request = raw_predict(FOREST)
+        warm = open_loop(server.port, request, rate=1000, count=20, connections=1)
+        service = percentile([r.seconds for r in warm], 0.5)
+        rate = 10 / service
+        results = open_loop(server.port, request, rate=rate, count=int(rate), connections=512)
+    assert {r.status for r in results} == {200}  # nothing shed
+    worst = max(r.seconds for r in results)
+    assert worst > 20 * service, (worst, service)  # the queue, not the model
+
+
+def test_a_shed_request_body_is_skipped_and_the_connection_reused(
+    forest_registry: str, tmp_path: Path
+) -> None:
+    """A shed POST whose body arrives in pieces after the 503: the bytes are dropped, and the
+    same connection then serves the next request."""
+    args = [
+        *("--registry-uri", forest_registry, "--model-name", FOREST),
+        *("--max-concurrency", "1", "--fault-latency-ms", "1500"),  # each request holds 1.5 s
+    ]
+    with ServerProcess(args, tmp_path) as server:
+        body = orjson.dumps({"instances": [ROW] * 200})
+        head = (
+            b"POST /v1/models/%s:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+            b"\r\ncontent-length: %d\r\n\r\n" % (FOREST.encode(), len(body))
+        )
+        with (
+            socket.create_connection(("127.0.0.1", server.port)) as holder,
+            socket.create_connection(("127.0.0.1", server.port)) as sock,
+        ):
+            holder.sendall(raw_predict(FOREST))  # takes the worker's one slot
+            time.sleep(0.3)
+            sock.sendall(head)
+            head_answer = _read_response(sock)
+            assert head_answer.startswith(b"HTTP/1.1 503"), head_answer
+            assert b"retry-after: 1" in head_answer
+            assert b"connection: close" not in head_answer
+            assert b"--max-concurrency" in head_answer
+            for start in range(0, len(body), 1000):  # the body, late and in pieces
+                sock.sendall(body[start : start + 1000])
+                time.sleep(0.01)
+            assert _read_response(holder).startswith(b"HTTP/1.1 200")
+            sock.sendall(raw_predict(FOREST))  # the slot is free again
+            answer = _read_response(sock)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert b'"predictions"' in answer
+
+
+def _read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """One whole response (head and Content-Length body) from ``sock``."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
