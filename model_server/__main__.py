@@ -8,6 +8,8 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +33,8 @@ exit codes:
   0  stopped cleanly (SIGTERM or SIGINT; in-flight requests finish first)
   1  the server failed to start
   2  bad flags or settings
-A model that fails to load does not stop the server: readiness answers 503 with the reason.
+A model that fails to load does not stop the server: readiness answers 503 with the reason,
+and the load is retried with backoff (storage down at start needs no restart).
 
 examples:
   model-server --registry-uri ./registry --model-name breast-cancer --model-version production
@@ -111,7 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.fault_latency_ms,
         )
     model = SklearnModel(settings)
-    model.load()
+    first = ThreadPoolExecutor(1, thread_name_prefix="model-load").submit(model.load)
+    try:
+        first.result(timeout=settings.load_wait_seconds)
+    except FuturesTimeout:
+        logging.getLogger("model_server").warning(
+            "the model is still loading after %.0f s (slow storage?): serving, not ready, "
+            "until it loads",
+            settings.load_wait_seconds,
+        )
+        model.load_error = "still loading (slow storage?)"
+        model.first_attempt = first
     bind_context(model_name=model.name, model_version=model.version)
     publish_model_info(model)
     if settings.workers == 1:

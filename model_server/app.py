@@ -102,6 +102,15 @@ class Handlers:
         self._random = random.Random()  # noqa: S311 (fault injection, not security)
         self.provenance: ProvenanceLog | None = None
         self.drift: DriftMonitor | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._bind_model()
+
+    def _bind_model(self) -> None:
+        """Drift, provenance and metrics for the loaded version (again after a late load)."""
+        model, settings = self.model, self.model.settings
+        self.__dict__.pop("metrics", None)  # rebound on first use, with the loaded version
+        self.__dict__.pop("_shed_parts", None)
         if settings.drift and model.metadata is not None:
             self.drift = DriftMonitor(
                 model.metadata,
@@ -109,7 +118,6 @@ class Handlers:
                 window_seconds=settings.drift_window_seconds,
                 min_rows=settings.drift_min_rows,
             )
-        self._background: set[asyncio.Task[None]] = set()
         if settings.prediction_log_sample_rate > 0 and model.metadata is not None:
             self.provenance = ProvenanceLog(
                 model.metadata,
@@ -378,13 +386,51 @@ class Handlers:
         )
 
     async def start_background(self) -> None:
-        """Start the drift task in this process's event loop (once, whoever asks first)."""
-        if self.drift is not None and not self._background:
-            task = asyncio.create_task(
-                self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
+        """Start this process's background work in its event loop (once, whoever asks first):
+        loading the model until it loads, then drift."""
+        if self._started:
+            return
+        self._started = True
+        self._spawn(self._load_then_watch())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _load_then_watch(self) -> None:
+        if not self.model.ready and not self.model.unloaded:
+            await self.keep_loading()
+        if self.drift is not None:
+            await self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
+
+    async def keep_loading(self) -> None:
+        """Retry loading the model until it loads: storage that is down or slow at start must
+        not need a restart. Capped exponential backoff with jitter; readiness says why it is
+        not ready and when the next attempt is."""
+        settings = self.model.settings
+        delay = settings.load_retry_initial_seconds
+        attempt = 1
+        pending = self.model.first_attempt
+        if pending is not None and not pending.done():  # main()'s first attempt, still going
+            await asyncio.wrap_future(pending)
+        while not self.model.ready and not self.model.unloaded:
+            wait = delay * (0.5 + self._random.random() / 2)
+            reason = self.model.load_error
+            self.model.load_error = f"{reason} (attempt {attempt}; next in {wait:.1f} s)"
+            errors_log.warning(
+                "model not loaded after attempt %d; retrying in %.1f s", attempt, wait
             )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            await asyncio.sleep(wait)
+            attempt += 1
+            await asyncio.to_thread(self.model.load)
+            delay = min(delay * 2, settings.load_retry_max_seconds)
+        if self.model.ready:
+            self._bind_model()
+            from model_server.__main__ import publish_model_info
+
+            publish_model_info(self.model)
+            errors_log.info("model loaded after %d attempts", attempt)
 
     async def feedback(self, model_name: str, request: Request) -> Response:
         """True labels or values for earlier predictions (see ``model_server.feedback``)."""

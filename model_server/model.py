@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -87,6 +88,9 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.fast_path: FastPath | None = None
         self.load_error: str | None = "not loaded yet"
         self.version = "unknown"
+        self.unloaded = False
+        self.first_attempt: concurrent.futures.Future[bool] | None = None
+        """The first load, when main() stopped waiting for it (``--load-wait-seconds``)."""
 
     # -- loading -------------------------------------------------------------------------
 
@@ -116,10 +120,11 @@ class SklearnModel(Model):  # type: ignore[misc]
                     "the model's feature names do not match metadata.json: "
                     f"{list(expected)[:5]}... vs {metadata.feature_names[:5]}..."
                 )
-        except (RegistryError, OSError) as error:
+        except Exception as error:  # any failure: not ready, retried, logged
             self.ready = False
             self.load_error = f"cannot load model from {source}: {error}"
-            log.error("%s", self.load_error)
+            known = isinstance(error, (RegistryError, OSError))
+            log.error("%s", self.load_error, exc_info=None if known else error)
             return False
         if self.settings.model_name and self.settings.model_name != metadata.model_name:
             log.info("serving %s %s as %r", metadata.model_name, metadata.version, self.name)
@@ -131,6 +136,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
         self.fast_path = compile_fast_path(pipeline, metadata) if self.settings.fast_path else None
         self.load_error = None
+        self.unloaded = False
         self.ready = True
         log.info(
             "loaded %s %s from %s in %.2fs (%d features, %s, %s)",
@@ -203,6 +209,7 @@ class SklearnModel(Model):  # type: ignore[misc]
     def unload(self) -> None:
         """Stop serving (the model repository extension's unload, when it is on)."""
         self.ready = False
+        self.unloaded = True
         self.load_error = "unloaded through the model repository API (POST .../load to reload)"
         log.warning("%s %s unloaded on request", self.name, self.version)
 
@@ -236,6 +243,11 @@ class SklearnModel(Model):  # type: ignore[misc]
         ]
 
     # -- worker processes ----------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For a spawned worker: without the main process's load in progress (the worker
+        loads on its own if this copy is not loaded)."""
+        return {**self.__dict__, "first_attempt": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restored in a KServe worker process: put our routes in front of KServe's there too."""

@@ -64,6 +64,16 @@ class ModelServerSettings(BaseSettings):
     chart derives it from containerConcurrency when that is set."""
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
     """Retry-After on a shed request's 503."""
+    load_wait_seconds: float = Field(default=10.0, ge=0)
+    """How long startup waits for the first model load before it starts serving anyway (not
+    ready, the load still going), so storage that is slow at start cannot keep the server
+    from answering liveness probes."""
+    load_retry_initial_seconds: float = Field(default=1.0, gt=0, le=300)
+    """After a failed load (storage down, version missing), the first retry's delay; it doubles
+    on each failure (with jitter) up to --load-retry-max-seconds. The server stays up and not
+    ready meanwhile, and becomes ready when a load succeeds."""
+    load_retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Longest delay between load retries."""
     revision: str | None = None
     """Knative revision serving this process; defaults to K_REVISION, which Knative sets."""
     enable_grpc: bool = False

@@ -5,6 +5,7 @@ Every test here is bounded in requests and time and stops by itself.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.integration.fault_proxy import FaultProxy, Mode
 from tests.integration.open_loop import open_loop, percentile
 from tests.integration.server_harness import ServerProcess
 from trainer.settings import TrainerSettings
@@ -174,3 +176,63 @@ def _read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
         assert chunk, data
         rest += chunk
     return head + b"\r\n\r\n" + rest
+
+
+def wait_ready(server: ServerProcess, timeout: float) -> float:
+    """Seconds until readiness is 200 (fails the test past ``timeout``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.client.get("/v2/health/ready").status_code == 200:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"not ready after {timeout} s:\n{server.log()[-3000:]}")
+
+
+@pytest.mark.parametrize(
+    ("remote_uri", "mode"),
+    [("gs", "error"), ("s3", "down"), ("s3", "slow")],
+    indirect=["remote_uri"],
+)
+def test_storage_outage_at_start_is_waited_out_without_a_restart(
+    remote_uri: str, mode: Mode, tmp_path: Path
+) -> None:
+    """The registry answers 503s, cannot be reached, or is slower than startup waits: the
+    server comes up (live), not ready with the reason, retries with backoff, and becomes ready
+    once storage is back, in the same process."""
+    run(TrainerSettings(sample="breast-cancer", registry_uri=remote_uri, promote=True))
+    gcs = remote_uri.startswith("gs://")
+    variable = "STORAGE_EMULATOR_HOST" if gcs else "AWS_ENDPOINT_URL_S3"
+    with FaultProxy(os.environ[variable], mode=mode, delay=4.0) as proxy:
+        args = [
+            *("--registry-uri", remote_uri, "--model-name", "breast-cancer"),
+            *("--load-wait-seconds", "1", "--load-retry-initial-seconds", "0.5"),
+            *("--load-retry-max-seconds", "2"),
+        ]
+        with ServerProcess(args, tmp_path, env={variable: proxy.url}) as server:
+            pid = server.process.pid if server.process else None
+            wanted = "still loading" if mode == "slow" else "next in"  # a failed attempt
+            reason = ""
+            deadline = time.monotonic() + 60  # the backends' own retries come first
+            while wanted not in reason and time.monotonic() < deadline:
+                ready = server.client.get("/v2/health/ready")
+                assert ready.status_code == 503
+                reason = ready.json()["error"]
+                time.sleep(0.2)
+            assert wanted in reason, reason
+            proxy.mode = "ok"
+            took = wait_ready(server, timeout=90)
+            answer = server.client.post(
+                "/v1/models/breast-cancer:predict", content=orjson.dumps({"instances": [ROW]})
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == "v1"
+            exposition = server.client.get("/metrics").text
+            assert metric(exposition, "model_server_model_info", model_version="v1") == 1
+            assert server.process is not None and server.process.pid == pid  # no restart
+        log = server.log()
+    print(f"{mode}: reason {reason!r}; ready {took:.1f} s after storage returned")
+    if mode == "slow":
+        assert "still loading after 1 s" in log
+    else:  # the reason, and each retry, in the log
+        assert "cannot load model from" in log
+        assert "retrying in" in log
