@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Literal
 
 Mode = Literal["ok", "error", "down", "slow"]
@@ -22,11 +23,20 @@ _HOP = {"host", "content-length", "connection", "transfer-encoding"}
 class FaultProxy:
     """Serve on ``127.0.0.1:port`` in front of ``upstream`` (``host:port``)."""
 
-    def __init__(self, upstream: str, mode: Mode = "ok", delay: float = 5.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        mode: Mode = "ok",
+        delay: float = 5.0,
+        fail_after: Callable[[str, str, bytes], bool] | None = None,
+    ) -> None:
+        """``fail_after(method, path, body)``: when true for a forwarded request, every later one
+        fails (``mode`` becomes ``"down"``): an outage that starts at a chosen moment."""
         host, _, port = upstream.rpartition(":")
         self.upstream = (host.removeprefix("http://") or "127.0.0.1", int(port))
         self.mode: Mode = mode
         self.delay = delay
+        self.fail_after = fail_after
         self.requests = 0
         proxy = self
 
@@ -51,6 +61,8 @@ class FaultProxy:
                 if mode == "slow":
                     time.sleep(proxy.delay)
                 status, headers, payload = proxy.forward(self.command, self.path, self, body)
+                if proxy.fail_after is not None and proxy.fail_after(self.command, self.path, body):
+                    proxy.mode = "down"
                 self._answer(status, headers, payload)
 
             def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+from model_registry import Registry
 from tests.integration.fault_proxy import FaultProxy, Mode
 from tests.integration.open_loop import open_loop, percentile
 from tests.integration.server_harness import ServerProcess
@@ -208,11 +211,15 @@ def test_storage_outage_at_start_is_waited_out_without_a_restart(
             *("--load-wait-seconds", "1", "--load-retry-initial-seconds", "0.5"),
             *("--load-retry-max-seconds", "2"),
         ]
-        with ServerProcess(args, tmp_path, env={variable: proxy.url}) as server:
+        env = {variable: proxy.url, "AWS_MAX_ATTEMPTS": "1"}
+        with ServerProcess(args, tmp_path, env=env) as server:
             pid = server.process.pid if server.process else None
-            wanted = "still loading" if mode == "slow" else "next in"  # a failed attempt
+            # gcsfs retries a 503 itself for about 30 s before failing: the first attempt is
+            # still going ("still loading"). botocore gives up at once (AWS_MAX_ATTEMPTS=1):
+            # the server's own retries take over, and readiness says when the next one is.
+            wanted = "next in" if mode == "down" else "still loading"
             reason = ""
-            deadline = time.monotonic() + 60  # the backends' own retries come first
+            deadline = time.monotonic() + 30
             while wanted not in reason and time.monotonic() < deadline:
                 ready = server.client.get("/v2/health/ready")
                 assert ready.status_code == 503
@@ -231,8 +238,48 @@ def test_storage_outage_at_start_is_waited_out_without_a_restart(
             assert server.process is not None and server.process.pid == pid  # no restart
         log = server.log()
     print(f"{mode}: reason {reason!r}; ready {took:.1f} s after storage returned")
-    if mode == "slow":
-        assert "still loading after 1 s" in log
-    else:  # the reason, and each retry, in the log
+    assert "still loading after 1 s" in log
+    if mode == "down":  # the reason, and each retry, in the log
         assert "cannot load model from" in log
         assert "retrying in" in log
+
+
+@pytest.mark.parametrize("remote_uri", ["gs", "s3"], indirect=True)
+def test_trainer_outage_mid_publish_leaves_no_visible_version(
+    remote_uri: str, tmp_path: Path
+) -> None:
+    """Storage goes away right after the artifact is uploaded, before metadata.json: the
+    trainer exits 5 (registry), readers see no new version, and the next publish works."""
+    gcs = remote_uri.startswith("gs://")
+    variable = "STORAGE_EMULATOR_HOST" if gcs else "AWS_ENDPOINT_URL_S3"
+
+    def artifact_uploaded(method: str, path: str, body: bytes) -> bool:
+        # S3 names the object in the path; a GCS upload in its JSON part ({"name": ...}).
+        return method in {"PUT", "POST"} and (
+            "model.skops" in path.replace("%2F", "/") or b"model.skops" in body[:1000]
+        )
+
+    with FaultProxy(os.environ[variable], fail_after=artifact_uploaded) as proxy:
+        trainer = subprocess.run(
+            [
+                *(sys.executable, "-m", "trainer", "--sample", "breast-cancer"),
+                *("--registry-uri", remote_uri, "--promote"),
+            ],
+            env={**os.environ, variable: proxy.url, "AWS_MAX_ATTEMPTS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert proxy.mode == "down"  # the outage began mid-publish
+    assert trainer.returncode == 5, trainer.stderr[-2000:]
+    assert "registry" in trainer.stderr.lower()
+    registry = Registry(remote_uri)
+    assert registry.list_versions("breast-cancer") == []
+    assert {s.version: s.state for s in registry.statuses("breast-cancer")} == {
+        "v1": "incomplete"
+    }
+    assert registry.aliases("breast-cancer") == {}
+    again = run(TrainerSettings(sample="breast-cancer", registry_uri=remote_uri, promote=True))
+    assert again.outcome == "registered"
+    assert registry.resolve("breast-cancer", "production") == "v2"  # v1 is never reused
