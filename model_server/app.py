@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import time
 import uuid
@@ -25,7 +26,7 @@ from kserve.errors import InvalidInput
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from model_server import codec, http_guard, tensors
+from model_server import codec, http_guard, tensors, workers
 from model_server.drift import DriftMonitor
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
@@ -401,6 +402,9 @@ class Handlers:
     async def _load_then_watch(self) -> None:
         if not self.model.ready and not self.model.unloaded:
             await self.keep_loading()
+        roster = workers.roster()
+        if roster is not None and self.model.ready:
+            roster.mark_ready(os.getpid())
         if self.drift is not None:
             await self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
 
@@ -475,10 +479,30 @@ class Handlers:
     async def server_live(self) -> Response:
         return _json(200, {"live": True}, self.version_headers())
 
+    def not_ready_reason(self) -> str | None:
+        """Why readiness is 503: the model is not loaded here, or a sibling worker is gone and
+        its replacement has not loaded the model yet. None when ready."""
+        if not self.model.ready:
+            return self.model.load_error or "not loaded"
+        return self.missing_workers()
+
+    @staticmethod
+    def missing_workers() -> str | None:
+        """With --workers N: the workers that died and are not replaced (and loaded) yet."""
+        roster = workers.roster()
+        missing = roster.not_ready() if roster is not None else []
+        if not missing:
+            return None
+        return (
+            f"worker(s) {', '.join(map(str, missing))} of this server are not serving: a "
+            "replacement for a worker that died is starting"
+        )
+
     async def server_ready(self) -> Response:
-        if self.model.ready:
+        reason = self.not_ready_reason()
+        if reason is None:
             return _json(200, {"ready": True}, self.version_headers())
-        return _json(503, {"ready": False, "error": self.model.load_error}, self.version_headers())
+        return _json(503, {"ready": False, "error": reason}, self.version_headers())
 
     async def v2_model_ready(self, model_name: str) -> Response:
         return self._model_ready(model_name, None)
@@ -489,6 +513,9 @@ class Handlers:
     def _model_ready(self, model_name: str, version: str | None) -> Response:
         try:
             self.check_model(model_name, version)
+            missing = self.missing_workers()
+            if missing is not None:
+                raise Refused(503, missing)
         except Refused as error:
             return _json(
                 error.status,
@@ -505,6 +532,9 @@ class Handlers:
             )
         try:
             self.check_model(model_name)
+            missing = self.missing_workers()
+            if missing is not None:
+                raise Refused(503, missing)
         except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
         body = {"name": model_name, "ready": True, "model_version": self.model.version}

@@ -16,9 +16,10 @@ from typing import Any
 
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
+from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess, RESTServerProcess
 from kserve.protocol.rest.server import RESTServer
 
+from model_server import workers
 from model_server.app import Handlers
 from model_server.grpc_service import GrpcServer
 from model_server.http_guard import GuardedHttpToolsProtocol
@@ -38,6 +39,49 @@ def guarded_protocol(settings: ModelServerSettings) -> Any:
         max_connections=settings.max_connections,
         max_concurrency=settings.max_concurrency,
     )
+
+
+class SupervisedWorkers(RESTServerMultiProcess):  # type: ignore[misc]
+    """KServe's worker processes, replaced when one dies (as KServe does), plus: the roster
+    that readiness reads, and the dead worker's metrics kept (``model_server.workers``)."""
+
+    def init_processes(self, sockets: list[Any]) -> None:
+        super().init_processes(sockets)
+        self._publish_roster()
+
+    def _publish_roster(self) -> None:
+        roster = workers.roster()
+        if roster is not None:
+            roster.expect([p.pid for p in self._processes if p.pid is not None])
+
+    async def keep_subprocess_alive(self, sockets: list[Any]) -> None:
+        # KServe's loop, with our bookkeeping between the death and the replacement.
+        if self.should_exit.is_set():
+            return
+        for index, process in enumerate(self._processes):
+            if process.is_alive():
+                continue
+            process.kill()  # dead, or alive but not answering pings: hung
+            await process.wait_for_termination()
+            if self.should_exit.is_set():
+                return
+            pid = process.pid
+            log.error(
+                "worker %s died (exit code %s); starting a replacement",
+                pid,
+                process._process.exitcode,
+            )
+            roster, directory = workers.roster(), workers.metrics_dir()
+            if roster is not None and pid is not None:
+                roster.forget(pid)
+            if directory is not None and pid is not None:
+                moved = workers.archive_metrics(directory, pid)
+                log.info("kept %d metric values of worker %s", moved, pid)
+            replacement = RESTServerProcess(sockets, self._rest_server.run)
+            replacement.start()
+            self._processes[index] = replacement
+            self._publish_roster()
+            log.info("started worker %s", replacement.pid)
 
 
 class PredictorServer(ModelServer):  # type: ignore[misc]
@@ -65,7 +109,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
         model.enable_latency_logging = False
         settings = self.settings
         if settings.workers > 1:
-            self._rest_multiprocess_server = RESTServerMultiProcess(
+            self._rest_multiprocess_server = SupervisedWorkers(
                 FASTAPI_APP_IMPORT_STRING,
                 self.dataplane,
                 self.model_repository_extension,

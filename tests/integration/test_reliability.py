@@ -6,12 +6,14 @@ Every test here is bounded in requests and time and stops by itself.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -281,3 +283,74 @@ def test_trainer_outage_mid_publish_leaves_no_visible_version(
     again = run(TrainerSettings(sample="breast-cancer", registry_uri=remote_uri, promote=True))
     assert again.outcome == "registered"
     assert registry.resolve("breast-cancer", "production") == "v2"  # v1 is never reused
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    """The REST worker processes (spawned children) of ``server``."""
+    assert server.process is not None
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    pids = [int(p) for p in children.read_text().split()]
+    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def series(text: str) -> dict[str, float]:
+    """Every sample of the model server's own metrics, by name and labels."""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("model_server_") and "drift" not in line
+    }
+
+
+def test_a_killed_worker_is_replaced_and_no_count_is_lost(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    """--workers 2: SIGKILL one worker, three times over. Readiness is 503 while it is gone,
+    200 once the replacement serves; every request counted before and after is in /metrics
+    exactly once; the metrics directory does not grow with each dead worker."""
+    metrics_dir = tmp_path / "metrics"
+    args = ["--registry-uri", registry_uri, "--model-name", "breast-cancer", "--workers", "2"]
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    body = orjson.dumps({"instances": [ROW]})
+    sent = 0
+    with ServerProcess(args, tmp_path, env=env) as server:
+        wait_ready(server, timeout=60)
+        files_with_two_workers = None
+        for _ in range(3):
+            for _ in range(40):
+                answer = server.client.post("/v1/models/breast-cancer:predict", content=body)
+                assert answer.status_code == 200
+                sent += 1
+            before = series(server.client.get("/metrics").text)
+            victim, survivor = worker_pids(server)
+            os.kill(victim, signal.SIGKILL)
+            states = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    status = server.client.get("/v2/models/breast-cancer/ready").status_code
+                except httpx.TransportError:  # a kept-alive connection to the dead worker
+                    continue
+                if not states or states[-1] != status:
+                    states.append(status)
+                if states[-1] == 200 and 503 in states:
+                    break
+                time.sleep(0.05)
+            assert states[-2:] == [503, 200], states
+            pids = worker_pids(server)
+            assert survivor in pids
+            assert victim not in pids
+            assert len(pids) == 2
+            after = series(server.client.get("/metrics").text)
+            # Nothing lost, nothing counted twice: every series is still there with its count
+            # (readiness probes are not counted).
+            assert after == before
+            files = sorted(p.name for p in metrics_dir.glob("*.db"))
+            if files_with_two_workers is None:
+                files_with_two_workers = len(files)
+            assert len(files) == files_with_two_workers, files  # the archive, not one per death
+        total = series(server.client.get("/metrics").text)
+        log = server.log()
+    requests = sum(v for k, v in total.items() if k.startswith("model_server_requests_total{"))
+    assert requests == sent
+    assert log.count("died (exit code -9); starting a replacement") == 3
