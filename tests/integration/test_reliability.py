@@ -324,7 +324,7 @@ def test_a_killed_worker_is_replaced_and_no_count_is_lost(
             before = series(server.client.get("/metrics").text)
             victim, survivor = worker_pids(server)
             os.kill(victim, signal.SIGKILL)
-            states = []
+            states: list[int] = []
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
