@@ -42,7 +42,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: images image-base image-test help setup system-deps lock run train test bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
+.PHONY: images image-base image-test help setup system-deps lock run train test soak bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -146,6 +146,11 @@ test-unit: setup ## Unit tests only
 
 test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
+
+SOAK_REQUESTS ?= 200000
+
+soak: setup system-deps ## Soak --workers 2 with $(SOAK_REQUESTS) mixed requests (V1, V2, bad, feedback): RSS and fds stay flat (~2 min)
+	SOAK_REQUESTS=$(SOAK_REQUESTS) $(BIN)/python -m pytest tests/integration/test_reliability.py -k soak -s
 
 chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario and environment file; the chart README is fresh
 	@for helm in $(HELM3) $(HELM4); do for values in $(CHART)/ci/*-values.yaml; do \
