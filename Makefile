@@ -150,7 +150,7 @@ test-integration: setup system-deps ## Integration tests: real storage emulators
 SOAK_REQUESTS ?= 200000
 
 soak: setup system-deps ## Soak --workers 2 with $(SOAK_REQUESTS) mixed requests (V1, V2, bad, feedback): RSS and fds stay flat (~2 min)
-	SOAK_REQUESTS=$(SOAK_REQUESTS) $(BIN)/python -m pytest tests/integration/test_reliability.py -k soak -s
+	SOAK_REQUESTS=$(SOAK_REQUESTS) $(BIN)/python -m pytest tests/integration/test_reliability.py -k soak -s --timeout 1200
 
 chart-lint: tools ## helm lint --strict (helm 3 and 4) on every ci/ scenario and environment file; the chart README is fresh
 	@for helm in $(HELM3) $(HELM4); do for values in $(CHART)/ci/*-values.yaml; do \

@@ -690,7 +690,8 @@ def test_slow_client_limits_reach_the_server(helm: str) -> None:
         env["MODEL_SERVER_HEADER_TIMEOUT"],
         env["MODEL_SERVER_BODY_TIMEOUT"],
         env["MODEL_SERVER_MAX_CONNECTIONS"],
-    ) == ("10", "15", "4096")
+        env["MODEL_SERVER_TIMEOUT_KEEP_ALIVE"],
+    ) == ("10", "15", "4096", "65")
     for wrong in ("server.headerTimeoutSeconds=0", "server.maxConnections=0"):
         with pytest.raises(RenderError):
             render(wrong, helm=helm)
@@ -710,3 +711,15 @@ def test_max_concurrency_follows_container_concurrency_per_worker(helm: str) -> 
     assert env_of(container(render(helm=helm)))["MODEL_SERVER_RETRY_AFTER_SECONDS"] == "1"
     with pytest.raises(RenderError, match="maxConcurrency"):
         render("server.maxConcurrency=-1", helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_model_load_retry_settings_reach_the_server(helm: str) -> None:
+    env = env_of(container(render("server.modelLoad.retryMaxSeconds=60", helm=helm)))
+    assert (
+        env["MODEL_SERVER_LOAD_WAIT_SECONDS"],
+        env["MODEL_SERVER_LOAD_RETRY_INITIAL_SECONDS"],
+        env["MODEL_SERVER_LOAD_RETRY_MAX_SECONDS"],
+    ) == ("10", "1", "60")
+    with pytest.raises(RenderError, match="retryInitialSeconds"):
+        render("server.modelLoad.retryInitialSeconds=0", helm=helm)
