@@ -181,8 +181,9 @@ class Storage:
         return str(token)
 
     def _gcs_write_if(self, target: str, data: bytes, generation: str) -> None:
-        # The JSON API's media upload with ifGenerationMatch: 412 (FileExistsError in gcsfs)
-        # when the live object has another generation.
+        # The JSON API's media upload with the ifGenerationMatch query parameter: "request
+        # proceeds if the generation of the target resource matches", else 412 (Cloud Storage's
+        # "Request preconditions" page); gcsfs raises FileExistsError for a 412.
         bucket, key, _ = self.fs.split_path(target)
         self.fs.call(
             "POST",
@@ -223,15 +224,20 @@ class Storage:
 
 
 def _precondition_failed(error: BaseException) -> bool:
-    """True when the backend refused a conditional write (HTTP 412); s3fs reports it as an
-    ``OSError(EINVAL)`` caused by botocore's ``PreconditionFailed``."""
+    """True when S3 refused a conditional write because the object changed: 412
+    ``PreconditionFailed``, or 409 ``ConditionalRequestConflict`` when another conditional write
+    to the key was in progress ("fetch the object's ETag and retry", the S3 API reference for
+    PutObject's If-Match). s3fs reports both as an ``OSError`` caused by botocore's error."""
     seen: BaseException | None = error
     while seen is not None:
         response = getattr(seen, "response", None)
         if isinstance(response, dict):
-            meta = response.get("ResponseMetadata", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = response.get("Error", {}).get("Code")
-            return bool(code == "PreconditionFailed" or meta.get("HTTPStatusCode") == 412)
+            return bool(
+                code in {"PreconditionFailed", "ConditionalRequestConflict"}
+                or status in {409, 412}
+            )
         seen = seen.__cause__
     return False
 

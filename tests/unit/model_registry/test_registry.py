@@ -276,3 +276,27 @@ def test_concurrent_alias_updates_lose_nothing(registry: Registry) -> None:
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda n: registry.set_alias("churn", n, "v2"), names))
     assert registry.aliases("churn") == dict.fromkeys(names, "v2")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "conflict"),
+    [
+        ("PreconditionFailed", 412, True),  # If-Match: the object changed since it was read
+        ("ConditionalRequestConflict", 409, True),  # another conditional write in progress
+        ("AccessDenied", 403, False),
+        ("InternalError", 500, False),
+    ],
+)
+def test_s3_refusals_of_a_conditional_write_are_told_from_other_failures(
+    code: str, status: int, conflict: bool
+) -> None:
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+    from model_registry.storage import _precondition_failed
+
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    cause = ClientError(response, "PutObject")
+    wrapped = OSError(22, f"{code} (as s3fs raises it)")
+    wrapped.__cause__ = cause
+    assert _precondition_failed(wrapped) is conflict
+    assert _precondition_failed(OSError("no response at all")) is False
