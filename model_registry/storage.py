@@ -235,8 +235,7 @@ def _precondition_failed(error: BaseException) -> bool:
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = response.get("Error", {}).get("Code")
             return bool(
-                code in {"PreconditionFailed", "ConditionalRequestConflict"}
-                or status in {409, 412}
+                code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
             )
         seen = seen.__cause__
     return False
