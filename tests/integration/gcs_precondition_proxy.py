@@ -10,82 +10,31 @@ GCS's documented semantics.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
+
+from tests.integration.loopback_proxy import Answer, LoopbackProxy
 
 _NAME_IN_BODY = re.compile(rb'\{"name": (".*?(?<!\\)")')
 
 
-class PreconditionProxy:
-    """Serve on ``127.0.0.1:port`` and forward to the emulator at ``upstream_port``."""
+class PreconditionProxy(LoopbackProxy):
+    """In front of the emulator at ``127.0.0.1:upstream_port``."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
         self.lock = threading.Lock()
         self.refused = 0
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _relay(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, headers, payload = proxy.handle(self.command, self.path, self.headers, body)
-                self.send_response(status)
-                for key, value in headers:
-                    if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _relay  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PreconditionProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _forward(
-        self, method: str, path: str, headers: object, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
-        try:
-            forwarded = {
-                k: v
-                for k, v in headers.items()  # type: ignore[attr-defined]
-                if k.lower() not in {"host", "content-length", "connection"}
-            }
-            connection.request(method, path, body=body or None, headers=forwarded)
-            response = connection.getresponse()
-            return response.status, response.getheaders(), response.read()
-        finally:
-            connection.close()
-
-    def handle(
-        self, method: str, path: str, headers: object, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         url = urlsplit(path)
         query = parse_qs(url.query)
         if not (
             method == "POST" and url.path.startswith("/upload/") and query.get("ifGenerationMatch")
         ):
-            return self._forward(method, path, headers, body)
+            return self.forward(method, path, headers, body)
         bucket = url.path.split("/b/", 1)[1].split("/", 1)[0]
         names = query.get("name")
         if names:
@@ -97,7 +46,7 @@ class PreconditionProxy:
             name = json.loads(match.group(1))
         wanted = query["ifGenerationMatch"][0]
         with self.lock:
-            status, _, live = self._forward(
+            status, _, live = self.forward(
                 "GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", {}, b""
             )
             generation = json.loads(live)["generation"] if status == 200 else "0"
@@ -110,4 +59,4 @@ class PreconditionProxy:
                     }
                 }
                 return 412, [("Content-Type", "application/json")], json.dumps(error).encode()
-            return self._forward(method, path, headers, body)
+            return self.forward(method, path, headers, body)
