@@ -267,10 +267,11 @@ $(BENCH_VENV)/.installed: benchmarks/mlserver.lock | $(UV)
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) $(UV) pip sync --quiet --require-hashes benchmarks/mlserver.lock
 	touch $@
 
-bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s and latency vs bare KServe, MLServer and a raw ASGI floor (wrk), then JSON vs binary vs gRPC (~9 min)
+bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s and latency vs bare KServe, MLServer and a raw ASGI floor (wrk), then JSON vs binary vs gRPC, then a shed request's server time (~10 min)
 	@$(MAKE) --no-print-directory system-deps DEBIAN_PACKAGES="$(DEBIAN_PACKAGES) wrk"
 	$(BIN)/python -m benchmarks.bench_serve $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.bench_protocols $(BENCH_PROTOCOL_ARGS)
+	$(BIN)/python -m benchmarks.bench_shed
 
 bench: bench-train bench-serve ## Every benchmark
 
