@@ -80,6 +80,8 @@ def _prepare_multiprocess_metrics(workers: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
+        # The worker roster of a previous container (an emptyDir outlives it): pids repeat.
+        shutil.rmtree(path / "workers", ignore_errors=True)
     else:
         directory = tempfile.mkdtemp(prefix="model-server-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
