@@ -247,12 +247,16 @@ def test_storage_outage_at_start_is_waited_out_without_a_restart(
         assert "retrying in" in log
 
 
-@pytest.mark.parametrize("remote_uri", ["gs", "s3"], indirect=True)
+@pytest.mark.parametrize("remote_uri", ["s3"], indirect=True)
 def test_trainer_outage_mid_publish_leaves_no_visible_version(
     remote_uri: str, tmp_path: Path
 ) -> None:
     """Storage goes away right after the artifact is uploaded, before metadata.json: the
-    trainer exits 5 (registry), readers see no new version, and the next publish works."""
+    trainer exits 5 (registry), readers see no new version, and the next publish works.
+
+    On S3 only in CI: the publish order is the same code on every store, and gcsfs retries a
+    dead store for about 30 s before it fails (run with ``-k mid_publish`` and ``"gs"`` added
+    to see it; it passed, 39 s)."""
     gcs = remote_uri.startswith("gs://")
     variable = "STORAGE_EMULATOR_HOST" if gcs else "AWS_ENDPOINT_URL_S3"
 
