@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from model_registry.errors import InvalidName, NotFound, RegistryError
+from model_registry.metadata import ModelMetadata
 from model_registry.registry import LATEST, Registry, VersionStatus
 
 EXIT_OK = 0
@@ -183,7 +184,23 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
         f"provenance:  package {prov.package_version}, sklearn {prov.sklearn}, "
         f"python {prov.python}, git {prov.git_sha or 'unknown'}"
     )
+    print("onnx:        " + _onnx_line(meta))
     return EXIT_OK
+
+
+def _onnx_line(meta: ModelMetadata) -> str:
+    onnx = meta.onnx
+    if onnx is None:
+        return "none (registered before ONNX export)"
+    if onnx.file is None:
+        return f"none: {onnx.reason}"
+    extra = onnx.model_extra or {}
+    check = extra.get("check") or {}
+    return (
+        f"{onnx.file} ({onnx.size_bytes} B, sha256 {onnx.sha256}), checked on "
+        f"{check.get('rows')} rows, largest difference {check.get('max_abs_difference', 0):.3g}"
+        f"; skl2onnx {extra.get('skl2onnx')}, onnxruntime {extra.get('onnxruntime')}"
+    )
 
 
 def _cmd_alias(registry: Registry, args: argparse.Namespace) -> int:

@@ -33,6 +33,19 @@ class ArtifactInfo(_Open):
     size_bytes: int = Field(ge=0)
 
 
+class OnnxInfo(_Open):
+    """The same pipeline compiled for ONNX Runtime (``model.onnx``), or why there is none.
+
+    With a file: its sha256 and size, the opsets, the converter and runtime versions, and the
+    check against the pipeline at training time. Without (``file`` is None): ``reason``.
+    """
+
+    file: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(default=None, ge=0)
+    reason: str | None = None
+
+
 class FeatureSpec(_Open):
     """One input column, in the order the model expects."""
 
@@ -120,6 +133,8 @@ class ModelMetadata(_Open):
     training: TrainingInfo
     provenance: Provenance
     reference: Reference
+    onnx: OnnxInfo | None = None
+    """Absent in versions registered before ONNX export existed."""
 
     @property
     def number(self) -> int:

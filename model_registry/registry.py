@@ -228,6 +228,16 @@ class Registry:
         _check_artifact(metadata, data)
         return metadata, data
 
+    @_storage_errors
+    def read_onnx(self, metadata: ModelMetadata) -> bytes | None:
+        """The version's ``model.onnx`` after checking its sha256; None when it has none."""
+        onnx = metadata.onnx
+        if onnx is None or onnx.file is None:
+            return None
+        data = self.storage.read_bytes(f"{metadata.model_name}/{metadata.version}/{onnx.file}")
+        check_onnx(metadata, data)
+        return data
+
     def load_model(
         self, model_name: str, ref: str = LATEST, *, allow_pickle: bool = False
     ) -> tuple[ModelMetadata, Any]:
@@ -267,11 +277,14 @@ class Registry:
         metadata: Mapping[str, Any],
         *,
         artifact_format: ArtifactFormat = "skops",
+        onnx: bytes | None = None,
     ) -> ModelMetadata:
         """Register ``artifact`` as the next version of ``model_name`` and return its metadata.
 
         ``metadata`` holds everything but ``model_name``, ``version``, ``created_at`` and
         ``artifact``, which the registry fills in. It is validated before anything is written.
+        ``onnx``, the compiled model, is written beside the artifact (before ``metadata.json``)
+        and must match ``metadata["onnx"]``'s sha256 and size.
         """
         check_model_name(model_name)
         file_name = ARTIFACT_FILES[artifact_format]
@@ -287,12 +300,23 @@ class Registry:
                 "size_bytes": len(artifact),
             },
         }
-        _validate(document, f"metadata for {model_name}")
+        checked = _validate(document, f"metadata for {model_name}")
+        if (onnx is None) != (checked.onnx is None or checked.onnx.file is None):
+            raise InvalidMetadata(
+                f"metadata for {model_name}: the onnx bytes and metadata's onnx.file must come "
+                "together"
+            )
+        if onnx is not None:
+            assert checked.onnx is not None
+            if (checked.onnx.sha256, checked.onnx.size_bytes) != (sha256_hex(onnx), len(onnx)):
+                raise InvalidMetadata(f"metadata for {model_name}: onnx sha256 or size is wrong")
 
         version = self._claim(model_name)
         prefix = f"{model_name}/{version}"
         try:
             self.storage.create(f"{prefix}/{file_name}", artifact)
+            if onnx is not None and checked.onnx is not None and checked.onnx.file:
+                self.storage.create(f"{prefix}/{checked.onnx.file}", onnx)
             document.update(version=version, created_at=datetime.now(UTC))
             final = _validate(document, f"metadata for {model_name} {version}")
             self.storage.create(f"{prefix}/{METADATA_FILE}", _dump_metadata(final))
@@ -413,10 +437,21 @@ class Registry:
                 f"metadata.json records {artifact.size_bytes}",
                 metadata,
             )
+        onnx = metadata.onnx
+        if onnx is not None and onnx.file is not None and files.get(onnx.file) != onnx.size_bytes:
+            return bad(
+                "corrupt",
+                f"{onnx.file} has {files.get(onnx.file, 'no')} bytes, metadata.json records "
+                f"{onnx.size_bytes}",
+                metadata,
+            )
         if verify_checksum:
             data = self.storage.read_bytes(f"{model_name}/{version}/{artifact.file}")
             try:
                 _check_artifact(metadata, data)
+                if onnx is not None and onnx.file is not None:
+                    compiled = self.storage.read_bytes(f"{model_name}/{version}/{onnx.file}")
+                    check_onnx(metadata, compiled)
             except IntegrityError as error:
                 return bad("corrupt", str(error), metadata)
         return VersionStatus(model_name, version, "published", None, metadata)
@@ -472,6 +507,17 @@ def _check_artifact(metadata: ModelMetadata, data: bytes) -> None:
         raise IntegrityError(
             f"{metadata.model_name} {metadata.version}: {metadata.artifact.file} has sha256 "
             f"{digest}, metadata.json records {metadata.artifact.sha256}"
+        )
+
+
+def check_onnx(metadata: ModelMetadata, data: bytes) -> None:
+    """Raise ``IntegrityError`` unless ``data`` is the ``model.onnx`` metadata describes."""
+    onnx = metadata.onnx
+    digest = sha256_hex(data)
+    if onnx is None or digest != onnx.sha256:
+        raise IntegrityError(
+            f"{metadata.model_name} {metadata.version}: {onnx.file if onnx else 'model.onnx'} "
+            f"has sha256 {digest}, metadata.json records {onnx.sha256 if onnx else 'none'}"
         )
 
 

@@ -58,6 +58,15 @@ def _report(result: RunResult, output: str) -> None:
     print(f"registered {result.model_name} {result.version}{promoted} at {result.uri}")
     print(f"  metrics: {scores}")
     print(f"  gate:    {result.gate.reason}" + ("  [forced]" if result.gate.forced else ""))
+    onnx = result.metadata.onnx if result.metadata else None
+    if onnx is not None and onnx.file is not None:
+        check = (onnx.model_extra or {}).get("check") or {}
+        print(
+            f"  onnx:    {onnx.file} checked on {check.get('rows')} rows, largest difference "
+            f"{check.get('max_abs_difference', 0):.3g}"
+        )
+    elif onnx is not None:
+        print(f"  onnx:    none ({onnx.reason}); the server will use the pipeline")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from model_registry import ModelMetadata, NotFound, Registry, artifacts
 from trainer import data as data_mod
+from trainer import onnx_export
 from trainer.errors import ConfigError
 from trainer.evaluate import HIGHER_IS_BETTER, default_primary_metric, evaluate
 from trainer.gate import Basis, GateDecision, decide
@@ -28,6 +29,8 @@ from trainer.settings import TrainerSettings
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
+CHECK_TRAINING_ROWS = 1000
+"""Training rows the ONNX model is checked on, besides every held-out row."""
 PACKAGE = "model-serving"
 
 
@@ -275,6 +278,24 @@ def _serialize(settings: TrainerSettings, fitted: _Fitted) -> bytes:
     return blob
 
 
+def _export_onnx(fitted: _Fitted) -> onnx_export.OnnxExport:
+    """The pipeline compiled to ONNX and checked on the held-out rows and up to 1,000 training
+    rows; without ONNX (and the reason, logged) when it cannot convert or disagrees."""
+    rows = pd.concat([fitted.x_test, fitted.x_train.head(CHECK_TRAINING_ROWS)])
+    prepared = fitted.prepared
+    compiled = onnx_export.export(fitted.pipeline, rows, prepared.numeric, prepared.categorical)
+    if compiled.blob is None:
+        log.warning("no ONNX model for this version: %s", compiled.reason)
+    else:
+        check = compiled.info["check"]
+        log.info(
+            "ONNX model checked on %d rows: labels identical, largest difference %.3g",
+            check["rows"],
+            check["max_abs_difference"],
+        )
+    return compiled
+
+
 def _metadata(
     settings: TrainerSettings, fitted: _Fitted, gate: GateDecision, started: float
 ) -> dict[str, Any]:
@@ -336,12 +357,19 @@ def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResul
 
     with timer.step("serialize"):
         blob = _serialize(settings, fitted)
+    with timer.step("onnx"):
+        compiled = _export_onnx(fitted)
     with timer.step("profile"):
         meta = _metadata(settings, fitted, gate, started)
+        meta["onnx"] = compiled.info
     log.info("registering %s in %s (%d bytes)", model_name, registry.uri, len(blob))
     with timer.step("register"):
         published = registry.publish(
-            model_name, blob, meta, artifact_format=settings.artifact_format
+            model_name,
+            blob,
+            meta,
+            artifact_format=settings.artifact_format,
+            onnx=compiled.blob,
         )
     promoted = False
     if settings.promote:

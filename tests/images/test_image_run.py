@@ -36,10 +36,11 @@ USER = "10001:10001"
 # The budget, measured on the stand-in base (Debian's python3, 225 MB; python:3.11-slim is about
 # 130 MB): /opt/venv is about 740 MB, mostly kserve's own dependencies (pyarrow 170 MB,
 # kubernetes 130 MB with bytecode, scipy 145 MB, pandas 80 MB, scikit-learn 50 MB, numpy 75 MB,
-# grpc 20 MB), all imported by kserve or the server at start. Bytecode (about 200 MB) is kept on
-# purpose: a Knative cold start would otherwise compile it. What the runtime never uses (pip,
-# setuptools, test suites: about 140 MB) is cut.
-SIZE_BUDGET_MB = 1000
+# grpc 20 MB), all imported by kserve or the server at start, plus ONNX Runtime (80 MB) and onnx
+# (30 MB) for the trainer's ONNX export and check: 1,093 MB measured. Bytecode (about 200 MB) is
+# kept on purpose: a Knative cold start would otherwise compile it. What the runtime never uses
+# (pip, setuptools, test suites: about 140 MB) is cut.
+SIZE_BUDGET_MB = 1150
 
 pytestmark = pytest.mark.skipif(
     not (SERVER and TRAINER),

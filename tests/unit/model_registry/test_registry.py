@@ -300,3 +300,56 @@ def test_s3_refusals_of_a_conditional_write_are_told_from_other_failures(
     wrapped.__cause__ = cause
     assert _precondition_failed(wrapped) is conflict
     assert _precondition_failed(OSError("no response at all")) is False
+
+
+def onnx_meta(blob: bytes) -> dict[str, Any]:
+    return {"file": "model.onnx", "sha256": sha256_hex(blob), "size_bytes": len(blob)}
+
+
+def test_onnx_is_written_beside_the_artifact_before_metadata(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[str] = []
+    original = Storage.create
+
+    def spy(self: Storage, rel: str, data: bytes) -> None:
+        written.append(rel)
+        original(self, rel, data)
+
+    monkeypatch.setattr(Storage, "create", spy)
+    blob = b"compiled"
+    meta = registry.publish("churn", b"model", metadata_body(onnx=onnx_meta(blob)), onnx=blob)
+    assert written == [
+        "churn/v1/.claim",
+        "churn/v1/model.skops",
+        "churn/v1/model.onnx",
+        "churn/v1/metadata.json",
+    ]
+    assert registry.read_onnx(meta) == blob
+    assert [s.ok for s in registry.verify("churn")] == [True]
+
+
+def test_onnx_bytes_and_metadata_must_agree(registry: Registry) -> None:
+    blob = b"compiled"
+    with pytest.raises(InvalidMetadata, match="sha256 or size"):
+        registry.publish("churn", b"m", metadata_body(onnx=onnx_meta(b"other")), onnx=blob)
+    with pytest.raises(InvalidMetadata, match="must come together"):
+        registry.publish("churn", b"m", metadata_body(), onnx=blob)
+    with pytest.raises(InvalidMetadata, match="must come together"):
+        registry.publish("churn", b"m", metadata_body(onnx=onnx_meta(blob)))
+    # No ONNX, with the reason: fine.
+    meta = registry.publish("churn", b"m", metadata_body(onnx={"reason": "cannot convert"}))
+    assert registry.read_onnx(meta) is None
+    assert meta.onnx is not None
+    assert meta.onnx.reason == "cannot convert"
+
+
+def test_a_tampered_onnx_file_is_refused_by_its_sha256(registry: Registry) -> None:
+    blob = b"compiled"
+    meta = registry.publish("churn", b"model", metadata_body(onnx=onnx_meta(blob)), onnx=blob)
+    path = Path(registry.storage.path("churn/v1/model.onnx"))
+    path.chmod(0o644)
+    path.write_bytes(b"COMPILED")  # same size, other bytes
+    with pytest.raises(IntegrityError, match=r"model\.onnx has sha256"):
+        registry.read_onnx(meta)
+    assert [s.state for s in registry.verify("churn")] == ["corrupt"]

@@ -61,6 +61,14 @@ def test_sample_is_registered_with_complete_metadata(registry: Registry) -> None
     assert len(radius["fractions"]) == len(radius["edges"]) + 1 == 10
     assert sum(radius["fractions"]) == pytest.approx(1.0, abs=1e-4)
     assert reference["prediction"]["categories"] == ["benign", "malignant"]
+    onnx = meta["onnx"]  # the logistic pipeline compiles, checked on every row
+    assert onnx["file"] == "model.onnx"
+    assert onnx["check"]["rows"] == 569
+    assert onnx["check"]["passed"] is True
+    assert set(onnx) >= {"sha256", "size_bytes", "opset", "skl2onnx", "onnxruntime"}
+    stored = registry.read_onnx(registry.get("breast-cancer", "v1"))
+    assert stored is not None
+    assert len(stored) == onnx["size_bytes"]
 
 
 def test_regression_sample(registry: Registry) -> None:
@@ -98,7 +106,7 @@ def test_registered_model_predicts_identically_after_loading(registry: Registry)
 def _metadata_from_run(registry: Registry) -> dict[str, Any]:
     run(settings(registry), registry)
     meta = registry.get("breast-cancer").model_dump(mode="json")
-    for key in ("model_name", "version", "created_at", "artifact"):
+    for key in ("model_name", "version", "created_at", "artifact", "onnx"):
         del meta[key]
     return meta
 

@@ -1,0 +1,177 @@
+"""Compile a fitted pipeline to ONNX (``skl2onnx``) and check it against the pipeline.
+
+The graph takes one input per feature, shaped ``[rows, 1]``: numbers as float32, categories as
+strings with ``""`` for a missing value (ONNX string tensors have no NaN). Its outputs are the
+labels and the probabilities (classifiers, no ZipMap) or the predictions (regressors).
+
+Precision, and how it is handled. ONNX Runtime's ML operators compute in float32: its
+``Imputer`` has no double kernel and its tree ensembles have no double outputs (both checked
+against onnxruntime 1.32 with skl2onnx 1.20). The pipeline computes in float64. A float32 scaler
+can move a value across a tree's split, so a converted pipeline is only kept when it agrees with
+the fitted one on the check rows: every label identical, every probability within
+``PROBABILITY_TOLERANCE``, every regression output within ``REGRESSION_TOLERANCE`` times the
+largest output's magnitude. Otherwise the version is registered without ONNX, with the reason:
+that is a property of this model, not a training failure, and the server uses the pipeline.
+
+The categorical branch's ``SimpleImputer`` (``missing_values=nan``) has no string converter in
+skl2onnx, so the graph is built from a copy whose imputer treats ``""`` as missing and fills in
+the same learned values: the same function, in the graph's encoding of a missing category.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+OPSET = {"": 18, "ai.onnx.ml": 3}
+PROBABILITY_TOLERANCE = 1e-4
+"""Largest difference allowed between a probability from ONNX and from the pipeline."""
+REGRESSION_TOLERANCE = 1e-5
+"""Largest difference allowed for a regression output, relative to the largest output."""
+MISSING_CATEGORY = ""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """The compiled model (``blob``) and what metadata says about it, or why there is none."""
+
+    blob: bytes | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        """Why this version has no ONNX model (None when it has one)."""
+        return None if self.blob is not None else str(self.info.get("reason"))
+
+
+def onnx_inputs(
+    rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The graph's inputs for ``rows``: one ``[n, 1]`` array per feature."""
+    feeds: dict[str, np.ndarray[Any, Any]] = {}
+    for name in numeric:
+        feeds[name] = rows[name].to_numpy(dtype=np.float32).reshape(-1, 1)
+    for name in categorical:
+        values = rows[name].astype(object)
+        text = values.where(values.notna(), MISSING_CATEGORY).astype(str)
+        feeds[name] = text.to_numpy(dtype=object).reshape(-1, 1)
+    return feeds
+
+
+def _graph_pipeline(pipeline: Pipeline) -> Pipeline:
+    """A copy of ``pipeline`` whose categorical imputer reads ``""`` as missing."""
+    graph = copy.deepcopy(pipeline)
+    prep = graph.named_steps["prep"]
+    branch = prep.named_transformers_.get("categorical")
+    if branch is not None:
+        fitted: SimpleImputer = branch.named_steps["impute"]
+        twin = SimpleImputer(missing_values=MISSING_CATEGORY, strategy="most_frequent")
+        statistics = np.asarray(fitted.statistics_, dtype=object)
+        twin.fit(np.vstack([statistics, statistics]))  # learns exactly these fill values
+        twin.statistics_ = statistics
+        branch.steps[0] = ("impute", twin)
+    return graph
+
+
+def convert(
+    pipeline: Pipeline, numeric: list[str], categorical: list[str], classifier: bool
+) -> bytes:
+    """The ONNX model of ``pipeline`` (raises when skl2onnx cannot convert it)."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    types = [(name, FloatTensorType([None, 1])) for name in numeric]
+    types += [(name, StringTensorType([None, 1])) for name in categorical]
+    options = {"zipmap": False} if classifier else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skl2onnx's notes on opsets and dtypes
+        model = to_onnx(
+            _graph_pipeline(pipeline), initial_types=types, target_opset=OPSET, options=options
+        )
+    return bytes(model.SerializeToString())
+
+
+def session(blob: bytes, threads: int = 1) -> Any:
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+
+
+def compare(
+    pipeline: Pipeline, blob: bytes, rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, Any]:
+    """How the ONNX model and the pipeline agree on ``rows``: the check metadata records."""
+    outputs = session(blob).run(None, onnx_inputs(rows, numeric, categorical))
+    if hasattr(pipeline, "predict_proba"):
+        expected_labels = pipeline.predict(rows)
+        labels = np.asarray(outputs[0]).ravel()
+        flipped = int(np.sum(labels.astype(str) != expected_labels.astype(str)))
+        difference = float(np.max(np.abs(outputs[1] - pipeline.predict_proba(rows))))
+        tolerance = PROBABILITY_TOLERANCE
+    else:
+        expected = np.asarray(pipeline.predict(rows), dtype=np.float64)
+        flipped = 0
+        difference = float(np.max(np.abs(np.asarray(outputs[0]).ravel() - expected)))
+        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    return {
+        "rows": len(rows),
+        "labels_differing": flipped,
+        "max_abs_difference": difference,
+        "tolerance": tolerance,
+        "passed": flipped == 0 and difference <= tolerance,
+    }
+
+
+def export(
+    pipeline: Pipeline, rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> OnnxExport:
+    """Convert ``pipeline`` and check it on ``rows``; no ONNX (with the reason) if either fails."""
+    import onnxruntime
+    import skl2onnx
+
+    started = time.perf_counter()
+    versions = {"skl2onnx": skl2onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    classifier = hasattr(pipeline, "predict_proba")
+    try:
+        blob = convert(pipeline, numeric, categorical, classifier)
+        check = compare(pipeline, blob, rows, numeric, categorical)
+    except Exception as error:  # any converter or runtime failure: no ONNX, with the reason
+        reason = f"cannot convert to ONNX: {type(error).__name__}: {str(error)[:300]}"
+        return OnnxExport(None, {"reason": reason, **versions})
+    seconds = round(time.perf_counter() - started, 3)
+    if not check["passed"]:
+        what = (
+            f"{check['labels_differing']} of {check['rows']} labels differ"
+            if check["labels_differing"]
+            else f"largest difference {check['max_abs_difference']:.3g} is over the "
+            f"tolerance {check['tolerance']:.3g}"
+        )
+        reason = f"ONNX disagrees with the pipeline (float32): {what}"
+        return OnnxExport(None, {"reason": reason, "check": check, **versions})
+    info = {
+        "file": ONNX_FILE,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "size_bytes": len(blob),
+        "opset": dict(OPSET),
+        **versions,
+        "check": check,
+        "export_seconds": seconds,
+    }
+    return OnnxExport(blob, info)
