@@ -1,26 +1,34 @@
 """Compile a fitted pipeline to ONNX (``skl2onnx``) and check it against the pipeline.
 
-The graph takes one input per feature, shaped ``[rows, 1]``: numbers as float32, categories as
+The graph takes one input per feature, shaped ``[rows, 1]``: numbers as float64, categories as
 strings with ``""`` for a missing value (ONNX string tensors have no NaN). Its outputs are the
 labels and the probabilities (classifiers, no ZipMap) or the predictions (regressors).
 
-Precision, and how it is handled. ONNX Runtime's ML operators compute in float32: its
-``Imputer`` has no double kernel and its tree ensembles have no double outputs (both checked
-against onnxruntime 1.32 with skl2onnx 1.20). The pipeline computes in float64. A float32 scaler
-can move a value across a tree's split, so a converted pipeline is only kept when it agrees with
-the fitted one on the check rows: every label identical, every probability within
-``PROBABILITY_TOLERANCE``, every regression output within ``REGRESSION_TOLERANCE`` times the
-largest output's magnitude. Otherwise the version is registered without ONNX, with the reason:
-that is a property of this model, not a training failure, and the server uses the pipeline.
+Precision, and how it is handled. The pipeline computes in float64; some of ONNX Runtime's ML
+operators only in float32 (its ``Imputer`` has no double kernel, its tree ensembles no double
+outputs: checked against onnxruntime 1.32 with skl2onnx 1.20). A float32 imputer and scaler move
+values by about 1e-7, enough to carry one across a tree's split. So the graph is built from a
+copy of the pipeline that computes what the pipeline computes, in the same precision:
 
-The categorical branch's ``SimpleImputer`` (``missing_values=nan``) has no string converter in
-skl2onnx, so the graph is built from a copy whose imputer treats ``""`` as missing and fills in
-the same learned values: the same function, in the graph's encoding of a missing category.
+- numeric imputation is ``Where(IsNaN(x), median, x)`` in float64 (standard ONNX operators, our
+  converter), and the scaler stays float64;
+- before a tree ensemble, a cast to float32: exactly what scikit-learn's trees do to their input,
+  so both compare the same float32 values with the split thresholds;
+- the categorical imputer (``missing_values=nan``, which skl2onnx cannot convert for strings)
+  becomes one that reads ``""`` as missing and fills in the same learned values.
+
+Linear models then agree to about 1e-15, trees to float32 accumulation (about 1e-7 in a
+probability). The compiled model is still only kept when it agrees with the pipeline on the
+check rows: every label identical, every probability within ``PROBABILITY_TOLERANCE``, every
+regression output within ``REGRESSION_TOLERANCE`` times the largest output's magnitude.
+Otherwise the version is registered without ONNX, with the reason: a property of this model, not
+a training failure, and the server uses the pipeline.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import time
@@ -30,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
@@ -63,7 +72,7 @@ def onnx_inputs(
     """The graph's inputs for ``rows``: one ``[n, 1]`` array per feature."""
     feeds: dict[str, np.ndarray[Any, Any]] = {}
     for name in numeric:
-        feeds[name] = rows[name].to_numpy(dtype=np.float32).reshape(-1, 1)
+        feeds[name] = rows[name].to_numpy(dtype=np.float64).reshape(-1, 1)
     for name in categorical:
         values = rows[name].astype(object)
         text = values.where(values.notna(), MISSING_CATEGORY).astype(str)
@@ -71,18 +80,75 @@ def onnx_inputs(
     return feeds
 
 
+class FillNaN(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+    """A fitted numeric ``SimpleImputer`` as the graph computes it: NaN -> the learned value."""
+
+    def __init__(self, values: np.ndarray[Any, Any] | None = None) -> None:
+        self.values = values
+
+    def fit(self, x: Any, y: Any = None) -> FillNaN:
+        return self
+
+    def transform(self, x: Any) -> Any:
+        return np.where(np.isnan(x), self.values, x)
+
+
+def _fill_nan_shape(operator: Any) -> None:
+    width = len(operator.raw_operator.values)
+    operator.outputs[0].type = operator.inputs[0].type.__class__([None, width])
+
+
+def _fill_nan_converter(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_ops import OnnxIsNaN, OnnxWhere
+    from skl2onnx.common.data_types import guess_numpy_type
+
+    version = container.target_opset
+    x = operator.inputs[0]
+    fill = np.asarray(operator.raw_operator.values, dtype=guess_numpy_type(x.type)).reshape(1, -1)
+    where = OnnxWhere(
+        OnnxIsNaN(x, op_version=version),
+        fill,
+        x,
+        op_version=version,
+        output_names=operator.outputs[:1],
+    )
+    where.add_to(scope, container)
+
+
+@functools.cache
+def _register_converters() -> None:
+    from skl2onnx import update_registered_converter
+
+    update_registered_converter(
+        FillNaN, "ModelServingFillNaN", _fill_nan_shape, _fill_nan_converter
+    )
+
+
+def _is_tree_ensemble(estimator: Any) -> bool:
+    return type(estimator).__module__.startswith(("sklearn.ensemble", "sklearn.tree"))
+
+
 def _graph_pipeline(pipeline: Pipeline) -> Pipeline:
-    """A copy of ``pipeline`` whose categorical imputer reads ``""`` as missing."""
+    """A copy of ``pipeline`` that computes the same in the graph's terms (module docstring)."""
+    from skl2onnx.sklapi import CastTransformer
+
     graph = copy.deepcopy(pipeline)
     prep = graph.named_steps["prep"]
-    branch = prep.named_transformers_.get("categorical")
-    if branch is not None:
-        fitted: SimpleImputer = branch.named_steps["impute"]
+    numeric = prep.named_transformers_.get("numeric")
+    if numeric is not None:
+        medians = np.asarray(numeric.named_steps["impute"].statistics_, dtype=np.float64)
+        numeric.steps[0] = ("impute", FillNaN(medians))
+    categorical = prep.named_transformers_.get("categorical")
+    if categorical is not None:
+        fitted: SimpleImputer = categorical.named_steps["impute"]
         twin = SimpleImputer(missing_values=MISSING_CATEGORY, strategy="most_frequent")
         statistics = np.asarray(fitted.statistics_, dtype=object)
         twin.fit(np.vstack([statistics, statistics]))  # learns exactly these fill values
         twin.statistics_ = statistics
-        branch.steps[0] = ("impute", twin)
+        categorical.steps[0] = ("impute", twin)
+    if _is_tree_ensemble(graph.steps[-1][1]):
+        cast = CastTransformer(dtype=np.float32).fit(np.zeros((1, 1)))
+        graph.steps.insert(len(graph.steps) - 1, ("float32", cast))
     return graph
 
 
@@ -91,9 +157,10 @@ def convert(
 ) -> bytes:
     """The ONNX model of ``pipeline`` (raises when skl2onnx cannot convert it)."""
     from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    types = [(name, FloatTensorType([None, 1])) for name in numeric]
+    _register_converters()
+    types = [(name, DoubleTensorType([None, 1])) for name in numeric]
     types += [(name, StringTensorType([None, 1])) for name in categorical]
     options = {"zipmap": False} if classifier else None
     with warnings.catch_warnings():
@@ -163,7 +230,7 @@ def export(
             else f"largest difference {check['max_abs_difference']:.3g} is over the "
             f"tolerance {check['tolerance']:.3g}"
         )
-        reason = f"ONNX disagrees with the pipeline (float32): {what}"
+        reason = f"ONNX disagrees with the pipeline: {what}"
         return OnnxExport(None, {"reason": reason, "check": check, **versions})
     info = {
         "file": ONNX_FILE,
