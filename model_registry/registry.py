@@ -489,6 +489,20 @@ def read_version_dir(uri: str) -> tuple[ModelMetadata, bytes]:
     return metadata, data
 
 
+def read_version_dir_onnx(uri: str, metadata: ModelMetadata) -> bytes | None:
+    """The verified ``model.onnx`` of the version directory at ``uri``; None when it has none."""
+    onnx = metadata.onnx
+    if onnx is None or onnx.file is None:
+        return None
+    storage = Storage(uri)
+    try:
+        data = storage.read_bytes(onnx.file)
+    except FileNotFoundError as error:
+        raise NotFound(f"{storage.url(onnx.file)} is missing") from error
+    check_onnx(metadata, data)
+    return data
+
+
 def _parse_aliases(model_name: str, raw: bytes) -> dict[str, str]:
     try:
         aliases = orjson.loads(raw)

@@ -67,6 +67,7 @@ def publish_model_info(model: SklearnModel) -> None:
             model.version,
             model.settings.revision or "",
             model.metadata.provenance.sklearn,
+            model.engine_name,
         )
 
 

@@ -573,6 +573,7 @@ class Handlers:
                 "classes": meta.target.classes,
                 "created_at": meta.created_at.isoformat(),
                 "sha256": meta.artifact.sha256,
+                "engine": self.model.engine_name,
             },
         }
         return _json(200, body, self.version_headers())

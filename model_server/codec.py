@@ -154,6 +154,10 @@ def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
     if name in schema.categorical:
         allowed = {str, type(None)} if name in schema.nullable else {str}
         if kinds <= allowed:
+            if type(None) in kinds:
+                # NaN, as in the training data: the pipeline's imputer (missing_values=nan)
+                # does not take None for missing, and would one-hot it as an unknown category.
+                values = [np.nan if v is None else v for v in values]
             return np.array(values, dtype=object)
         raise _bad_value(schema, name, values, where)
     allowed_num = {int, float, type(None)} if name in schema.nullable else {int, float}

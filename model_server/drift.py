@@ -67,7 +67,9 @@ class Binner:
             counts = np.bincount(np.searchsorted(self.edges, numbers, side="left"), minlength=bins)
         else:
             other = bins - 1
-            positions = [self.index.get(str(v), other) for v in values if v is not None]
+            positions = [  # a missing category is NaN (or None)
+                self.index.get(str(v), other) for v in values if not pd.isna(v)
+            ]
             if not positions:
                 return None
             counts = np.bincount(np.asarray(positions), minlength=bins)

@@ -88,7 +88,7 @@ FEATURE_DRIFT = Gauge(
 MODEL_INFO = Gauge(
     "model_server_model_info",
     "The model version this server serves (value 1).",
-    ["model_name", "model_version", "revision", "sklearn_version"],
+    ["model_name", "model_version", "revision", "sklearn_version", "engine"],
     multiprocess_mode="max",
 )
 
@@ -167,9 +167,11 @@ class ModelMetrics:
                     child.inc(count)
 
 
-def set_model_info(model_name: str, model_version: str, revision: str, sklearn: str) -> None:
-    """Publish the served version (the ``_info`` gauge, value 1)."""
-    MODEL_INFO.labels(model_name, model_version, revision, sklearn).set(1)
+def set_model_info(
+    model_name: str, model_version: str, revision: str, sklearn: str, engine: str
+) -> None:
+    """Publish the served version and the engine computing it (the ``_info`` gauge, value 1)."""
+    MODEL_INFO.labels(model_name, model_version, revision, sklearn, engine).set(1)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -18,8 +18,9 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from model_registry import Registry, RegistryError
 from model_registry.artifacts import load_model
 from model_registry.metadata import ModelMetadata
-from model_registry.registry import read_version_dir
+from model_registry.registry import read_version_dir, read_version_dir_onnx
 from model_server import codec
+from model_server.engine import EngineRefused, OnnxEngine, onnx_engine, pin_threads
 from model_server.fastpath import FastPath, compile_fast_path
 from model_server.settings import ModelServerSettings
 from model_server.tensors import read_binary_request
@@ -89,6 +90,8 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.load_error: str | None = "not loaded yet"
         self.version = "unknown"
         self.unloaded = False
+        self.engine: OnnxEngine | None = None
+        self.engine_name = "sklearn"
         self.first_attempt: concurrent.futures.Future[bool] | None = None
         """The first load, when main() stopped waiting for it (``--load-wait-seconds``)."""
 
@@ -120,6 +123,7 @@ class SklearnModel(Model):  # type: ignore[misc]
                     "the model's feature names do not match metadata.json: "
                     f"{list(expected)[:5]}... vs {metadata.feature_names[:5]}..."
                 )
+            engine, engine_note = self._engine(metadata, pipeline)
         except Exception as error:  # any failure: not ready, retried, logged
             self.ready = False
             self.load_error = f"cannot load model from {source}: {error}"
@@ -134,7 +138,13 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.version = metadata.version
         self.pipeline = pipeline
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
-        self.fast_path = compile_fast_path(pipeline, metadata) if self.settings.fast_path else None
+        self.engine = engine
+        self.engine_name = "onnx" if engine is not None else "sklearn"
+        self.fast_path = (
+            compile_fast_path(pipeline, metadata)
+            if self.settings.fast_path and engine is None
+            else None
+        )
         self.load_error = None
         self.unloaded = False
         self.ready = True
@@ -146,9 +156,42 @@ class SklearnModel(Model):  # type: ignore[misc]
             time.perf_counter() - started,
             len(metadata.features),
             metadata.task,
-            "verified fast path" if self.fast_path else "full pipeline",
+            engine_note
+            if engine is not None
+            else ("pipeline, verified NumPy fast path" if self.fast_path else "pipeline"),
         )
         return True
+
+    def _read_onnx(self, metadata: ModelMetadata) -> bytes | None:
+        settings = self.settings
+        if settings.model_dir is not None:
+            return read_version_dir_onnx(settings.model_dir, metadata)
+        assert settings.registry_uri is not None
+        return Registry(settings.registry_uri).read_onnx(metadata)
+
+    def _engine(self, metadata: ModelMetadata, pipeline: Any) -> tuple[OnnxEngine | None, str]:
+        """ONNX Runtime or the pipeline (``model_server.engine``), and a note for the log. A
+        ``model.onnx`` whose sha256 does not match fails the load whatever the engine."""
+        choice = self.settings.engine
+        if choice != "sklearn":
+            try:
+                blob = self._read_onnx(metadata)
+                if blob is None:
+                    onnx = metadata.onnx
+                    raise EngineRefused(
+                        f"the version has no model.onnx: {onnx.reason}"
+                        if onnx is not None and onnx.reason
+                        else "the version has no model.onnx (registered before ONNX export)"
+                    )
+                engine = onnx_engine(blob, metadata, pipeline, self.settings.engine_threads)
+            except EngineRefused as error:
+                if choice == "onnx":
+                    raise RegistryError(f"--engine onnx: {error}") from error
+                log.warning("serving with the pipeline, not ONNX Runtime: %s", error)
+            else:
+                return engine, f"ONNX Runtime, {self.settings.engine_threads} thread(s)"
+        pin_threads(pipeline)
+        return None, "pipeline"
 
     # -- inference -----------------------------------------------------------------------
 
@@ -157,6 +200,8 @@ class SklearnModel(Model):  # type: ignore[misc]
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         """Labels (or values) and, when asked, class probabilities for validated rows."""
         try:
+            if self.engine is not None:
+                return self.engine.predict(rows, probabilities)
             if isinstance(rows, np.ndarray):
                 if self.fast_path is not None:
                     labels, proba = self.fast_path.predict(rows, probabilities)

@@ -38,6 +38,13 @@ class ModelServerSettings(BaseSettings):
     """HTTP port."""
     workers: int = Field(default=1, ge=1, le=64)
     """Worker processes. Metrics stay complete across workers (Prometheus multiprocess mode)."""
+    engine: Literal["auto", "onnx", "sklearn"] = "auto"
+    """What computes predictions. auto: ONNX Runtime when the version has a checked model.onnx
+    that agrees with the pipeline on probe rows at load, else the pipeline (reason logged).
+    onnx: ONNX Runtime or not ready. sklearn: always the pipeline."""
+    engine_threads: int = Field(default=1, ge=1, le=64)
+    """ONNX Runtime intra-op threads per worker (1: a worker uses one core, as --workers
+    assumes)."""
     fast_path: bool = True
     """For all-numeric pipelines, impute and scale in NumPy and call the estimator directly,
     after checking at load that this predicts exactly as the full pipeline does."""

@@ -200,10 +200,12 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Model info",
-                "Which version each revision serves, and with which scikit-learn.",
+                "Which version each revision serves, with which scikit-learn, and which engine "
+                "computes it (onnx: ONNX Runtime on the checked model.onnx; sklearn: the "
+                "pipeline).",
                 (
                     Target(
-                        f"max by (model_name, model_version, revision, sklearn_version) "
+                        f"max by (model_name, model_version, revision, sklearn_version, engine) "
                         f"(model_server_model_info{{{SEL}}})",
                         instant=True,
                     ),

@@ -42,6 +42,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
+from model_registry.onnx_runtime import MISSING_CATEGORY, onnx_inputs, session
+
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
@@ -50,7 +52,6 @@ PROBABILITY_TOLERANCE = 1e-4
 """Largest difference allowed between a probability from ONNX and from the pipeline."""
 REGRESSION_TOLERANCE = 1e-5
 """Largest difference allowed for a regression output, relative to the largest output."""
-MISSING_CATEGORY = ""
 
 
 @dataclass(frozen=True)
@@ -64,20 +65,6 @@ class OnnxExport:
     def reason(self) -> str | None:
         """Why this version has no ONNX model (None when it has one)."""
         return None if self.blob is not None else str(self.info.get("reason"))
-
-
-def onnx_inputs(
-    rows: pd.DataFrame, numeric: list[str], categorical: list[str]
-) -> dict[str, np.ndarray[Any, Any]]:
-    """The graph's inputs for ``rows``: one ``[n, 1]`` array per feature."""
-    feeds: dict[str, np.ndarray[Any, Any]] = {}
-    for name in numeric:
-        feeds[name] = rows[name].to_numpy(dtype=np.float64).reshape(-1, 1)
-    for name in categorical:
-        values = rows[name].astype(object)
-        text = values.where(values.notna(), MISSING_CATEGORY).astype(str)
-        feeds[name] = text.to_numpy(dtype=object).reshape(-1, 1)
-    return feeds
 
 
 class FillNaN(BaseEstimator, TransformerMixin):  # type: ignore[misc]
@@ -169,16 +156,6 @@ def convert(
             _graph_pipeline(pipeline), initial_types=types, target_opset=OPSET, options=options
         )
     return bytes(model.SerializeToString())
-
-
-def session(blob: bytes, threads: int = 1) -> Any:
-    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
 
 
 def compare(

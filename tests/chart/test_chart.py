@@ -723,3 +723,13 @@ def test_model_load_retry_settings_reach_the_server(helm: str) -> None:
     ) == ("10", "1", "60")
     with pytest.raises(RenderError, match="retryInitialSeconds"):
         render("server.modelLoad.retryInitialSeconds=0", helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_engine_settings_reach_the_server(helm: str) -> None:
+    env = env_of(container(render(helm=helm)))
+    assert (env["MODEL_SERVER_ENGINE"], env["MODEL_SERVER_ENGINE_THREADS"]) == ("auto", "1")
+    env = env_of(container(render("server.engine=sklearn", "server.engineThreads=2", helm=helm)))
+    assert (env["MODEL_SERVER_ENGINE"], env["MODEL_SERVER_ENGINE_THREADS"]) == ("sklearn", "2")
+    with pytest.raises(RenderError, match="engine"):
+        render("server.engine=tensorflow", helm=helm)

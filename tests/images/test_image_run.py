@@ -186,7 +186,11 @@ def test_the_server_image_serves_v1_v2_and_metrics(served: str, registry_dir: Pa
     assert bad.status_code == 400
     metrics = httpx.get(f"{served}/metrics").text
     assert 'model_server_requests_total{code="200",model_name="breast-cancer"' in metrics
-    assert 'model_server_model_info{model_name="breast-cancer",model_version="v1"' in metrics
+    # The image's trainer registered model.onnx, and the image's server runs it.
+    assert (
+        'model_server_model_info{engine="onnx",model_name="breast-cancer",model_version="v1"'
+        in metrics
+    )
 
 
 @pytest.mark.parametrize("image", [SERVER, TRAINER], ids=["server", "trainer"])

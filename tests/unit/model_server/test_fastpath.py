@@ -109,7 +109,7 @@ def test_server_uses_the_verified_fast_path_and_can_turn_it_off(
         assert loaded.load()
         return loaded
 
-    fast, slow = model(), model(fast_path=False)
+    fast, slow = model(engine="sklearn"), model(engine="sklearn", fast_path=False)
     assert fast.fast_path is not None
     assert slow.fast_path is None
     rows = np.tile([f.min for f in fast.metadata.features], (3, 1))  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
+from model_registry.onnx_runtime import onnx_inputs, session
 from tests.conftest import mixed_frame
 from trainer import onnx_export
 from trainer.data import load_sample
@@ -67,8 +68,8 @@ def test_categorical_columns_with_missing_and_unseen_values_export() -> None:
     rows.loc[rows.index[:5], "color"] = "purple"  # unseen at training
     compiled = onnx_export.export(pipeline, rows, numeric, categorical)
     assert compiled.blob is not None, compiled.reason
-    session = onnx_export.session(compiled.blob)
-    labels, probabilities = session.run(None, onnx_export.onnx_inputs(rows, numeric, categorical))
+    runtime = session(compiled.blob)
+    labels, probabilities = runtime.run(None, onnx_inputs(rows, numeric, categorical))
     assert list(labels.ravel()) == list(pipeline.predict(rows))
     assert np.abs(probabilities - pipeline.predict_proba(rows)).max() < 1e-4
 

@@ -1,0 +1,118 @@
+"""What computes predictions: ONNX Runtime on the version's ``model.onnx``, or the pipeline.
+
+``--engine auto`` (the default) uses ONNX Runtime when the version carries a checked
+``model.onnx`` (its sha256 verified on read) that also agrees with the skops pipeline on probe
+rows at load, else the pipeline, with the reason logged. ``--engine onnx`` refuses to serve
+(not ready, with the reason) without a usable ONNX model; ``--engine sklearn`` never uses it.
+ONNX Runtime gets ``--engine-threads`` intra-op threads (1: one core per worker). The pipeline
+gets ``n_jobs=1`` and one BLAS/OpenMP thread (threadpoolctl), so workers never oversubscribe the
+pod's cores: a forest's ``n_jobs=-1`` from training would otherwise start a thread per core in
+every worker for every request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_registry.metadata import ModelMetadata
+from model_registry.onnx_runtime import onnx_inputs, session
+
+log = logging.getLogger(__name__)
+
+PROBE_ROWS = 256
+PROBABILITY_TOLERANCE = 1e-4
+REGRESSION_TOLERANCE = 1e-5
+"""As at training time (``trainer.onnx_export``): relative to the largest output."""
+
+
+class EngineRefused(Exception):
+    """The ONNX model cannot serve this version (the message says why)."""
+
+
+@dataclass(frozen=True)
+class OnnxEngine:
+    """Predictions from an ONNX Runtime session, in the pipeline's output types."""
+
+    runtime: Any
+    numeric: list[str]
+    categorical: list[str]
+    classifier: bool
+
+    def predict(
+        self, rows: pd.DataFrame | np.ndarray[Any, Any], probabilities: bool
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        outputs = self.runtime.run(None, onnx_inputs(rows, self.numeric, self.categorical))
+        labels = np.asarray(outputs[0]).ravel()
+        if not self.classifier:
+            return labels.astype(np.float64), None
+        proba = np.asarray(outputs[1], dtype=np.float64) if probabilities else None
+        return labels, proba
+
+
+def probe_rows(metadata: ModelMetadata, rows: int = PROBE_ROWS, seed: int = 0) -> pd.DataFrame:
+    """Rows spanning each feature's training range (10% past each end), missing values where
+    training had them, every known category, and one category never seen."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for feature in metadata.features:
+        if feature.kind == "numeric":
+            low = feature.min if feature.min is not None else 0.0
+            high = feature.max if feature.max is not None else 1.0
+            span = (high - low) or 1.0
+            column = rng.uniform(low - 0.1 * span, high + 0.1 * span, size=rows)
+            if feature.nullable:
+                column[rng.random(rows) < 0.1] = np.nan
+            columns[feature.name] = column
+        else:
+            choices = [*(feature.categories or []), "never-seen-in-training"]
+            values = np.asarray(rng.choice(choices, size=rows), dtype=object)
+            if feature.nullable:
+                values[rng.random(rows) < 0.1] = np.nan  # as the codec hands it on
+            columns[feature.name] = values
+    return pd.DataFrame(columns)
+
+
+def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: int) -> OnnxEngine:
+    """An engine for ``blob`` after checking it against ``pipeline`` on probe rows."""
+    numeric = [f.name for f in metadata.features if f.kind == "numeric"]
+    categorical = [f.name for f in metadata.features if f.kind != "numeric"]
+    classifier = metadata.task == "classification" and hasattr(pipeline, "predict_proba")
+    try:
+        engine = OnnxEngine(session(blob, threads), numeric, categorical, classifier)
+        rows = probe_rows(metadata)
+        labels, proba = engine.predict(rows, probabilities=classifier)
+    except Exception as error:  # a model ONNX Runtime cannot load or run
+        raise EngineRefused(f"ONNX Runtime cannot run model.onnx: {error}") from error
+    expected = pipeline.predict(rows)
+    if classifier:
+        differing = int(np.sum(labels.astype(str) != np.asarray(expected).astype(str)))
+        if differing:
+            raise EngineRefused(f"model.onnx disagrees with the pipeline on {differing} labels")
+        assert proba is not None
+        difference = float(np.max(np.abs(proba - pipeline.predict_proba(rows))))
+        tolerance = PROBABILITY_TOLERANCE
+    else:
+        values = np.asarray(expected, dtype=np.float64)
+        difference = float(np.max(np.abs(labels - values)))
+        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(values))))
+    if difference > tolerance:
+        raise EngineRefused(
+            f"model.onnx disagrees with the pipeline: largest difference {difference:.3g} "
+            f"over {tolerance:.3g}"
+        )
+    return engine
+
+
+def pin_threads(pipeline: Any) -> None:
+    """One thread for the pipeline's estimator and for BLAS/OpenMP in this process."""
+    from threadpoolctl import threadpool_limits
+
+    estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    if "n_jobs" in estimator.get_params(deep=False):
+        estimator.set_params(n_jobs=1)
+    threadpool_limits(limits=1)

@@ -1,0 +1,178 @@
+"""The engine: ONNX Runtime on a checked model.onnx, or the pipeline with its threads pinned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model_registry import Registry
+from model_server.engine import probe_rows
+from model_server.model import SklearnModel
+from model_server.settings import ModelServerSettings
+from tests.conftest import mixed_frame
+from trainer.settings import TrainerSettings
+from trainer.train import run
+
+CASES = [
+    ("breast-cancer", "logistic"),
+    ("breast-cancer", "random-forest"),
+    ("breast-cancer", "gradient-boosting"),
+    ("diabetes", "ridge"),
+    ("diabetes", "random-forest"),
+    ("diabetes", "gradient-boosting"),
+    ("shop", "logistic"),
+    ("shop", "gradient-boosting"),
+]
+
+
+def train(registry: Registry, sample: str, estimator: str, tmp_path: Path) -> str:
+    """Register one version; returns the model name."""
+    if sample == "shop":
+        frame = mixed_frame(300)
+        frame.loc[::11, "color"] = np.nan
+        data = tmp_path / "shop.csv"
+        frame.to_csv(data, index=False)
+        settings = TrainerSettings(
+            data_uri=str(data),
+            target="label",
+            model_name="shop",
+            estimator=estimator,
+            registry_uri=registry.uri,
+            max_missing_fraction=0.2,
+        )
+    else:
+        settings = TrainerSettings(sample=sample, estimator=estimator, registry_uri=registry.uri)
+    result = run(settings, registry)
+    assert result.metadata is not None
+    assert result.metadata.onnx is not None
+    assert result.metadata.onnx.file == "model.onnx", result.metadata.onnx.reason
+    return result.model_name
+
+
+def serve(registry: Registry, name: str, **values: Any) -> SklearnModel:
+    settings = ModelServerSettings(
+        registry_uri=registry.uri, model_name=name, model_version="latest", **values
+    )
+    model = SklearnModel(settings)
+    model.load()
+    return model
+
+
+def documents(model: SklearnModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A V1 and a V2 request for probe rows (missing values and an unseen category included)."""
+    assert model.metadata is not None
+    rows = probe_rows(model.metadata, rows=64, seed=3)
+    records = [  # JSON nulls for missing values
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in rows.astype(object).to_dict("records")
+    ]
+    v1 = {"instances": records}
+    inputs = [
+        {
+            "name": column,
+            "datatype": "BYTES" if rows[column].dtype == object else "FP64",
+            "shape": [len(rows), 1],
+            "data": [r[column] for r in records],
+        }
+        for column in rows.columns
+    ]
+    outputs = [{"name": "predict"}]
+    if model.metadata.task == "classification":
+        outputs.append({"name": "predict_proba"})
+    return v1, {"inputs": inputs, "outputs": outputs}
+
+
+@pytest.mark.parametrize(("sample", "estimator"), CASES)
+def test_onnx_and_sklearn_engines_answer_alike_over_v1_and_v2(
+    registry: Registry, tmp_path: Path, sample: str, estimator: str
+) -> None:
+    name = train(registry, sample, estimator, tmp_path)
+    onnx, sklearn = serve(registry, name, engine="onnx"), serve(registry, name, engine="sklearn")
+    assert (onnx.ready, onnx.engine_name) == (True, "onnx"), onnx.load_error
+    assert (sklearn.ready, sklearn.engine_name) == (True, "sklearn")
+    v1, v2 = documents(onnx)
+    p, q = onnx.answer(v1, "v1").body["predictions"], sklearn.answer(v1, "v1").body["predictions"]
+    if sample == "diabetes":  # values: within the tolerance the load-time check enforces
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-5 * max(1.0, float(np.max(q))))
+    else:
+        assert p == q  # labels: identical
+    a, b = onnx.answer(v2, "v2").body["outputs"], sklearn.answer(v2, "v2").body["outputs"]
+    assert [o["name"] for o in a] == [o["name"] for o in b]
+    if sample != "diabetes":
+        assert a[0]["data"] == b[0]["data"]  # labels: identical
+    for x, y in zip(a, b, strict=True):
+        if x["datatype"].startswith("FP"):
+            scale = max(1.0, float(np.max(np.abs(y["data"]))))
+            np.testing.assert_allclose(x["data"], y["data"], rtol=0, atol=1e-4 * scale)
+
+
+def test_auto_prefers_onnx_and_falls_back_to_the_pipeline_without_it(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = train(registry, "breast-cancer", "logistic", tmp_path)
+    assert serve(registry, name).engine_name == "onnx"
+    # A version registered before ONNX export: no `onnx` in its metadata.
+    meta, blob = registry.read_artifact(name)
+    old = meta.model_dump(mode="json", exclude={"model_name", "version", "created_at", "artifact"})
+    old.pop("onnx")
+    registry.publish(name, blob, old)
+    auto = serve(registry, name)
+    assert (auto.ready, auto.engine_name, auto.version) == (True, "sklearn", "v2")
+    assert "no model.onnx (registered before ONNX export)" in caplog.text
+    refused = serve(registry, name, engine="onnx")
+    assert not refused.ready
+    assert "--engine onnx" in str(refused.load_error)
+
+
+def test_a_tampered_model_onnx_is_refused_by_its_sha256(registry: Registry, tmp_path: Path) -> None:
+    name = train(registry, "breast-cancer", "logistic", tmp_path)
+    path = Path(registry.storage.path(f"{name}/v1/model.onnx"))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, one byte changed
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    for engine in ("auto", "onnx"):
+        model = serve(registry, name, engine=engine)
+        assert not model.ready
+        assert "sha256" in str(model.load_error)
+    assert serve(registry, name, engine="sklearn").ready  # the pipeline never reads it
+
+
+def test_the_pipeline_engine_runs_on_one_thread(registry: Registry, tmp_path: Path) -> None:
+    """A forest trained with n_jobs=-1 serves with n_jobs=1 (workers own the cores)."""
+    name = train(registry, "breast-cancer", "random-forest", tmp_path)
+    model = serve(registry, name, engine="sklearn")
+    assert model.pipeline.named_steps["model"].get_params()["n_jobs"] == 1
+    from threadpoolctl import threadpool_info
+
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+
+
+@pytest.mark.parametrize("engine", ["sklearn", "onnx"])
+def test_a_null_category_is_imputed_as_in_training(
+    registry: Registry, tmp_path: Path, engine: str
+) -> None:
+    """JSON null for a category reaches the pipeline as NaN, which its imputer fills with the
+    most frequent category (None would pass through and be one-hot encoded as unknown)."""
+    name = train(registry, "shop", "logistic", tmp_path)
+    model = serve(registry, name, engine=engine)
+    imputed = pd.DataFrame({"x1": [0.2], "x2": [4.0], "color": [np.nan]})
+    expected = model.pipeline.predict_proba(imputed)
+    as_unknown = model.pipeline.predict_proba(imputed.assign(color=pd.Series([None], dtype=object)))
+    assert not np.allclose(expected, as_unknown)  # the difference this test is about
+    body = model.answer({"instances": [{"x1": 0.2, "x2": 4.0, "color": None}]}, "v1").body
+    assert body["predictions"] == list(model.pipeline.predict(imputed))
+    v2 = {
+        "inputs": [
+            {"name": "x1", "datatype": "FP64", "shape": [1, 1], "data": [0.2]},
+            {"name": "x2", "datatype": "FP64", "shape": [1, 1], "data": [4.0]},
+            {"name": "color", "datatype": "BYTES", "shape": [1, 1], "data": [None]},
+        ],
+        "outputs": [{"name": "predict_proba"}],
+    }
+    proba = model.answer(v2, "v2").body["outputs"][0]["data"]
+    np.testing.assert_allclose(proba, expected.ravel(), atol=1e-6)
