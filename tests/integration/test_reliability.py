@@ -35,8 +35,9 @@ FOREST = "forest"
 
 @pytest.fixture(scope="module")
 def forest_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A model that costs real CPU per request (300 trees, one thread): a worker overloads at a
-    rate a Python client can offer ten times over."""
+    """A model that costs real CPU per request (300 trees, one thread, served by the pipeline
+    engine: ONNX Runtime would answer in about a millisecond): a worker overloads at a rate a
+    Python client can offer ten times over."""
     uri = str(tmp_path_factory.mktemp("forest") / "registry")
     run(
         TrainerSettings(
@@ -78,7 +79,7 @@ def test_overload_ten_times_over_is_shed_and_admitted_latency_stays_bounded(
     90% are shed with 503 + Retry-After, the rest are served with latency bounded by the
     admission limit, every shed request is counted, and health checks are never shed."""
     limit = 4
-    args = ["--registry-uri", forest_registry, "--model-name", FOREST]
+    args = ["--registry-uri", forest_registry, "--model-name", FOREST, "--engine", "sklearn"]
     with ServerProcess([*args, "--max-concurrency", str(limit)], tmp_path) as server:
         request = raw_predict(FOREST)
         warm = open_loop(server.port, request, rate=1000, count=30, connections=1)
@@ -114,7 +115,10 @@ def test_without_a_limit_the_same_overload_queues_without_bound(
 ) -> None:
     """The contrast that makes the limit worth having: --max-concurrency 0, 10x for 1 s, and
     the last requests wait for the whole backlog."""
-    args = ["--registry-uri", forest_registry, "--model-name", FOREST, "--max-concurrency", "0"]
+    args = [
+        *("--registry-uri", forest_registry, "--model-name", FOREST, "--engine", "sklearn"),
+        *("--max-concurrency", "0"),
+    ]
     with ServerProcess(args, tmp_path) as server:
         request = raw_predict(FOREST)
         warm = open_loop(server.port, request, rate=1000, count=20, connections=1)
