@@ -43,6 +43,14 @@ class OnnxEngine:
     categorical: list[str]
     classifier: bool
 
+    @classmethod
+    def open(cls, blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: int) -> OnnxEngine:
+        """A session on ``blob`` (already checked; see ``onnx_engine``)."""
+        numeric = [f.name for f in metadata.features if f.kind == "numeric"]
+        categorical = [f.name for f in metadata.features if f.kind != "numeric"]
+        classifier = metadata.task == "classification" and hasattr(pipeline, "predict_proba")
+        return cls(session(blob, threads), numeric, categorical, classifier)
+
     def predict(
         self, rows: pd.DataFrame | np.ndarray[Any, Any], probabilities: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
@@ -79,11 +87,9 @@ def probe_rows(metadata: ModelMetadata, rows: int = PROBE_ROWS, seed: int = 0) -
 
 def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: int) -> OnnxEngine:
     """An engine for ``blob`` after checking it against ``pipeline`` on probe rows."""
-    numeric = [f.name for f in metadata.features if f.kind == "numeric"]
-    categorical = [f.name for f in metadata.features if f.kind != "numeric"]
-    classifier = metadata.task == "classification" and hasattr(pipeline, "predict_proba")
     try:
-        engine = OnnxEngine(session(blob, threads), numeric, categorical, classifier)
+        engine = OnnxEngine.open(blob, metadata, pipeline, threads)
+        classifier = engine.classifier
         rows = probe_rows(metadata)
         labels, proba = engine.predict(rows, probabilities=classifier)
     except Exception as error:  # a model ONNX Runtime cannot load or run

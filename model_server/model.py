@@ -91,6 +91,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.version = "unknown"
         self.unloaded = False
         self.engine: OnnxEngine | None = None
+        self.onnx_blob: bytes | None = None
         self.engine_name = "sklearn"
         self.first_attempt: concurrent.futures.Future[bool] | None = None
         """The first load, when main() stopped waiting for it (``--load-wait-seconds``)."""
@@ -138,7 +139,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.version = metadata.version
         self.pipeline = pipeline
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
-        self.engine = engine
+        self.engine, self.onnx_blob = engine if engine is not None else (None, None)
         self.engine_name = "onnx" if engine is not None else "sklearn"
         self.fast_path = (
             compile_fast_path(pipeline, metadata)
@@ -169,7 +170,9 @@ class SklearnModel(Model):  # type: ignore[misc]
         assert settings.registry_uri is not None
         return Registry(settings.registry_uri).read_onnx(metadata)
 
-    def _engine(self, metadata: ModelMetadata, pipeline: Any) -> tuple[OnnxEngine | None, str]:
+    def _engine(
+        self, metadata: ModelMetadata, pipeline: Any
+    ) -> tuple[tuple[OnnxEngine, bytes] | None, str]:
         """ONNX Runtime or the pipeline (``model_server.engine``), and a note for the log. A
         ``model.onnx`` whose sha256 does not match fails the load whatever the engine."""
         choice = self.settings.engine
@@ -189,7 +192,7 @@ class SklearnModel(Model):  # type: ignore[misc]
                     raise RegistryError(f"--engine onnx: {error}") from error
                 log.warning("serving with the pipeline, not ONNX Runtime: %s", error)
             else:
-                return engine, f"ONNX Runtime, {self.settings.engine_threads} thread(s)"
+                return (engine, blob), f"ONNX Runtime, {self.settings.engine_threads} thread(s)"
         pin_threads(pipeline)
         return None, "pipeline"
 
@@ -291,12 +294,21 @@ class SklearnModel(Model):  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         """For a spawned worker: without the main process's load in progress (the worker
-        loads on its own if this copy is not loaded)."""
-        return {**self.__dict__, "first_attempt": None}
+        loads on its own if this copy is not loaded) and without the ONNX Runtime session,
+        which cannot be pickled (the worker opens its own on the same checked bytes)."""
+        return {**self.__dict__, "first_attempt": None, "engine": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restored in a KServe worker process: put our routes in front of KServe's there too."""
+        """Restored in a KServe worker process: the engine as in the main process (thread
+        limits are per process), and our routes in front of KServe's there too."""
         self.__dict__.update(state)
+        if self.ready and self.metadata is not None:
+            if self.engine_name == "onnx" and self.onnx_blob is not None:
+                self.engine = OnnxEngine.open(
+                    self.onnx_blob, self.metadata, self.pipeline, self.settings.engine_threads
+                )
+            else:
+                pin_threads(self.pipeline)
         from model_server import app
 
         app.install_in_worker(self)
