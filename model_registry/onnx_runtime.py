@@ -15,6 +15,10 @@ import numpy as np
 import pandas as pd
 
 MISSING_CATEGORY = ""
+PROBABILITY_TOLERANCE = 1e-4
+"""Largest difference allowed between a probability from ONNX and from the pipeline."""
+REGRESSION_TOLERANCE = 1e-5
+"""Largest difference allowed for a regression output, relative to the largest output."""
 
 
 def onnx_inputs(
@@ -42,3 +46,43 @@ def session(blob: bytes, threads: int = 1) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+
+
+def agreement(
+    pipeline: Any,
+    rows: pd.DataFrame,
+    labels: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any] | None,
+) -> dict[str, Any]:
+    """How the ONNX model's ``labels`` (or values) and ``probabilities`` for ``rows`` agree with
+    ``pipeline``: every label identical, probabilities within ``PROBABILITY_TOLERANCE``,
+    regression outputs within ``REGRESSION_TOLERANCE`` of the largest. The trainer records this
+    check in metadata; the server repeats it at load."""
+    labels = np.asarray(labels).ravel()
+    if probabilities is not None:
+        expected_labels = np.asarray(pipeline.predict(rows))
+        flipped = int(np.sum(labels.astype(str) != expected_labels.astype(str)))
+        difference = float(np.max(np.abs(probabilities - pipeline.predict_proba(rows))))
+        tolerance = PROBABILITY_TOLERANCE
+    else:
+        expected = np.asarray(pipeline.predict(rows), dtype=np.float64)
+        flipped = 0
+        difference = float(np.max(np.abs(labels.astype(np.float64) - expected)))
+        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    return {
+        "rows": len(rows),
+        "labels_differing": flipped,
+        "max_abs_difference": difference,
+        "tolerance": tolerance,
+        "passed": flipped == 0 and difference <= tolerance,
+    }
+
+
+def disagreement(check: dict[str, Any]) -> str:
+    """Why a failed ``agreement`` check failed, in words."""
+    if check["labels_differing"]:
+        return f"{check['labels_differing']} of {check['rows']} labels differ"
+    return (
+        f"largest difference {check['max_abs_difference']:.3g} is over the tolerance "
+        f"{check['tolerance']:.3g}"
+    )

@@ -231,12 +231,7 @@ class Registry:
     @_storage_errors
     def read_onnx(self, metadata: ModelMetadata) -> bytes | None:
         """The version's ``model.onnx`` after checking its sha256; None when it has none."""
-        onnx = metadata.onnx
-        if onnx is None or onnx.file is None:
-            return None
-        data = self.storage.read_bytes(f"{metadata.model_name}/{metadata.version}/{onnx.file}")
-        check_onnx(metadata, data)
-        return data
+        return _read_onnx(self.storage, f"{metadata.model_name}/{metadata.version}/", metadata)
 
     def load_model(
         self, model_name: str, ref: str = LATEST, *, allow_pickle: bool = False
@@ -315,7 +310,8 @@ class Registry:
         prefix = f"{model_name}/{version}"
         try:
             self.storage.create(f"{prefix}/{file_name}", artifact)
-            if onnx is not None and checked.onnx is not None and checked.onnx.file:
+            if onnx is not None:
+                assert checked.onnx is not None  # checked above: metadata names its file
                 self.storage.create(f"{prefix}/{checked.onnx.file}", onnx)
             document.update(version=version, created_at=datetime.now(UTC))
             final = _validate(document, f"metadata for {model_name} {version}")
@@ -491,14 +487,18 @@ def read_version_dir(uri: str) -> tuple[ModelMetadata, bytes]:
 
 def read_version_dir_onnx(uri: str, metadata: ModelMetadata) -> bytes | None:
     """The verified ``model.onnx`` of the version directory at ``uri``; None when it has none."""
+    return _read_onnx(Storage(uri), "", metadata)
+
+
+def _read_onnx(storage: Storage, prefix: str, metadata: ModelMetadata) -> bytes | None:
+    """``{prefix}model.onnx`` after checking its sha256; None when the version has none."""
     onnx = metadata.onnx
     if onnx is None or onnx.file is None:
         return None
-    storage = Storage(uri)
     try:
-        data = storage.read_bytes(onnx.file)
+        data = storage.read_bytes(prefix + onnx.file)
     except FileNotFoundError as error:
-        raise NotFound(f"{storage.url(onnx.file)} is missing") from error
+        raise NotFound(f"{storage.url(prefix + onnx.file)} is missing") from error
     check_onnx(metadata, data)
     return data
 

@@ -117,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.fault_latency_ms,
         )
     model = SklearnModel(settings)
-    first = ThreadPoolExecutor(1, thread_name_prefix="model-load").submit(model.load)
+    loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    first = loader.submit(model.load)
+    loader.shutdown(wait=False)  # its thread ends with this one load
     try:
         first.result(timeout=settings.load_wait_seconds)
     except FuturesTimeout:

@@ -110,6 +110,9 @@ class Handlers:
     def _bind_model(self) -> None:
         """Drift, provenance and metrics for the loaded version (again after a late load)."""
         model, settings = self.model, self.model.settings
+        features = len(model.metadata.features) if model.metadata else 0
+        self.body_limit = body_limit(settings, features)
+        """The largest request body, raw or inflated (depends on the loaded model)."""
         self.__dict__.pop("metrics", None)  # rebound on first use, with the loaded version
         self.__dict__.pop("_shed_parts", None)
         if settings.drift and model.metadata is not None:
@@ -127,12 +130,6 @@ class Handlers:
                 sample_rate=settings.prediction_log_sample_rate,
                 payloads=settings.prediction_log_payloads,
             )
-
-    @property
-    def body_limit(self) -> int:
-        """The largest request body, raw or inflated (depends on the loaded model)."""
-        features = len(self.model.metadata.features) if self.model.metadata else 0
-        return body_limit(self.model.settings, features)
 
     @functools.cached_property
     def _shed_parts(self) -> tuple[bytes, bytes]:

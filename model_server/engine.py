@@ -20,14 +20,11 @@ import numpy as np
 import pandas as pd
 
 from model_registry.metadata import ModelMetadata
-from model_registry.onnx_runtime import onnx_inputs, session
+from model_registry.onnx_runtime import agreement, disagreement, onnx_inputs, session
 
 log = logging.getLogger(__name__)
 
 PROBE_ROWS = 256
-PROBABILITY_TOLERANCE = 1e-4
-REGRESSION_TOLERANCE = 1e-5
-"""As at training time (``trainer.onnx_export``): relative to the largest output."""
 
 
 class EngineRefused(Exception):
@@ -86,31 +83,17 @@ def probe_rows(metadata: ModelMetadata, rows: int = PROBE_ROWS, seed: int = 0) -
 
 
 def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: int) -> OnnxEngine:
-    """An engine for ``blob`` after checking it against ``pipeline`` on probe rows."""
+    """An engine for ``blob`` after checking it against ``pipeline`` on probe rows (the
+    trainer's check, ``model_registry.onnx_runtime.agreement``, on other rows)."""
     try:
         engine = OnnxEngine.open(blob, metadata, pipeline, threads)
-        classifier = engine.classifier
         rows = probe_rows(metadata)
-        labels, proba = engine.predict(rows, probabilities=classifier)
+        labels, proba = engine.predict(rows, probabilities=engine.classifier)
     except Exception as error:  # a model ONNX Runtime cannot load or run
         raise EngineRefused(f"ONNX Runtime cannot run model.onnx: {error}") from error
-    expected = pipeline.predict(rows)
-    if classifier:
-        differing = int(np.sum(labels.astype(str) != np.asarray(expected).astype(str)))
-        if differing:
-            raise EngineRefused(f"model.onnx disagrees with the pipeline on {differing} labels")
-        assert proba is not None
-        difference = float(np.max(np.abs(proba - pipeline.predict_proba(rows))))
-        tolerance = PROBABILITY_TOLERANCE
-    else:
-        values = np.asarray(expected, dtype=np.float64)
-        difference = float(np.max(np.abs(labels - values)))
-        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(values))))
-    if difference > tolerance:
-        raise EngineRefused(
-            f"model.onnx disagrees with the pipeline: largest difference {difference:.3g} "
-            f"over {tolerance:.3g}"
-        )
+    check = agreement(pipeline, rows, labels, proba)
+    if not check["passed"]:
+        raise EngineRefused(f"model.onnx disagrees with the pipeline: {disagreement(check)}")
     return engine
 
 

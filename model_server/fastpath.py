@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from model_registry.metadata import ModelMetadata
+from model_server.engine import probe_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +85,6 @@ def _numeric_steps(pipeline: Any, names: list[str]) -> FastPath | None:
     return FastPath(fill, mean, scale, estimator)
 
 
-def _probe(metadata: ModelMetadata, rows: int, seed: int = 0) -> np.ndarray[Any, Any]:
-    rng = np.random.default_rng(seed)
-    columns = []
-    for feature in metadata.features:
-        low = feature.min if feature.min is not None else 0.0
-        high = feature.max if feature.max is not None else 1.0
-        span = (high - low) or 1.0
-        column = rng.uniform(low - 0.1 * span, high + 0.1 * span, size=rows)
-        if feature.nullable:
-            column[rng.random(rows) < 0.1] = np.nan
-        columns.append(column)
-    return np.column_stack(columns)
-
-
 def compile_fast_path(pipeline: Any, metadata: ModelMetadata) -> FastPath | None:
     """A fast path equal to ``pipeline`` on probe rows, or None."""
     if any(f.kind != "numeric" for f in metadata.features):
@@ -106,8 +92,8 @@ def compile_fast_path(pipeline: Any, metadata: ModelMetadata) -> FastPath | None
     fast = _numeric_steps(pipeline, metadata.feature_names)
     if fast is None:
         return None
-    probe = _probe(metadata, PROBE_ROWS)
-    frame = pd.DataFrame(probe, columns=metadata.feature_names)
+    frame = probe_rows(metadata, PROBE_ROWS)  # all numeric here
+    probe = frame.to_numpy(dtype=np.float64)
     probabilities = hasattr(pipeline, "predict_proba") and metadata.task == "classification"
     labels, proba = fast.predict(probe, probabilities)
     if not np.array_equal(labels, pipeline.predict(frame)):

@@ -92,9 +92,14 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.unloaded = False
         self.engine: OnnxEngine | None = None
         self.onnx_blob: bytes | None = None
-        self.engine_name = "sklearn"
+        """The checked model.onnx ONNX Runtime serves; None when the pipeline serves."""
         self.first_attempt: concurrent.futures.Future[bool] | None = None
         """The first load, when main() stopped waiting for it (``--load-wait-seconds``)."""
+
+    @property
+    def engine_name(self) -> str:
+        """What computes predictions: ``onnx`` (ONNX Runtime) or ``sklearn`` (the pipeline)."""
+        return "onnx" if self.onnx_blob is not None else "sklearn"
 
     # -- loading -------------------------------------------------------------------------
 
@@ -140,7 +145,6 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.pipeline = pipeline
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
         self.engine, self.onnx_blob = engine if engine is not None else (None, None)
-        self.engine_name = "onnx" if engine is not None else "sklearn"
         self.fast_path = (
             compile_fast_path(pipeline, metadata)
             if self.settings.fast_path and engine is None
@@ -303,7 +307,7 @@ class SklearnModel(Model):  # type: ignore[misc]
         limits are per process), and our routes in front of KServe's there too."""
         self.__dict__.update(state)
         if self.ready and self.metadata is not None:
-            if self.engine_name == "onnx" and self.onnx_blob is not None:
+            if self.onnx_blob is not None:
                 self.engine = OnnxEngine.open(
                     self.onnx_blob, self.metadata, self.pipeline, self.settings.engine_threads
                 )

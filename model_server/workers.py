@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -120,7 +121,9 @@ class Roster:
         return [pid for pid in pids if not (self.directory / f"ready-{pid}").exists()]
 
 
+@functools.cache
 def roster() -> Roster | None:
-    """This process's roster, when it is one of several workers (or their parent)."""
+    """This process's roster, when it is one of several workers (or their parent); made once
+    (readiness probes ask on every call)."""
     directory = metrics_dir()
     return Roster(directory) if directory is not None else None

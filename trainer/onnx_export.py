@@ -19,8 +19,9 @@ copy of the pipeline that computes what the pipeline computes, in the same preci
 
 Linear models then agree to about 1e-15, trees to float32 accumulation (about 1e-7 in a
 probability). The compiled model is still only kept when it agrees with the pipeline on the
-check rows: every label identical, every probability within ``PROBABILITY_TOLERANCE``, every
-regression output within ``REGRESSION_TOLERANCE`` times the largest output's magnitude.
+check rows (``model_registry.onnx_runtime.agreement``): every label identical, every probability
+within ``PROBABILITY_TOLERANCE``, every regression output within ``REGRESSION_TOLERANCE`` times
+the largest output's magnitude.
 Otherwise the version is registered without ONNX, with the reason: a property of this model, not
 a training failure, and the server uses the pipeline.
 """
@@ -42,16 +43,18 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from model_registry.onnx_runtime import MISSING_CATEGORY, onnx_inputs, session
+from model_registry.onnx_runtime import (
+    MISSING_CATEGORY,
+    agreement,
+    disagreement,
+    onnx_inputs,
+    session,
+)
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 OPSET = {"": 18, "ai.onnx.ml": 3}
-PROBABILITY_TOLERANCE = 1e-4
-"""Largest difference allowed between a probability from ONNX and from the pipeline."""
-REGRESSION_TOLERANCE = 1e-5
-"""Largest difference allowed for a regression output, relative to the largest output."""
 
 
 @dataclass(frozen=True)
@@ -163,24 +166,8 @@ def compare(
 ) -> dict[str, Any]:
     """How the ONNX model and the pipeline agree on ``rows``: the check metadata records."""
     outputs = session(blob).run(None, onnx_inputs(rows, numeric, categorical))
-    if hasattr(pipeline, "predict_proba"):
-        expected_labels = pipeline.predict(rows)
-        labels = np.asarray(outputs[0]).ravel()
-        flipped = int(np.sum(labels.astype(str) != expected_labels.astype(str)))
-        difference = float(np.max(np.abs(outputs[1] - pipeline.predict_proba(rows))))
-        tolerance = PROBABILITY_TOLERANCE
-    else:
-        expected = np.asarray(pipeline.predict(rows), dtype=np.float64)
-        flipped = 0
-        difference = float(np.max(np.abs(np.asarray(outputs[0]).ravel() - expected)))
-        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
-    return {
-        "rows": len(rows),
-        "labels_differing": flipped,
-        "max_abs_difference": difference,
-        "tolerance": tolerance,
-        "passed": flipped == 0 and difference <= tolerance,
-    }
+    classifier = hasattr(pipeline, "predict_proba")
+    return agreement(pipeline, rows, outputs[0], outputs[1] if classifier else None)
 
 
 def export(
@@ -201,13 +188,7 @@ def export(
         return OnnxExport(None, {"reason": reason, **versions})
     seconds = round(time.perf_counter() - started, 3)
     if not check["passed"]:
-        what = (
-            f"{check['labels_differing']} of {check['rows']} labels differ"
-            if check["labels_differing"]
-            else f"largest difference {check['max_abs_difference']:.3g} is over the "
-            f"tolerance {check['tolerance']:.3g}"
-        )
-        reason = f"ONNX disagrees with the pipeline: {what}"
+        reason = f"ONNX disagrees with the pipeline: {disagreement(check)}"
         return OnnxExport(None, {"reason": reason, "check": check, **versions})
     info = {
         "file": ONNX_FILE,

@@ -43,7 +43,8 @@ def test_publish_allocates_increasing_versions_and_fills_metadata(registry: Regi
     assert registry.list_models() == ["churn"]
 
 
-def test_metadata_is_written_last(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_on_creates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``Storage.create`` writes from now on, in order."""
     written: list[str] = []
     original = Storage.create
 
@@ -52,6 +53,11 @@ def test_metadata_is_written_last(registry: Registry, monkeypatch: pytest.Monkey
         original(self, rel, data)
 
     monkeypatch.setattr(Storage, "create", spy)
+    return written
+
+
+def test_metadata_is_written_last(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = spy_on_creates(monkeypatch)
     publish(registry)
     assert written == ["churn/v1/.claim", "churn/v1/model.skops", "churn/v1/metadata.json"]
 
@@ -309,14 +315,7 @@ def onnx_meta(blob: bytes) -> dict[str, Any]:
 def test_onnx_is_written_beside_the_artifact_before_metadata(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written: list[str] = []
-    original = Storage.create
-
-    def spy(self: Storage, rel: str, data: bytes) -> None:
-        written.append(rel)
-        original(self, rel, data)
-
-    monkeypatch.setattr(Storage, "create", spy)
+    written = spy_on_creates(monkeypatch)
     blob = b"compiled"
     meta = registry.publish("churn", b"model", metadata_body(onnx=onnx_meta(blob)), onnx=blob)
     assert written == [
