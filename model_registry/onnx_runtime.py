@@ -26,8 +26,10 @@ def onnx_inputs(
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The graph's inputs for ``rows`` (a frame, or an all-numeric matrix in feature order)."""
     if isinstance(rows, np.ndarray):
+        # Views, not copies (contiguous when the matrix is column-major, as the codec makes
+        # it): ONNX Runtime takes them as they are.
         matrix = np.asarray(rows, dtype=np.float64)
-        return {name: matrix[:, [i]] for i, name in enumerate(numeric)}
+        return {name: matrix[:, i : i + 1] for i, name in enumerate(numeric)}
     feeds: dict[str, np.ndarray[Any, Any]] = {}
     for name in numeric:
         feeds[name] = rows[name].to_numpy(dtype=np.float64).reshape(-1, 1)

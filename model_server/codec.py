@@ -7,6 +7,7 @@ instance, feature or tensor at fault. Decoding is transport-free: the HTTP handl
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -446,6 +447,42 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
     return _frame_from_columns(schema, list(zip(*matrix_rows, strict=True)), "row")
 
 
+_PLAIN_FLOATS = frozenset({"FP64", "FP32", "FP16"})
+_PLAIN_KINDS = frozenset({int, float})
+
+
+def _plain_numeric(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | None:
+    """The common request, decoded in one step: every feature a JSON list of plain finite
+    numbers in an FP tensor of one shape [N] or [N, 1] within the batch limit. The matrix is
+    column-major, so each feature's column (the ONNX model's input) is contiguous.
+
+    Anything else (None, other types, integer datatypes, binary data, a bad shape) returns
+    None and goes through the checks below, which name the problem: this path accepts a
+    subset of what they accept and builds the same matrix."""
+    data = by_name[schema.names[0]].get("data")
+    if type(data) is not list or not 0 < len(data) <= schema.max_rows:
+        return None
+    rows = len(data)
+    columns = []
+    for feature in schema.names:
+        tensor = by_name[feature]
+        data, shape = tensor.get("data"), tensor.get("shape")
+        if (
+            type(data) is not list
+            or len(data) != rows
+            or tensor.get("datatype") not in _PLAIN_FLOATS
+            or type(shape) is not list
+            or not all(type(d) is int for d in shape)
+            or shape not in ([rows], [rows, 1])
+        ):
+            return None
+        columns.append(data)
+    if not set(map(type, itertools.chain.from_iterable(columns))) <= _PLAIN_KINDS:
+        return None
+    matrix = np.array(columns, dtype=np.float64)
+    return matrix.T if np.isfinite(matrix).all() else None
+
+
 def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows:
     """One [N] (or [N, 1]) tensor per feature, named by feature."""
     by_name = {t["name"]: t for t in inputs}
@@ -466,6 +503,10 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
         raise InvalidInput(
             f"{problem}. Send one [N] tensor per feature, or one [N, {width}] tensor"
         )
+    if schema.numeric_only:
+        plain = _plain_numeric(by_name, schema)
+        if plain is not None:
+            return plain
     columns = []
     rows = None
     for feature in schema.names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -280,3 +281,59 @@ def test_encoders_carry_version_and_shapes() -> None:
         model_version="v3",
     )
     assert [o["name"] for o in header["outputs"]] == [PREDICT]  # tensors.py adds the binary one
+
+
+def _per_feature(a: Any, b: Any, *, datatype: str = "FP64", shape: Any = None) -> dict[str, Any]:
+    count = len(a) if isinstance(a, list) else 1
+    return {
+        "inputs": [
+            {"name": "a", "datatype": datatype, "shape": shape or [count], "data": a},
+            {"name": "b", "datatype": "FP64", "shape": [count], "data": b},
+        ]
+    }
+
+
+def test_plain_per_feature_tensors_decode_to_the_checked_matrix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one-step path for plain numbers builds what the value-by-value checks build."""
+    from model_server import codec
+
+    requests = [
+        _per_feature([1, 2.5, -3], [4.0, 5, 6e300]),
+        _per_feature([1.5], [2], datatype="FP32", shape=[1, 1]),
+    ]
+    plain = [decode_v2(r, NUMERIC).frame for r in requests]
+    monkeypatch.setattr(codec, "_plain_numeric", lambda by_name, schema: None)
+    checked = [decode_v2(r, NUMERIC).frame for r in requests]
+    for fast, slow in zip(plain, checked, strict=True):
+        assert isinstance(fast, np.ndarray)
+        assert fast.dtype == np.float64
+        np.testing.assert_array_equal(fast, slow)
+    assert plain[0][:, 0].flags.c_contiguous  # a feature's column: ONNX Runtime's input
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message"),
+    [
+        (_per_feature([1.0], [True]), "feature 'b' of row 0 must be a number, got true"),
+        (_per_feature(["1.5"], [2.0]), "feature 'a' of row 0 must be a number, got the string"),
+        (_per_feature([None], [2.0]), "feature 'a' of row 0 is missing (null)"),
+        (_per_feature([1.0], [float("inf")]), "feature 'b' of row 0 is not a finite number"),
+        (_per_feature([1.0], [2.0], shape=[1.0]), "input 'a' needs a 'shape'"),
+        (_per_feature([1.0], [2.0], shape=[True]), "input 'a' needs a 'shape'"),
+        (_per_feature([1.0, 2.0], [2.0]), "input 'b' has 1 values but its shape [2] needs 2"),
+        (_per_feature([1.0], [2.0], shape=[2]), "input 'a' has 1 values but its shape [2]"),
+        (_per_feature([300.0], [2.0], datatype="UINT8"), "is UINT8 (values 0 to 255)"),
+        (_per_feature([1.0] * 11, [2.0] * 11), "batch of 11 rows is larger than the limit"),
+        (_per_feature([[1.0]], [2.0], shape=[1, 1]), None),  # nested lists: the checked path
+    ],
+)
+def test_what_the_plain_path_does_not_take_is_checked_as_before(
+    request_body: dict[str, Any], message: str | None
+) -> None:
+    if message is None:
+        assert np.asarray(decode_v2(request_body, NUMERIC).frame).tolist() == [[1.0, 2.0]]
+        return
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        decode_v2(request_body, NUMERIC)
