@@ -9,7 +9,7 @@ graphs to this contract (``trainer.onnx_export``); the server feeds them by it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,23 @@ REGRESSION_TOLERANCE = 1e-5
 """Largest difference allowed for a regression output, relative to the largest output."""
 
 
+class ColumnsLike(Protocol):
+    """Rows by feature name: a DataFrame, or the server's ``codec.Columns``."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def _category(value: Any) -> str:
+    if type(value) is str:
+        return value
+    return MISSING_CATEGORY if pd.isna(value) else str(value)
+
+
 def onnx_inputs(
-    rows: pd.DataFrame | np.ndarray[Any, Any], numeric: Sequence[str], categorical: Sequence[str]
+    rows: ColumnsLike | np.ndarray[Any, Any], numeric: Sequence[str], categorical: Sequence[str]
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """The graph's inputs for ``rows`` (a frame, or an all-numeric matrix in feature order)."""
+    """The graph's inputs for ``rows``: columns by feature name, or an all-numeric matrix in
+    feature order."""
     if isinstance(rows, np.ndarray):
         # Views, not copies (contiguous when the matrix is column-major, as the codec makes
         # it): ONNX Runtime takes them as they are.
@@ -32,11 +45,10 @@ def onnx_inputs(
         return {name: matrix[:, i : i + 1] for i, name in enumerate(numeric)}
     feeds: dict[str, np.ndarray[Any, Any]] = {}
     for name in numeric:
-        feeds[name] = rows[name].to_numpy(dtype=np.float64).reshape(-1, 1)
+        feeds[name] = np.asarray(rows[name], dtype=np.float64).reshape(-1, 1)
     for name in categorical:
-        values = rows[name].astype(object)
-        text = values.where(values.notna(), MISSING_CATEGORY).astype(str)
-        feeds[name] = text.to_numpy(dtype=object).reshape(-1, 1)
+        text = [_category(v) for v in np.asarray(rows[name], dtype=object).tolist()]
+        feeds[name] = np.array(text, dtype=object).reshape(-1, 1)
     return feeds
 
 

@@ -403,7 +403,7 @@ class Handlers:
         assert self.provenance is not None
         inputs = outputs = None
         if self.provenance.payloads and rows is not None:
-            inputs = rows.tolist() if isinstance(rows, np.ndarray) else rows.to_dict("records")
+            inputs = rows.tolist() if isinstance(rows, np.ndarray) else rows.records()
             outputs = payload
         self.provenance.write(
             request_id=request_id,

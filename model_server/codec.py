@@ -73,8 +73,36 @@ class FeatureSchema:
         return (PREDICT, PREDICT_PROBA) if self.classes is not None else (PREDICT,)
 
 
-Rows = pd.DataFrame | np.ndarray[Any, Any]
-"""Validated rows in feature order: a float64 matrix for all-numeric models, else a DataFrame."""
+class Columns:
+    """Validated rows of a model with categorical features, without pandas on the request path:
+    one array per feature in model order (float64 for numbers, NaN for missing; object arrays
+    of strings for categories, NaN for missing as in the training data). ``frame()`` makes the
+    DataFrame the scikit-learn pipeline takes; ONNX Runtime and drift read the arrays."""
+
+    __slots__ = ("arrays", "count")
+
+    def __init__(self, arrays: dict[str, np.ndarray[Any, Any]], count: int) -> None:
+        self.arrays = arrays
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        return self.arrays[name]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.arrays, columns=list(self.arrays))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{feature: value}`` per row (missing values as NaN)."""
+        names = list(self.arrays)
+        values = zip(*(a.tolist() for a in self.arrays.values()), strict=True)
+        return [dict(zip(names, row, strict=True)) for row in values]
+
+
+Rows = Columns | np.ndarray[Any, Any]
+"""Validated rows in feature order: a float64 matrix for all-numeric models, else Columns."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +205,7 @@ def _frame_from_columns(schema: FeatureSchema, columns: Sequence[Any], where: st
     ]
     if schema.numeric_only:
         return np.column_stack(arrays)
-    return pd.DataFrame(dict(zip(schema.names, arrays, strict=True)), columns=list(schema.names))
+    return Columns(dict(zip(schema.names, arrays, strict=True)), len(arrays[0]))
 
 
 def _numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Rows:

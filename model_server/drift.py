@@ -126,9 +126,8 @@ class DriftMonitor:
                 for index, name in enumerate(self.names):
                     columns[name].append(rows[:, index])
             else:
-                frame: pd.DataFrame = rows
                 for name in self.names:
-                    columns[name].append(frame[name].to_numpy())
+                    columns[name].append(np.asarray(rows[name]))
         result = {}
         for name in self.names:
             value = self.binners[name].psi(np.concatenate(columns[name]))

@@ -20,7 +20,13 @@ import numpy as np
 import pandas as pd
 
 from model_registry.metadata import ModelMetadata
-from model_registry.onnx_runtime import agreement, disagreement, onnx_inputs, session
+from model_registry.onnx_runtime import (
+    ColumnsLike,
+    agreement,
+    disagreement,
+    onnx_inputs,
+    session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ class OnnxEngine:
         return cls(session(blob, threads), numeric, categorical, classifier)
 
     def predict(
-        self, rows: pd.DataFrame | np.ndarray[Any, Any], probabilities: bool
+        self, rows: ColumnsLike | np.ndarray[Any, Any], probabilities: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         outputs = self.runtime.run(None, onnx_inputs(rows, self.numeric, self.categorical))
         labels = np.asarray(outputs[0]).ravel()

@@ -159,7 +159,11 @@ class ModelMetrics:
         """Record one batch's inference time, size and predicted classes."""
         self.inference.observe(seconds)
         self.rows.observe(len(labels))
-        if self._classes:
+        if self._classes and len(labels) == 1:
+            child = self._classes.get(str(labels[0]))
+            if child is not None:
+                child.inc()
+        elif self._classes:
             values, counts = np.unique(labels, return_counts=True)
             for value, count in zip(values.tolist(), counts.tolist(), strict=True):
                 child = self._classes.get(str(value))

@@ -21,7 +21,6 @@ from model_registry.metadata import ModelMetadata
 from model_registry.registry import read_version_dir, read_version_dir_onnx
 from model_server import codec
 from model_server.engine import EngineRefused, OnnxEngine, onnx_engine, pin_threads
-from model_server.fastpath import FastPath, compile_fast_path
 from model_server.settings import ModelServerSettings
 from model_server.tensors import read_binary_request
 
@@ -86,7 +85,6 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.metadata: ModelMetadata | None = None
         self.schema: codec.FeatureSchema | None = None
         self.pipeline: Any = None
-        self.fast_path: FastPath | None = None
         self.load_error: str | None = "not loaded yet"
         self.version = "unknown"
         self.unloaded = False
@@ -145,11 +143,6 @@ class SklearnModel(Model):  # type: ignore[misc]
         self.pipeline = pipeline
         self.schema = codec.FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
         self.engine, self.onnx_blob = engine if engine is not None else (None, None)
-        self.fast_path = (
-            compile_fast_path(pipeline, metadata)
-            if self.settings.fast_path and engine is None
-            else None
-        )
         self.load_error = None
         self.unloaded = False
         self.ready = True
@@ -161,9 +154,7 @@ class SklearnModel(Model):  # type: ignore[misc]
             time.perf_counter() - started,
             len(metadata.features),
             metadata.task,
-            engine_note
-            if engine is not None
-            else ("pipeline, verified NumPy fast path" if self.fast_path else "pipeline"),
+            engine_note,
         )
         return True
 
@@ -210,13 +201,12 @@ class SklearnModel(Model):  # type: ignore[misc]
             if self.engine is not None:
                 return self.engine.predict(rows, probabilities)
             if isinstance(rows, np.ndarray):
-                if self.fast_path is not None:
-                    labels, proba = self.fast_path.predict(rows, probabilities)
-                    return np.asarray(labels), proba
                 assert self.schema is not None
-                rows = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
-            labels = self.pipeline.predict(rows)
-            proba = self.pipeline.predict_proba(rows) if probabilities else None
+                frame = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
+            else:
+                frame = rows.frame()
+            labels = self.pipeline.predict(frame)
+            proba = self.pipeline.predict_proba(frame) if probabilities else None
         except (ValueError, TypeError) as error:
             # Validation runs first, so this is rare; it is still the client's input.
             raise InvalidInput(f"the model cannot use this input: {error}") from error

@@ -45,9 +45,6 @@ class ModelServerSettings(BaseSettings):
     engine_threads: int = Field(default=1, ge=1, le=64)
     """ONNX Runtime intra-op threads per worker (1: a worker uses one core, as --workers
     assumes)."""
-    fast_path: bool = True
-    """For all-numeric pipelines, impute and scale in NumPy and call the estimator directly,
-    after checking at load that this predicts exactly as the full pipeline does."""
     max_batch_rows: int = Field(default=1000, ge=1)
     """Largest batch (rows per request) accepted; larger ones are a 400."""
     grace_period_seconds: int = Field(default=30, ge=0)

@@ -14,6 +14,7 @@ from kserve.errors import InvalidInput
 from model_server.codec import (
     PREDICT,
     PREDICT_PROBA,
+    Columns,
     Decoded,
     FeatureSchema,
     decode_v1,
@@ -44,9 +45,17 @@ def test_v1_objects_in_model_order() -> None:
 
 def test_mixed_nullable_and_categorical() -> None:
     decoded = decode_v1({"instances": [[None, "red"], [2, "blue"]]}, MIXED)
-    assert isinstance(decoded.frame, pd.DataFrame)
+    assert isinstance(decoded.frame, Columns)  # arrays by feature: no pandas per request
+    assert len(decoded.frame) == 2
     assert math.isnan(decoded.frame["a"][0])
     assert decoded.frame["color"].tolist() == ["red", "blue"]
+    frame = decoded.frame.frame()  # what the scikit-learn pipeline takes
+    assert list(frame.columns) == ["a", "color"]
+    assert frame["a"].dtype == np.float64
+    assert frame["color"].tolist() == ["red", "blue"]
+    records = decoded.frame.records()
+    assert math.isnan(records[0]["a"])
+    assert records[1] == {"a": 2.0, "color": "blue"}
 
 
 V1_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
@@ -201,7 +210,7 @@ def test_v2_arrays_from_binary_data_are_taken_as_they_are() -> None:
         },
         MIXED,  # 'a' is nullable here: NaN is a missing value, as in JSON's null
     )
-    assert isinstance(columns.frame, pd.DataFrame)
+    assert isinstance(columns.frame, Columns)
     assert columns.frame["color"].tolist() == ["red", "blue"]
     with pytest.raises(InvalidInput, match="feature 'b' of row 0 is not a finite number"):
         decode_v2({"inputs": [tensor("x", [1, 2], "FP64", np.array([1.0, np.inf]))]}, NUMERIC)
