@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from kserve.errors import InvalidInput
 
@@ -25,7 +24,7 @@ from model_server.codec import (
 )
 
 NUMERIC = FeatureSchema(("a", "b"), frozenset(), frozenset(), ("no", "yes"), max_rows=10)
-EMPTY = pd.DataFrame()
+EMPTY = np.empty((0, 2))
 MIXED = FeatureSchema(("a", "color"), frozenset({"color"}), frozenset({"a"}), None, max_rows=10)
 
 
@@ -92,6 +91,8 @@ def tensor(name: str, shape: list[int], datatype: str, data: Any) -> dict[str, A
 def test_v2_matrix_flat_and_nested_agree() -> None:
     flat = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [1, 2, 3, 4])]}, NUMERIC)
     nested = decode_v2({"inputs": [tensor("x", [2, 2], "FP32", [[1, 2], [3, 4]])]}, NUMERIC)
+    assert isinstance(flat.frame, np.ndarray)
+    assert isinstance(nested.frame, np.ndarray)
     assert np.array_equal(flat.frame, nested.frame)
     assert np.asarray(flat.frame).tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert flat.outputs == (PREDICT, PREDICT_PROBA)  # no 'outputs': all of them (the spec)
@@ -317,9 +318,10 @@ def test_plain_per_feature_tensors_decode_to_the_checked_matrix(
     checked = [decode_v2(r, NUMERIC).frame for r in requests]
     for fast, slow in zip(plain, checked, strict=True):
         assert isinstance(fast, np.ndarray)
+        assert isinstance(slow, np.ndarray)
         assert fast.dtype == np.float64
         np.testing.assert_array_equal(fast, slow)
-    assert plain[0][:, 0].flags.c_contiguous  # a feature's column: ONNX Runtime's input
+        assert fast[:, 0].flags.c_contiguous  # a feature's column: ONNX Runtime's input
 
 
 @pytest.mark.parametrize(
