@@ -28,7 +28,6 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from kserve.errors import InvalidInput
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
-from timing_asgi import TimingMiddleware
 
 from model_server import codec, http_guard, tensors, workers
 from model_server.drift import DriftMonitor
@@ -763,11 +762,12 @@ class BodyLimitMiddleware:
 
 class InferenceRoutes:
     """The inference POSTs (V1 ``:predict``, V2 ``infer``, versioned or not), answered in front
-    of the middleware stack and FastAPI's router, by the same ``Handlers.infer_http`` as their
-    FastAPI routes and with the same guarantees: a request id (``x-request-id``), the body
-    limit (413, connection closed), gzip for large answers the client accepts. Everything else
-    goes on to the application. Measured on a 1-row request: FastAPI's routing, dependency
-    solving and the middleware layers cost more than validating and predicting.
+    of FastAPI (its telemetry check, the middleware stack with KServe's timing middleware that
+    routes every request a second time, the router, dependency solving) by the same
+    ``Handlers.infer_http`` as their FastAPI routes, with the same guarantees: a request id
+    (``x-request-id``), the body limit (413, connection closed), gzip for large answers the
+    client accepts. Everything else goes on to the application. Measured on a 1-row request,
+    that framework work cost more than validating and predicting.
     """
 
     PATH = re.compile(r"/v1/models/([^/]+):predict|/v2/models/([^/]+)/(?:versions/([^/]+)/)?infer")
@@ -892,19 +892,28 @@ def install(app: FastAPI, model: SklearnModel, *, access_log: bool = False) -> H
     app.add_middleware(BodyLimitMiddleware, handlers=handlers)  # inside: its 413s get ids
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_MIN_BYTES, compresslevel=6)
-    build = app.build_middleware_stack
-
-    def build_with_inference_routes() -> Any:
-        # Built at the first request, after KServe's server added its own middleware.
-        # KServe's TimingMiddleware only writes timing lines to the kserve.trace logger (kept
-        # at WARNING here), and matched every request against every route a second time to
-        # name them: dropped.
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-        return InferenceRoutes(build(), handlers)
-
-    app.build_middleware_stack = build_with_inference_routes  # type: ignore[method-assign]
+    global _inference_routes  # noqa: PLW0603 (one app per process)
+    _inference_routes = InferenceRoutes(app, handlers)
     http_guard.set_shed_answer(handlers.shed_answer)
     return handlers
+
+
+_inference_routes: InferenceRoutes | None = None
+APP_IMPORT_STRING = "model_server.app:application"
+"""What uvicorn serves, in the main process and in every worker."""
+
+
+async def application(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI application: inference POSTs answered by ``InferenceRoutes`` before anything
+    else (FastAPI's per-request telemetry check, its middleware and router), the rest by
+    KServe's FastAPI app with this project's routes in front (``install``)."""
+    routes = _inference_routes
+    if routes is None:  # not installed (a failed start): KServe's app as it is
+        import kserve.model_server
+
+        await kserve.model_server.app(scope, receive, send)
+        return
+    await routes(scope, receive, send)
 
 
 _installed_in_worker = False

@@ -15,12 +15,11 @@ import logging
 from typing import Any
 
 from kserve import ModelServer
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess, RESTServerProcess
 from kserve.protocol.rest.server import RESTServer
 
 from model_server import workers
-from model_server.app import Handlers
+from model_server.app import APP_IMPORT_STRING, Handlers
 from model_server.grpc_service import GrpcServer
 from model_server.http_guard import GuardedHttpToolsProtocol
 from model_server.model import SklearnModel
@@ -110,7 +109,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
         settings = self.settings
         if settings.workers > 1:
             self._rest_multiprocess_server = SupervisedWorkers(
-                FASTAPI_APP_IMPORT_STRING,
+                APP_IMPORT_STRING,
                 self.dataplane,
                 self.model_repository_extension,
                 self.http_port,
@@ -123,7 +122,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             self.servers.append(self._rest_multiprocess_server.start())
         else:
             self._rest_server = RESTServer(
-                FASTAPI_APP_IMPORT_STRING,
+                APP_IMPORT_STRING,
                 self.dataplane,
                 self.model_repository_extension,
                 self.http_port,
