@@ -21,7 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STEPS = ["load", "validate", "fit", "evaluate", "gate", "serialize", "profile", "register", "total"]
+STEPS = [
+    "load",
+    "validate",
+    "fit",
+    "evaluate",
+    "gate",
+    "serialize",
+    "profile",
+    "onnx",
+    "register",
+    "total",
+]
 
 
 def synthetic(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -60,6 +71,7 @@ def one(rows: int, estimator: str) -> dict[str, Any]:
         )
         result = run(settings)
         artifact = result.metadata.artifact.size_bytes if result.metadata else 0
+        onnx = result.metadata.onnx if result.metadata else None
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "rows": rows,
@@ -69,6 +81,7 @@ def one(rows: int, estimator: str) -> dict[str, Any]:
         "generate_seconds": round(generate, 3),
         "peak_rss_mib": round(peak_mib, 1),
         "artifact_bytes": artifact,
+        "onnx": onnx.model_dump(mode="json") if onnx is not None else None,
         "metrics": result.metrics,
     }
 
@@ -136,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             f"(linear would be {rows_ratio:.0f}x); registration alone: "
             f"{first['timings_seconds']['register']:.3f}s -> "
             f"{last['timings_seconds']['register']:.3f}s"
+        )
+    print("\nONNX export (convert, then check against the pipeline) at each size:")
+    for r in results:
+        t = r["timings_seconds"]
+        onnx = r.get("onnx") or {}
+        outcome = (
+            f"checked on {onnx['check']['rows']} rows" if onnx.get("check") else onnx.get("reason")
+        )
+        print(
+            f"  {r['rows']:>10,} rows: {t.get('onnx', 0.0):.3f} s "
+            f"({t.get('onnx', 0.0) / t['total']:.1%} of the run), {outcome}"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
