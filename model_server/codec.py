@@ -479,36 +479,51 @@ _PLAIN_FLOATS = frozenset({"FP64", "FP32", "FP16"})
 _PLAIN_KINDS = frozenset({int, float})
 
 
-def _plain_numeric(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | None:
-    """The common request, decoded in one step: every feature a JSON list of plain finite
-    numbers in an FP tensor of one shape [N] or [N, 1] within the batch limit. The matrix is
-    column-major, so each feature's column (the ONNX model's input) is contiguous.
+def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | None:
+    """The common request, decoded in one step: every feature a JSON list in a tensor of one
+    shape [N] or [N, 1] within the batch limit, numbers plain and finite in an FP tensor,
+    categories strings in a BYTES tensor. An all-numeric model gets a column-major matrix, so
+    each feature's column (the ONNX model's input) is contiguous; others get ``Columns``.
 
-    Anything else (None, other types, integer datatypes, binary data, a bad shape) returns
-    None and goes through the checks below, which name the problem: this path accepts a
-    subset of what they accept and builds the same matrix."""
+    Anything else (None or NaN, other types, integer datatypes, binary data, a bad shape)
+    returns None and goes through the checks below, which name the problem: this path accepts
+    a subset of what they accept and builds the same rows."""
     data = by_name[schema.names[0]].get("data")
     if type(data) is not list or not 0 < len(data) <= schema.max_rows:
         return None
     rows = len(data)
-    columns = []
+    numbers: list[list[Any]] = []
+    categories: list[list[Any]] = []
     for feature in schema.names:
         tensor = by_name[feature]
         data, shape = tensor.get("data"), tensor.get("shape")
+        categorical = feature in schema.categorical
         if (
             type(data) is not list
             or len(data) != rows
-            or tensor.get("datatype") not in _PLAIN_FLOATS
+            or (tensor.get("datatype") == "BYTES") is not categorical
+            or (not categorical and tensor.get("datatype") not in _PLAIN_FLOATS)
             or type(shape) is not list
             or not all(type(d) is int for d in shape)
             or shape not in ([rows], [rows, 1])
         ):
             return None
-        columns.append(data)
-    if not set(map(type, itertools.chain.from_iterable(columns))) <= _PLAIN_KINDS:
+        (categories if categorical else numbers).append(data)
+    if not set(map(type, itertools.chain.from_iterable(numbers))) <= _PLAIN_KINDS:
         return None
-    matrix = np.array(columns, dtype=np.float64)
-    return matrix.T if np.isfinite(matrix).all() else None
+    if not set(map(type, itertools.chain.from_iterable(categories))) <= {str}:
+        return None
+    matrix = np.array(numbers, dtype=np.float64).reshape(len(numbers), rows)
+    if not np.isfinite(matrix).all():
+        return None
+    if schema.numeric_only:
+        return matrix.T
+    numeric, text = iter(matrix), iter(categories)
+    arrays = {
+        name: np.array(next(text), dtype=object) if name in schema.categorical else next(numeric)
+        for name in schema.names
+    }
+    return Columns(arrays, rows)
 
 
 def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows:
@@ -531,10 +546,9 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
         raise InvalidInput(
             f"{problem}. Send one [N] tensor per feature, or one [N, {width}] tensor"
         )
-    if schema.numeric_only:
-        plain = _plain_numeric(by_name, schema)
-        if plain is not None:
-            return plain
+    plain = _plain(by_name, schema)
+    if plain is not None:
+        return plain
     columns = []
     rows = None
     for feature in schema.names:

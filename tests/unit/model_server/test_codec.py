@@ -314,7 +314,7 @@ def test_plain_per_feature_tensors_decode_to_the_checked_matrix(
         _per_feature([1.5], [2], datatype="FP32", shape=[1, 1]),
     ]
     plain = [decode_v2(r, NUMERIC).frame for r in requests]
-    monkeypatch.setattr(codec, "_plain_numeric", lambda by_name, schema: None)
+    monkeypatch.setattr(codec, "_plain", lambda by_name, schema: None)
     checked = [decode_v2(r, NUMERIC).frame for r in requests]
     for fast, slow in zip(plain, checked, strict=True):
         assert isinstance(fast, np.ndarray)
@@ -348,3 +348,51 @@ def test_what_the_plain_path_does_not_take_is_checked_as_before(
         return
     with pytest.raises(InvalidInput, match=re.escape(message)):
         decode_v2(request_body, NUMERIC)
+
+
+def _mixed(a: list[Any], color: list[Any], color_type: str = "BYTES") -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "a", "datatype": "FP64", "shape": [len(a)], "data": a},
+            {"name": "color", "datatype": color_type, "shape": [len(color)], "data": color},
+        ]
+    }
+
+
+def test_plain_mixed_tensors_decode_to_the_checked_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model_server import codec
+
+    request = _mixed([1, 2.5], ["red", "blue"])
+    plain = decode_v2(request, MIXED).frame
+    monkeypatch.setattr(codec, "_plain", lambda by_name, schema: None)
+    checked = decode_v2(request, MIXED).frame
+    assert isinstance(plain, Columns)
+    assert isinstance(checked, Columns)
+    assert len(plain) == len(checked) == 2
+    for name in ("a", "color"):
+        assert plain[name].dtype == checked[name].dtype
+        assert plain[name].tolist() == checked[name].tolist()
+
+
+@pytest.mark.parametrize(
+    ("request_body", "outcome"),
+    [
+        (_mixed([None], ["red"]), {"a": [math.nan], "color": ["red"]}),  # 'a' is nullable
+        (_mixed([1.0], [None]), "feature 'color' of row 0 is missing (null)"),
+        (_mixed([1.0], [3]), "feature 'color' of row 0 must be a string (a category), got 3"),
+        (_mixed([1.0], ["red"], "FP64"), "input 'color' is FP64, but feature 'color' is categ"),
+    ],
+)
+def test_what_the_plain_path_does_not_take_of_a_mixed_model_is_checked_as_before(
+    request_body: dict[str, Any], outcome: dict[str, list[Any]] | str
+) -> None:
+    if isinstance(outcome, str):
+        with pytest.raises(InvalidInput, match=re.escape(outcome)):
+            decode_v2(request_body, MIXED)
+        return
+    frame = decode_v2(request_body, MIXED).frame
+    assert isinstance(frame, Columns)
+    np.testing.assert_array_equal(frame["a"], np.array(outcome["a"], dtype=np.float64))
+    assert frame["color"].tolist() == outcome["color"]
