@@ -6,6 +6,9 @@ pinned to CPU 0). The same rows are sent
   (a) rest-json    V2 REST, JSON tensors (one [N, 30] FP64 tensor), JSON outputs
   (b) rest-binary  V2 REST, binary tensor data in and out (tritonclient's default)
   (c) grpc         V2 gRPC, raw_input_contents in, raw_output_contents out (tritonclient's way)
+  and, for 1 row only,
+  (d) grpc-floor   a grpc.aio servicer that does nothing (benchmarks/servers/grpc_floor.py):
+                   grpcio's own cost per call, which no Python servicer can go under
 
 by closed-loop clients in separate processes pinned to CPU 1, each on one keep-alive
 connection, for --duration seconds: 1,000-row requests with --connections clients (rows/s),
@@ -86,7 +89,7 @@ def _client(kind: str, target: str, rows: int, duration: float, sync: tuple[Any,
     _pin(1)
     matrix = _rows(rows)
     latencies: list[float] = []
-    if kind == "grpc":
+    if kind in {"grpc", "grpc-floor"}:
         import grpc
         from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -238,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             *("--max-batch-rows", str(args.batch_rows)),
         ]
         log = (Path(work) / "server.log").open("wb")
-        if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-            command = ["taskset", "-c", "0", *command]
+        pin = (
+            ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+        )
+        command = [*pin, *command]
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         http_target, grpc_target = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
         try:
@@ -252,16 +257,32 @@ def main(argv: list[str] | None = None) -> int:
                 results["batch"][kind] = measure(
                     kind, target, args.batch_rows, args.connections, args.duration, server.pid
                 )
-            # 1 row: alternate the two protocols in rounds, so drift in the machine's load
-            # falls on both; report the median round.
-            rounds: dict[str, list[dict[str, float]]] = {"rest-json": [], "grpc": []}
-            for round_number in range(args.rounds):
-                for kind, measured in rounds.items():
-                    print(f">> {kind}: 1-row requests, 1 client (round {round_number + 1})")
-                    target = grpc_target if kind == "grpc" else http_target
-                    measured.append(
-                        measure(kind, target, 1, 1, args.duration / args.rounds, server.pid)
-                    )
+            # 1 row: alternate the protocols in rounds, so drift in the machine's load falls
+            # on each; report the median round. grpc-floor: grpcio's own cost per call.
+            floor_port = free_port()
+            floor = subprocess.Popen(
+                [*pin, sys.executable, "-m", "benchmarks.servers.grpc_floor", str(floor_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            targets = {
+                "rest-json": (http_target, server.pid),
+                "grpc": (grpc_target, server.pid),
+                "grpc-floor": (f"127.0.0.1:{floor_port}", floor.pid),
+            }
+            rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in targets}
+            try:
+                for round_number in range(args.rounds):
+                    for kind, measured in rounds.items():
+                        print(f">> {kind}: 1-row requests, 1 client (round {round_number + 1})")
+                        target, pid = targets[kind]
+                        measured.append(
+                            measure(kind, target, 1, 1, args.duration / args.rounds, pid)
+                        )
+            finally:
+                floor.terminate()
+                floor.wait(timeout=60)
             for kind, measured in rounds.items():
                 results["single"][kind] = {
                     key: statistics.median(m[key] for m in measured) for key in measured[0]
@@ -313,6 +334,15 @@ def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Names
             "met": cpu_ratio <= 1.0,
         },
     }
+    floor = single.get("grpc-floor")
+    if floor is not None:
+        print(
+            f"\ngrpcio's own floor (a servicer that does nothing): p50 "
+            f"{floor['p50_ms']:.3f} ms, {floor['server_cpu_ms_per_request']:.3f} ms of server CPU "
+            f"per call; this server's whole 1-row REST request: p50 "
+            f"{single['rest-json']['p50_ms']:.3f} ms, "
+            f"{single['rest-json']['server_cpu_ms_per_request']:.3f} ms"
+        )
     print()
     for name, target in targets.items():
         verdict = "met" if target["met"] else "MISSED"

@@ -103,11 +103,14 @@ def array_from_bytes(
 def array_to_bytes(output: OutputTensor) -> bytes:
     """An output's elements as binary tensor data."""
     if output.datatype == "BYTES":
+        encoded: dict[Any, bytes] = {}  # labels repeat: each distinct one is encoded once
         parts = []
         for value in output.array.ravel().tolist():
-            data = value if isinstance(value, bytes) else str(value).encode()
-            parts.append(_LENGTH.pack(len(data)))
-            parts.append(data)
+            part = encoded.get(value)
+            if part is None:
+                data = value if isinstance(value, bytes) else str(value).encode()
+                part = encoded[value] = _LENGTH.pack(len(data)) + data
+            parts.append(part)
         return b"".join(parts)
     return np.ascontiguousarray(output.array, dtype=DTYPES[output.datatype]).tobytes()
 
