@@ -11,21 +11,18 @@ Usage: python -m benchmarks.servers.lean_onnx REGISTRY_URI NAME PORT
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import orjson
 import uvicorn
 
+from benchmarks.servers.asgi import App, json_app
 from model_registry import Registry
 from model_registry.onnx_runtime import MISSING_CATEGORY, session
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
 
-
-def make_app(runtime: Any, name: str, version: str) -> Callable[..., Awaitable[None]]:
+def make_app(runtime: Any, name: str, version: str) -> App:
     numeric = {i.name for i in runtime.get_inputs() if i.type == "tensor(double)"}
 
     def feed(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -34,55 +31,31 @@ def make_app(runtime: Any, name: str, version: str) -> Callable[..., Awaitable[N
         data = [MISSING_CATEGORY if v is None else v for v in tensor["data"]]
         return np.asarray(data, dtype=object).reshape(-1, 1)
 
-    async def app(
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        payload = b'{"ready":true}'
-        if scope["method"] == "POST":
-            request = orjson.loads(body)
-            results = runtime.run(None, {t["name"]: feed(t) for t in request["inputs"]})
-            labels = np.asarray(results[0]).ravel()
-            outputs = [
-                {
-                    "name": "predict",
-                    "datatype": {"i": "INT64", "f": "FP64"}.get(labels.dtype.kind, "BYTES"),
-                    "shape": [len(labels)],
-                    "data": labels.tolist(),
-                }
-            ]
-            if len(results) > 1:
-                proba = np.asarray(results[1], dtype=np.float64)
-                outputs.append(
-                    {
-                        "name": "predict_proba",
-                        "datatype": "FP64",
-                        "shape": list(proba.shape),
-                        "data": proba.ravel().tolist(),
-                    }
-                )
-            payload = orjson.dumps(
-                {"model_name": name, "model_version": version, "outputs": outputs}
-            )
-        await send(
+    def answer(body: bytes) -> bytes:
+        request = orjson.loads(body)
+        results = runtime.run(None, {t["name"]: feed(t) for t in request["inputs"]})
+        labels = np.asarray(results[0]).ravel()
+        outputs = [
             {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
+                "name": "predict",
+                "datatype": {"i": "INT64", "f": "FP64"}.get(labels.dtype.kind, "BYTES"),
+                "shape": [len(labels)],
+                "data": labels.tolist(),
             }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        ]
+        if len(results) > 1:
+            proba = np.asarray(results[1], dtype=np.float64)
+            outputs.append(
+                {
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": list(proba.shape),
+                    "data": proba.ravel().tolist(),
+                }
+            )
+        return orjson.dumps({"model_name": name, "model_version": version, "outputs": outputs})
 
-    return app
+    return json_app(answer)
 
 
 def main() -> None:
