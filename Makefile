@@ -267,7 +267,7 @@ $(BENCH_VENV)/.installed: benchmarks/mlserver.lock | $(UV)
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) $(UV) pip sync --quiet --require-hashes benchmarks/mlserver.lock
 	touch $@
 
-bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s and latency vs bare KServe, MLServer and a raw ASGI floor (wrk), then JSON vs binary vs gRPC, then a shed request's server time (~10 min)
+bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s, latency and RSS of four models vs the lean ONNX floor, bare KServe, MLServer and the raw pipeline (wrk), --workers 2, JSON vs binary vs gRPC, a shed request's server time (~25 min)
 	@$(MAKE) --no-print-directory system-deps DEBIAN_PACKAGES="$(DEBIAN_PACKAGES) wrk"
 	$(BIN)/python -m benchmarks.bench_serve $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.bench_protocols $(BENCH_PROTOCOL_ARGS)
