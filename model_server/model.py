@@ -73,7 +73,7 @@ class Answer:
 
 
 class SklearnModel(Model):  # type: ignore[misc]
-    """Loads a verified, type-checked version and predicts on validated DataFrames.
+    """Loads a verified, type-checked version and predicts on validated rows.
 
     ``load`` never raises: a failed load leaves ``ready`` False and ``load_error`` set, so the
     server answers 503 on readiness with the reason instead of serving garbage.
