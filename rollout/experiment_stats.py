@@ -8,8 +8,11 @@ mismatch, and an always-valid sequential test so a decision read every day stays
 - ``sample_ratio``: the chi-square test of the observed split against the configured percent.
 - ``msprt``: the mixture sequential probability ratio test for a difference of proportions
   (normal approximation; Johari, Pekelis and Walsh, "Always valid inference", 2017), whose
-  p-value may be read after every look without inflating the false-positive rate. ``decide``
-  turns it into ``ship``, ``rollback`` or ``keep-running``.
+  p-value may be read after every look without inflating the false-positive rate. With the
+  observed difference d ~ N(theta, V) and a N(0, tau^2) mixture over theta, the ratio is
+  sqrt(V / (V + tau^2)) * exp(tau^2 d^2 / (2 V (V + tau^2))); it is a non-negative martingale
+  under "no difference", so by Ville's inequality it ever reaches 1/alpha with probability at
+  most alpha. ``decide`` turns it into ``ship``, ``rollback`` or ``keep-running``.
 
 Only the standard library: the rollout CLI imports this.
 """
