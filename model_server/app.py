@@ -717,9 +717,12 @@ async def _bounded_body(scope: Any, receive: Any, limit: int) -> bytes | str | N
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _count_too_large(handlers: Handlers, path: str) -> None:
+def _too_large_answer(handlers: Handlers, path: str, message: str) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a 413 that closes the connection; counted for inference paths."""
     if path.endswith((":predict", "/infer")):
         handlers.metrics.request("v1" if path.startswith("/v1/") else "v2", 413, None)
+    headers = {**handlers.version_headers(), "connection": "close", "content-type": JSON}
+    return headers, orjson.dumps({"error": message})
 
 
 class BodyLimitMiddleware:
@@ -744,9 +747,8 @@ class BodyLimitMiddleware:
         if body is None:
             return
         if isinstance(body, str):
-            _count_too_large(handlers, scope.get("path", ""))
-            headers = {**handlers.version_headers(), "connection": "close"}
-            await _json(413, {"error": body}, headers)(scope, receive, send)
+            headers, content = _too_large_answer(handlers, scope.get("path", ""), body)
+            await Response(content, status_code=413, headers=headers)(scope, receive, send)
             return
         replayed = False
 
@@ -792,10 +794,8 @@ class InferenceRoutes:
         if body is None:
             return
         if isinstance(body, str):
-            _count_too_large(handlers, scope["path"])
-            status, response_headers = 413, {**handlers.version_headers(), "connection": "close"}
-            response_headers["content-type"] = JSON
-            content = orjson.dumps({"error": body})
+            status = 413
+            response_headers, content = _too_large_answer(handlers, scope["path"], body)
         else:
             v1_name, v2_name, version = match.groups()
             status, response_headers, content = await handlers.infer_http(
