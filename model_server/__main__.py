@@ -58,16 +58,28 @@ def configure_server_logging(settings: ModelServerSettings) -> None:
 
 
 def publish_model_info(model: SklearnModel) -> None:
-    """Set ``model_server_model_info`` for the loaded version (nothing when not loaded)."""
-    from model_server.metrics import set_model_info
+    """Set ``model_server_model_info`` for the loaded version (nothing when not loaded); in
+    experiment mode for both versions, and the experiment's treatment share."""
+    from model_server.metrics import set_experiment, set_model_info
 
-    if model.ready and model.metadata is not None:
-        set_model_info(
+    for each in (model, model.treatment):
+        if each is not None and each.ready and each.metadata is not None:
+            set_model_info(
+                each.name,
+                each.version,
+                each.settings.revision or "",
+                each.metadata.provenance.sklearn,
+                each.engine_name,
+            )
+    treatment, settings = model.treatment, model.settings
+    if treatment is not None and model.ready and treatment.ready:
+        assert settings.experiment is not None
+        set_experiment(
             model.name,
+            settings.experiment,
             model.version,
-            model.settings.revision or "",
-            model.metadata.provenance.sklearn,
-            model.engine_name,
+            treatment.version,
+            settings.experiment_percent,
         )
 
 
@@ -106,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kserve.model_server
 
     from model_server.app import Handlers, install
-    from model_server.model import SklearnModel
+    from model_server.model import SklearnModel, load_models
     from model_server.server import PredictorServer
 
     if settings.fault_error_ratio or settings.fault_latency_ms:
@@ -117,8 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.fault_latency_ms,
         )
     model = SklearnModel(settings)
+    if settings.experiment is not None:
+        from model_server.experiment import treatment_settings
+
+        model.treatment = SklearnModel(treatment_settings(settings), role="treatment")
     loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
-    first = loader.submit(model.load)
+    first = loader.submit(load_models, model)
     loader.shutdown(wait=False)  # its thread ends with this one load
     try:
         first.result(timeout=settings.load_wait_seconds)
@@ -128,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "until it loads",
             settings.load_wait_seconds,
         )
-        model.load_error = "still loading (slow storage?)"
+        for each in (model, model.treatment):
+            if each is not None and not each.ready:
+                each.load_error = "still loading (slow storage?)"
         model.first_attempt = first
     bind_context(model_name=model.name, model_version=model.version)
     publish_model_info(model)

@@ -31,8 +31,10 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from model_server import codec, http_guard, tensors, workers
 from model_server.drift import DriftMonitor
+from model_server.experiment import Assignment, Experiment
 from model_server.feedback import decode_feedback
 from model_server.metrics import ModelMetrics, exposition
+from model_server.model import load_models
 from model_server.provenance import ProvenanceLog
 from serving_common.logging import bind_context
 
@@ -110,6 +112,16 @@ class Handlers:
         self.drift: DriftMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
+        self.experiment: Experiment | None = None
+        """Experiment mode, on the control's handlers (these): routes to them or the
+        treatment's."""
+        self.part_of: Experiment | None = None
+        """The experiment these handlers are a side of (both sides), or None."""
+        if model.treatment is not None:
+            treatment = Handlers(model.treatment, access_log)
+            self.experiment = self.part_of = treatment.part_of = Experiment(
+                settings, self, treatment
+            )
         self._bind_model()
 
     def _bind_model(self) -> None:
@@ -177,6 +189,22 @@ class Handlers:
     def version_headers(self) -> dict[str, str]:
         return {"x-model-version": self.model.version}
 
+    def versions(self) -> list[str]:
+        """The versions served here: one, or the control's and the treatment's."""
+        if self.experiment is None:
+            return [self.model.version]
+        return [side.model.version for side in self.experiment.sides.values()]
+
+    def model_not_ready(self) -> str | None:
+        """Why the served model (both versions in experiment mode) cannot answer, or None."""
+        if not self.model.ready:
+            return self.model.load_error or "not loaded"
+        if self.experiment is not None:
+            treatment = self.experiment.treatment.model
+            if not treatment.ready:
+                return f"the experiment's treatment is not ready: {treatment.load_error}"
+        return None
+
     def check_model(self, model_name: str, version: str | None = None) -> None:
         """404 for a model or version not served here, 503 while not ready."""
         if model_name != self.model.name:
@@ -184,14 +212,22 @@ class Handlers:
                 404,
                 f"model {model_name!r} is not served here (this server serves {self.model.name!r})",
             )
-        if version is not None and version != self.model.version:
+        versions = self.versions()
+        if version is not None and version not in versions:
             raise Refused(
                 404,
                 f"version {version!r} of {model_name!r} is not served here (this server serves "
-                f"{self.model.version!r}; other versions are other revisions)",
+                f"{', '.join(map(repr, versions))}; other versions are other revisions)",
             )
-        if not self.model.ready:
-            raise Refused(503, f"model {model_name!r} is not ready: {self.model.load_error}")
+        reason = self.model_not_ready()
+        if reason is not None:
+            raise Refused(503, f"model {model_name!r} is not ready: {reason}")
+
+    def route(self, headers: Headers, document: Any, version: str | None) -> Assignment | None:
+        """In experiment mode, the side that answers this request (None: no experiment)."""
+        if self.experiment is None:
+            return None
+        return self.experiment.route(headers, document, version)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -299,11 +335,18 @@ class Handlers:
         started = time.perf_counter()
         status = 200
         answer: Answer | None = None
+        assignment: Assignment | None = None
         response_headers = {**self.version_headers(), "content-type": JSON}
         try:
             self.check_model(model_name, version)
             document = await self.read_document(headers, body, protocol)
-            answer = self.predict(document, protocol)
+            assignment = self.route(headers, document, version)
+            side = self if assignment is None else assignment.side
+            if assignment is not None:
+                assert self.experiment is not None
+                response_headers.update(side.version_headers())
+                response_headers.update(self.experiment.response_headers(assignment))
+            answer = side.predict(document, protocol)
             if protocol == "v1":
                 content = orjson.dumps(answer.body)
             else:
@@ -326,6 +369,7 @@ class Handlers:
             answer=answer,
             error=payload,
             log_line=log_line,
+            assignment=assignment,
         )
         return status, response_headers, content
 
@@ -355,14 +399,32 @@ class Handlers:
         error: Any,
         log_line: str,
         status: int | None = None,
+        assignment: Assignment | None = None,
     ) -> None:
         """Provenance, metrics and the access log line of one inference request.
 
         ``code`` is the metric label (HTTP status, or the gRPC status name); ``status`` the
-        HTTP-equivalent number when ``code`` is not one.
+        HTTP-equivalent number when ``code`` is not one. With an ``assignment`` (experiment
+        mode) they are the answering side's, and an answered assigned request is an exposure.
         """
+        if assignment is not None and assignment.side is not self:
+            assignment.side.finish(
+                request_id=request_id,
+                protocol=protocol,
+                code=code,
+                started=started,
+                answer=answer,
+                error=error,
+                log_line=log_line,
+                status=status,
+                assignment=assignment,
+            )
+            return
         status = status if status is not None else int(code)
         elapsed = time.perf_counter() - started
+        part_of = self.part_of
+        if assignment is not None and part_of is not None:
+            part_of.answered(assignment, status)
         if self.provenance is not None and self.provenance.sampled():
             self._write_provenance(
                 request_id=request_id,
@@ -371,6 +433,11 @@ class Handlers:
                 elapsed=elapsed,
                 payload=answer.body if answer is not None else error,
                 rows=answer.rows if answer is not None else None,
+                extra=(
+                    part_of.provenance(assignment)
+                    if assignment is not None and part_of is not None
+                    else None
+                ),
             )
         if status != 404:  # an unknown model name is client input: keep it out of labels
             self.metrics.request(protocol, code, elapsed)
@@ -386,6 +453,7 @@ class Handlers:
                     "protocol": protocol,
                     "status": code,
                     "latency_ms": round(elapsed * 1000, 3),
+                    **({"variant": assignment.variant} if assignment is not None else {}),
                 },
             )
 
@@ -398,6 +466,7 @@ class Handlers:
         elapsed: float,
         payload: Any,
         rows: codec.Rows | None,
+        extra: dict[str, Any] | None,
     ) -> None:
         assert self.provenance is not None
         inputs = outputs = None
@@ -412,6 +481,7 @@ class Handlers:
             rows=len(rows) if rows is not None else None,
             inputs=inputs,
             outputs=outputs,
+            extra=extra,
         )
 
     async def start_background(self) -> None:
@@ -427,14 +497,24 @@ class Handlers:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def sides(self) -> list[Handlers]:
+        """These handlers, and the treatment's in experiment mode."""
+        if self.experiment is None:
+            return [self]
+        return list(self.experiment.sides.values())
+
     async def _load_then_watch(self) -> None:
-        if not self.model.ready and not self.model.unloaded:
+        if self.model_not_ready() is not None and not self.model.unloaded:
             await self.keep_loading()
         roster = workers.roster()
-        if roster is not None and self.model.ready:
+        if roster is not None and self.model_not_ready() is None:
             roster.mark_ready(os.getpid())
+        interval = self.model.settings.drift_interval_seconds
+        for side in self.sides()[1:]:  # the treatment's drift beside this one
+            if side.drift is not None:
+                self._spawn(side.drift.run(interval, side.metrics.drift))
         if self.drift is not None:
-            await self.drift.run(self.model.settings.drift_interval_seconds, self.metrics.drift)
+            await self.drift.run(interval, self.metrics.drift)
 
     async def keep_loading(self) -> None:
         """Retry loading the model until it loads: storage that is down or slow at start must
@@ -446,21 +526,25 @@ class Handlers:
         pending = self.model.first_attempt
         if pending is not None and not pending.done():  # main()'s first attempt, still going
             await asyncio.wrap_future(pending)
-        while not self.model.ready and not self.model.unloaded:
+        while self.model_not_ready() is not None and not self.model.unloaded:
             wait = delay * (0.5 + self._random.random() / 2)
-            reason = self.model.load_error
-            self.model.load_error = f"{reason} (attempt {attempt}; next in {wait:.1f} s)"
+            for side in self.sides():
+                if not side.model.ready:
+                    reason = side.model.load_error
+                    note = f"(attempt {attempt}; next in {wait:.1f} s)"
+                    side.model.load_error = f"{reason} {note}"
             errors_log.warning(
                 "model not loaded after attempt %d; retrying in %.1f s", attempt, wait
             )
             await asyncio.sleep(wait)
             attempt += 1
-            await asyncio.to_thread(self.model.load)
+            await asyncio.to_thread(load_models, self.model)
             delay = min(delay * 2, settings.load_retry_max_seconds)
-        if self.model.ready:
-            self._bind_model()
+        if self.model_not_ready() is None:
             from model_server.__main__ import publish_model_info
 
+            for side in self.sides():
+                side._bind_model()
             publish_model_info(self.model)
             errors_log.info("model loaded after %d attempts", attempt)
 
@@ -473,22 +557,50 @@ class Handlers:
             )
             schema = self.model.schema
             assert schema is not None
-            received = decode_feedback(document, schema, self.model.version)
+            experiment = self.experiment
+            if isinstance(document, dict) and "experiment" in document:
+                if experiment is None:
+                    raise InvalidInput(
+                        f"outcomes for experiment {document['experiment']!r}, but this server "
+                        "runs no experiment"
+                    )
+                outcomes = experiment.outcomes(document, schema.max_rows)
+                return _json(
+                    200,
+                    {
+                        "model_name": self.model.name,
+                        "experiment": experiment.name,
+                        "received": outcomes.received,
+                        "variants": {
+                            variant: {
+                                "model_version": experiment.sides[variant].model.version,
+                                **tally.summary(),
+                            }
+                            for variant, tally in outcomes.by_variant.items()
+                        },
+                    },
+                    self.version_headers(),
+                )
+            side = self
+            if experiment is not None and isinstance(document, dict):
+                variant = experiment.variant_of_version(str(document.get("model_version")))
+                side = experiment.sides[variant] if variant is not None else self
+            received = decode_feedback(document, schema, side.model.version)
         except InvalidInput as error:
             return _json(400, {"error": str(error)}, self.version_headers())
         except Refused as error:
             return _json(error.status, {"error": str(error)}, self.version_headers())
-        self.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
+        side.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
         body: dict[str, Any] = {
             "model_name": self.model.name,
-            "model_version": self.model.version,
+            "model_version": side.model.version,
             "received": received.received,
         }
         if received.abs_errors:
             body["mean_abs_error"] = sum(received.abs_errors) / len(received.abs_errors)
         else:
             body.update(correct=received.correct, incorrect=received.incorrect)
-        return _json(200, body, self.version_headers())
+        return _json(200, body, side.version_headers())
 
     # -- health and metadata -------------------------------------------------------------
 
@@ -512,9 +624,7 @@ class Handlers:
     def not_ready_reason(self) -> str | None:
         """Why readiness is 503: the model is not loaded here, or a sibling worker is gone and
         its replacement has not loaded the model yet. None when ready."""
-        if not self.model.ready:
-            return self.model.load_error or "not loaded"
-        return self.missing_workers()
+        return self.model_not_ready() or self.missing_workers()
 
     @staticmethod
     def missing_workers() -> str | None:
@@ -574,7 +684,7 @@ class Handlers:
         """The Open Inference Protocol model metadata: the same over REST and gRPC."""
         return {
             "name": self.model.name,
-            "versions": [self.model.version],
+            "versions": self.versions(),
             "platform": PLATFORM,
             "inputs": self.model.get_input_types(),
             "outputs": self.model.get_output_types(),

@@ -37,6 +37,7 @@ from model_server.app import Refused
 
 if TYPE_CHECKING:
     from model_server.app import Handlers
+    from model_server.experiment import Assignment
     from model_server.model import Answer
 
 log = logging.getLogger(__name__)
@@ -246,21 +247,28 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     ) -> pb.ModelInferResponse:
         started = time.perf_counter()
         handlers = self.handlers
-        given = dict(context.invocation_metadata() or ()).get("x-request-id")
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        given = metadata.get("x-request-id")
         request_id = str(given) if given else uuid.uuid4().hex
         # Trailing metadata rides with the status: sending initial metadata early would cost
         # every call an extra HTTP/2 frame and flush.
-        context.set_trailing_metadata(
-            (("x-request-id", request_id), ("x-model-version", handlers.model.version))
-        )
+        trailing = {"x-request-id": request_id, "x-model-version": handlers.model.version}
         answer: Answer | None = None
+        assignment: Assignment | None = None
         code = grpc.StatusCode.OK
         error_body: Any = None
         message = ""
         try:
-            handlers.check_model(request.model_name, request.model_version or None)
+            version = request.model_version or None
+            handlers.check_model(request.model_name, version)
             document = request_document(request)
-            answer = handlers.predict(document, "v2")
+            assignment = handlers.route(metadata, document, version)
+            side = handlers if assignment is None else assignment.side
+            if assignment is not None:
+                assert handlers.experiment is not None
+                trailing.update(side.version_headers())
+                trailing.update(handlers.experiment.response_headers(assignment))
+            answer = side.predict(document, "v2")
             response = infer_response(answer)
         except Exception as error:  # every failure is answered, and counted
             status, error_body = handlers.failure(error, request_id)
@@ -275,7 +283,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             answer=answer,
             error=error_body,
             log_line="gRPC ModelInfer",
+            assignment=assignment,
         )
+        context.set_trailing_metadata(tuple(trailing.items()))
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
         return response

@@ -92,6 +92,43 @@ MODEL_INFO = Gauge(
     ["model_name", "model_version", "revision", "sklearn_version", "engine"],
     multiprocess_mode="max",
 )
+EXPERIMENT_SHARE = Gauge(
+    "model_server_experiment_treatment_share",
+    "The running experiment: its versions, and the share of users (0..1) assigned to the "
+    "treatment. Alerts and the rollout tool read the configured split from it.",
+    ["model_name", "experiment", "control_version", "treatment_version"],
+    multiprocess_mode="max",
+)
+EXPERIMENT_EXPOSURES = Counter(
+    "model_server_experiment_exposures_total",
+    "Inference requests assigned by user key and answered (2xx), by variant.",
+    ["model_name", "model_version", "experiment", "variant"],
+)
+EXPERIMENT_UNASSIGNED = Counter(
+    "model_server_experiment_unassigned_total",
+    "Inference requests without a user key: answered by the control, or refused.",
+    ["model_name", "experiment", "outcome"],
+)
+EXPERIMENT_OUTCOMES = Counter(
+    "model_server_experiment_outcomes_total",
+    "Conversion outcomes reported through feedback (success or failure), by variant.",
+    ["model_name", "model_version", "experiment", "variant", "outcome"],
+)
+EXPERIMENT_VALUES = Counter(
+    "model_server_experiment_value_count_total",
+    "Numeric outcomes reported through feedback, by variant.",
+    ["model_name", "model_version", "experiment", "variant"],
+)
+EXPERIMENT_VALUE_SUM = Counter(
+    "model_server_experiment_value_sum_total",
+    "Sum of the numeric outcomes (non-negative) reported through feedback.",
+    ["model_name", "model_version", "experiment", "variant"],
+)
+EXPERIMENT_VALUE_SQUARES = Counter(
+    "model_server_experiment_value_squares_total",
+    "Sum of the squared numeric outcomes: with the count and sum, the variance a t-test needs.",
+    ["model_name", "model_version", "experiment", "variant"],
+)
 
 
 class ModelMetrics:
@@ -191,3 +228,39 @@ def exposition() -> tuple[bytes, str]:
         with metrics_lock(Path(directory), exclusive=False):  # not while a worker is archived
             return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class ExperimentMetrics:
+    """Pre-bound experiment counters for one variant's version."""
+
+    def __init__(self, model_name: str, model_version: str, experiment: str, variant: str) -> None:
+        labels = (model_name, model_version, experiment, variant)
+        self.exposures = EXPERIMENT_EXPOSURES.labels(*labels)
+        self.successes = EXPERIMENT_OUTCOMES.labels(*labels, "success")
+        self.failures = EXPERIMENT_OUTCOMES.labels(*labels, "failure")
+        self.values = EXPERIMENT_VALUES.labels(*labels)
+        self.value_sum = EXPERIMENT_VALUE_SUM.labels(*labels)
+        self.value_squares = EXPERIMENT_VALUE_SQUARES.labels(*labels)
+
+    def outcomes(self, successes: int, failures: int, values: list[float]) -> None:
+        """Count reported outcomes (each counter only when it moves)."""
+        if successes:
+            self.successes.inc(successes)
+        if failures:
+            self.failures.inc(failures)
+        if values:
+            self.values.inc(len(values))
+            self.value_sum.inc(sum(values))
+            self.value_squares.inc(sum(v * v for v in values))
+
+
+def set_experiment(
+    model_name: str, experiment: str, control: str, treatment: str, percent: float
+) -> None:
+    """Publish the running experiment and its configured treatment share."""
+    EXPERIMENT_SHARE.labels(model_name, experiment, control, treatment).set(percent / 100)
+
+
+def count_unassigned(model_name: str, experiment: str, refused: bool) -> None:
+    """Count one inference request that carried no user key."""
+    EXPERIMENT_UNASSIGNED.labels(model_name, experiment, "refused" if refused else "control").inc()

@@ -79,9 +79,13 @@ class SklearnModel(Model):  # type: ignore[misc]
     server answers 503 on readiness with the reason instead of serving garbage.
     """
 
-    def __init__(self, settings: ModelServerSettings) -> None:
+    def __init__(self, settings: ModelServerSettings, *, role: str = "served") -> None:
         super().__init__(settings.model_name or "model")
         self.settings = settings
+        self.role = role
+        """``served`` (the one version, or an experiment's control) or ``treatment``."""
+        self.treatment: SklearnModel | None = None
+        """Experiment mode: the treatment version, served beside this one (the control)."""
         self.metadata: ModelMetadata | None = None
         self.schema: codec.FeatureSchema | None = None
         self.pipeline: Any = None
@@ -303,6 +307,31 @@ class SklearnModel(Model):  # type: ignore[misc]
                 )
             else:
                 pin_threads(self.pipeline)
+        if self.role == "treatment":
+            return  # the control installs the routes (it holds this one)
         from model_server import app
 
         app.install_in_worker(self)
+
+
+def load_models(model: SklearnModel) -> bool:
+    """Load ``model`` and, in experiment mode, its treatment (each only while not ready);
+    True when everything it serves is ready. A treatment that cannot be compared with the
+    control (same version, other features) stays not ready, with the reason."""
+    if not model.ready:
+        model.load()
+    treatment = model.treatment
+    if treatment is None:
+        return bool(model.ready)
+    if not treatment.ready:
+        treatment.load()
+    if model.ready and treatment.ready:
+        from model_server.experiment import mismatch
+
+        treatment.name = model.name
+        problem = mismatch(model, treatment)
+        if problem is not None:
+            treatment.ready = False
+            treatment.load_error = problem
+            log.error("experiment %s: %s", model.settings.experiment, problem)
+    return bool(model.ready and treatment.ready)

@@ -65,6 +65,7 @@ class ProvenanceLog:
         rows: int | None,
         inputs: Any = None,
         outputs: Any = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -75,6 +76,8 @@ class ProvenanceLog:
             "latency_ms": round(latency_seconds * 1000, 3),
             "rows": rows,
         }
+        if extra:  # experiment mode: experiment, variant, hashed user key
+            line.update(extra)
         if self.payloads:
             line["inputs"] = inputs
             line["outputs"] = outputs

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving_common.experiment import NAME
 from serving_common.logging import LogFormat
 
 
@@ -115,6 +116,25 @@ class ModelServerSettings(BaseSettings):
     """Fault injection, for rehearsals only: share of inference requests answered with a 500."""
     fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
     """Fault injection, for rehearsals only: latency added to every inference request."""
+    experiment: str | None = Field(default=None, pattern=f"^{NAME.pattern}$")
+    """A/B experiment name (lowercase letters, digits, hyphens). Turns experiment mode on:
+    the version of --model-dir/--model-version is the control, --experiment-treatment the
+    treatment, and each user stays in one of them for the whole experiment (SHA-1 of the
+    user key salted with this name; a new name reshuffles users)."""
+    experiment_treatment: str | None = None
+    """The treatment version: a registry version (v4) with --registry-uri, or a version's
+    directory (a path, gs:// or s3:// URI) with --model-dir. Verified as the control is."""
+    experiment_percent: float = Field(default=50.0, ge=0, le=100)
+    """Share of users (not requests) assigned to the treatment, in percent (0.01 steps)."""
+    experiment_user_header: str = Field(default="x-user-id", pattern=r"^[A-Za-z0-9-]+$")
+    """Request header that carries the user key."""
+    experiment_user_parameter: str = Field(default="user_id", min_length=1)
+    """Request parameter that carries the user key when the header is absent: V2
+    "parameters": {"user_id": ...}, or the same top-level "parameters" object in V1."""
+    experiment_require_user: bool = False
+    """Refuse (400) inference requests without a user key. Off: they are answered by the
+    control, counted in model_server_experiment_unassigned_total, and kept out of the
+    analysis."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
     log_format: LogFormat = "text"
@@ -132,6 +152,20 @@ class ModelServerSettings(BaseSettings):
             raise ValueError(
                 "--enable-model-repository needs --workers 1: a load or unload reaches only "
                 "the worker that receives it"
+            )
+        if self.experiment is not None and not self.experiment_treatment:
+            raise ValueError("--experiment needs --experiment-treatment (the treatment version)")
+        if self.experiment_treatment is not None and self.experiment is None:
+            raise ValueError("--experiment-treatment needs --experiment (the experiment's name)")
+        treatment = self.experiment_treatment
+        if treatment is not None and self.registry_uri is not None and "/" in treatment:
+            raise ValueError(
+                "--experiment-treatment must be a registry version (e.g. v4) with --registry-uri"
+            )
+        if self.experiment is not None and self.enable_model_repository:
+            raise ValueError(
+                "--experiment and --enable-model-repository do not mix: loading or unloading "
+                "one version would end the experiment on one worker only"
             )
         if self.enable_grpc and self.grpc_port == self.http_port:
             raise ValueError("--grpc-port must differ from --http-port")

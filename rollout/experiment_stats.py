@@ -1,8 +1,8 @@
 """A/B experiment arithmetic: sticky assignment, two-proportion statistics, sample-ratio
 mismatch, and an always-valid sequential test so a decision read every day stays honest.
 
-- ``assign``: the variant of a user key, from SHA-1 of ``experiment:key`` (salted with the
-  experiment's name, so a new experiment reshuffles users; stable for the same name).
+- assignment (the variant of a user key) is ``serving_common.experiment.assign``, which the
+  model server runs.
 - ``compare``: per-variant rates, absolute and relative lift with a 95% interval (unpooled
   standard error), and the two-sided p-value of the two-proportion z-test (pooled).
 - ``sample_ratio``: the chi-square test of the observed split against the configured percent.
@@ -19,26 +19,13 @@ Only the standard library: the rollout CLI imports this.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Literal
 
-Variant = Literal["control", "treatment"]
 Decision = Literal["ship", "rollback", "keep-running"]
-BUCKETS = 10_000
-"""Assignment resolution: a treatment share is honoured to 0.01%."""
 Z_95 = 1.959963984540054
 """The standard normal's 97.5th percentile: a two-sided 95% interval."""
-
-
-def assign(user_key: str, experiment: str, treatment_percent: float) -> Variant:
-    """The variant of ``user_key`` in ``experiment``: the same every time, for every replica."""
-    if not 0 <= treatment_percent <= 100:
-        raise ValueError(f"treatment percent must be 0 to 100, got {treatment_percent}")
-    digest = hashlib.sha1(f"{experiment}:{user_key}".encode(), usedforsecurity=False).digest()
-    bucket = int.from_bytes(digest[:8], "big") % BUCKETS
-    return "treatment" if bucket < round(treatment_percent * BUCKETS / 100) else "control"
 
 
 def _normal_sf(z: float) -> float:

@@ -11,12 +11,12 @@ from scipy import stats
 
 from rollout.experiment_stats import (
     Arm,
-    assign,
     compare,
     decide,
     msprt,
     sample_ratio,
 )
+from serving_common.experiment import assign
 
 USERS = [f"user-{i}" for i in range(100_000)]
 

@@ -1,0 +1,300 @@
+"""Experiment mode: a control and a treatment version in one server, each user sticky to one.
+
+A canary splits requests at random to answer "is the new revision safe?"; an experiment asks
+"is the new model better for users?", so every request of a user must reach the same version
+for the whole experiment. The variant is ``serving_common.experiment.assign`` of the user key
+(the ``x-user-id`` header, or a request parameter) salted with the experiment's name: no state,
+the same answer on every replica and worker. Requests that name a version in their path
+(``/v2/models/NAME/versions/v4/infer``) get that version and are not exposures.
+
+Outcomes come back through the feedback endpoint (``decode_outcomes``): a conversion (success
+or failure) or a non-negative value, each tied to its variant by the user key (recomputed, so
+any replica can count it) or by the variant or version the response named.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kserve.errors import InvalidInput
+
+from model_server.metrics import ExperimentMetrics, count_unassigned, set_experiment
+from serving_common.experiment import VARIANTS, Variant, assign, hashed_user
+
+if TYPE_CHECKING:
+    from model_server.app import Handlers, Headers
+    from model_server.model import SklearnModel
+    from model_server.settings import ModelServerSettings
+
+MAX_USER_KEY = 256
+"""Longest user key accepted (a longer one is a 400, not a hash of anything a client sends)."""
+EXPERIMENT_HEADER = "x-experiment"
+VARIANT_HEADER = "x-experiment-variant"
+
+
+def treatment_settings(settings: ModelServerSettings) -> ModelServerSettings:
+    """The settings that load the treatment: the control's, with its version or directory."""
+    treatment = settings.experiment_treatment
+    assert treatment is not None
+    if settings.registry_uri is not None:
+        return settings.model_copy(update={"model_version": treatment})
+    return settings.model_copy(update={"model_dir": treatment})
+
+
+def mismatch(control: SklearnModel, treatment: SklearnModel) -> str | None:
+    """Why the two loaded versions cannot be compared on the same requests, or None."""
+    if control.version == treatment.version:
+        return f"the treatment is the control's version ({control.version}): name another one"
+    if control.metadata is None or treatment.metadata is None:
+        return None
+    ours, theirs = control.metadata.feature_names, treatment.metadata.feature_names
+    if ours != theirs:
+        return (
+            f"the treatment ({treatment.version}) takes other features than the control "
+            f"({control.version}): {theirs[:5]}... vs {ours[:5]}...; clients send one request "
+            "shape to both"
+        )
+    if control.metadata.task != treatment.metadata.task:
+        return (
+            f"the treatment is a {treatment.metadata.task}, the control a {control.metadata.task}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which side answers one request, and why."""
+
+    variant: Variant
+    side: Handlers
+    user_hash: str | None = None
+    """The hashed user key (None: no key, or the path named the version)."""
+
+    @property
+    def assigned(self) -> bool:
+        """Assigned by user key: an exposure when answered."""
+        return self.user_hash is not None
+
+
+class Experiment:
+    """Routes each inference request to the control's or the treatment's handlers."""
+
+    def __init__(self, settings: ModelServerSettings, control: Handlers, treatment: Handlers):
+        assert settings.experiment is not None
+        self.name = settings.experiment
+        self.percent = settings.experiment_percent
+        self.header = settings.experiment_user_header.lower()
+        self.parameter = settings.experiment_user_parameter
+        self.require_user = settings.experiment_require_user
+        self.sides: dict[Variant, Handlers] = {"control": control, "treatment": treatment}
+
+    @property
+    def control(self) -> Handlers:
+        return self.sides["control"]
+
+    @property
+    def treatment(self) -> Handlers:
+        return self.sides["treatment"]
+
+    @functools.cached_property
+    def metrics(self) -> dict[Variant, ExperimentMetrics]:
+        """Bound on first use, once both versions are loaded (their versions are labels)."""
+        name = self.control.model.name
+        return {
+            variant: ExperimentMetrics(name, side.model.version, self.name, variant)
+            for variant, side in self.sides.items()
+        }
+
+    def publish(self) -> None:
+        """``model_server_experiment_treatment_share`` for the loaded versions."""
+        control, treatment = self.control.model, self.treatment.model
+        set_experiment(control.name, self.name, control.version, treatment.version, self.percent)
+
+    def variant_of_version(self, version: str) -> Variant | None:
+        return next((v for v, s in self.sides.items() if s.model.version == version), None)
+
+    def user_key(self, headers: Headers, document: Any) -> str | None:
+        """The request's user key: the header, else the request parameter; None without."""
+        value: Any = headers.get(self.header)
+        where = f"the {self.header} header"
+        if value is None:
+            parameters = document.get("parameters") if isinstance(document, dict) else None
+            value = parameters.get(self.parameter) if isinstance(parameters, dict) else None
+            where = f"parameters.{self.parameter}"
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            elif value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{where} must be a string (the user key), got {value!r}")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise InvalidInput(f"{where} is empty: send the user key, or leave it out")
+        if len(value) > MAX_USER_KEY:
+            raise InvalidInput(f"{where} is longer than {MAX_USER_KEY} characters")
+        return str(value)
+
+    def route(self, headers: Headers, document: Any, version: str | None) -> Assignment:
+        """The side that answers: the version the path names, else the user's variant, else
+        (no user key) the control, or a 400 with --experiment-require-user."""
+        if version is not None:
+            variant = self.variant_of_version(version)
+            assert variant is not None  # check_model refused other versions
+            return Assignment(variant, self.sides[variant])
+        user = self.user_key(headers, document)
+        if user is None:
+            count_unassigned(self.control.model.name, self.name, self.require_user)
+            if self.require_user:
+                raise InvalidInput(
+                    f"experiment {self.name!r} needs a user key: send the {self.header} header "
+                    f'or "parameters": {{"{self.parameter}": ...}}'
+                )
+            return Assignment("control", self.control)
+        variant = assign(user, self.name, self.percent)
+        return Assignment(variant, self.sides[variant], hashed_user(user, self.name))
+
+    def response_headers(self, assignment: Assignment) -> dict[str, str]:
+        return {EXPERIMENT_HEADER: self.name, VARIANT_HEADER: assignment.variant}
+
+    def answered(self, assignment: Assignment, status: int) -> None:
+        """Count an exposure: an assigned request that got its prediction."""
+        if assignment.assigned and 200 <= status < 300:
+            self.metrics[assignment.variant].exposures.inc()
+
+    def provenance(self, assignment: Assignment) -> dict[str, Any]:
+        """What a provenance line adds: the experiment, the variant, the hashed user key."""
+        return {
+            "experiment": self.name,
+            "variant": assignment.variant,
+            "user_hash": assignment.user_hash,
+        }
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def outcomes(self, document: dict[str, Any], max_rows: int) -> Outcomes:
+        """Decode and count an outcome report (see ``decode_outcomes``)."""
+        outcomes = decode_outcomes(document, self, max_rows)
+        for variant in VARIANTS:
+            tally = outcomes.by_variant[variant]
+            self.metrics[variant].outcomes(tally.successes, tally.failures, tally.values)
+        return outcomes
+
+
+@dataclass
+class Tally:
+    """Outcomes of one variant in one report."""
+
+    successes: int = 0
+    failures: int = 0
+    values: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"successes": self.successes, "failures": self.failures}
+        if self.values:
+            body["values"] = len(self.values)
+        return body
+
+
+@dataclass
+class Outcomes:
+    """A decoded outcome report."""
+
+    by_variant: dict[Variant, Tally]
+
+    @property
+    def received(self) -> int:
+        return sum(t.successes + t.failures + len(t.values) for t in self.by_variant.values())
+
+
+def decode_outcomes(document: dict[str, Any], experiment: Experiment, max_rows: int) -> Outcomes:
+    """Validate an outcome report; raises ``InvalidInput`` naming the problem.
+
+    ``{"experiment": NAME, "outcomes": [ITEM, ...]}``, or one ITEM's fields beside
+    ``"experiment"``. An ITEM names its variant by the user key (``user_id``, the parameter
+    name the server is configured with; the variant is recomputed), or by ``variant`` or
+    ``model_version`` as the response said (``request_id`` may come along for the logs), and
+    carries ``converted`` (true/false) or ``value`` (a finite number, at least 0).
+    """
+    name = document.get("experiment")
+    if name != experiment.name:
+        raise InvalidInput(
+            f"outcomes for experiment {name!r}, but this server runs {experiment.name!r}: "
+            "outcomes of another experiment would be counted against the wrong versions"
+        )
+    items = document.get("outcomes")
+    if items is None:
+        items = [{k: v for k, v in document.items() if k != "experiment"}]
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("'outcomes' must be a non-empty list of outcome objects")
+    if len(items) > max_rows:
+        raise InvalidInput(f"{len(items)} outcomes exceed the limit of {max_rows} per request")
+    tallies: dict[Variant, Tally] = {v: Tally() for v in VARIANTS}
+    for index, item in enumerate(items):
+        variant = _variant_of(item, index, experiment)
+        tally = tallies[variant]
+        converted, value = item.get("converted"), item.get("value")
+        if (converted is None) == (value is None):
+            raise InvalidInput(
+                f"outcome {index}: send exactly one of 'converted' (true/false) or 'value'"
+            )
+        if converted is not None:
+            if not isinstance(converted, bool):
+                raise InvalidInput(f"outcome {index}: 'converted' must be true or false")
+            if converted:
+                tally.successes += 1
+            else:
+                tally.failures += 1
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise InvalidInput(
+                f"outcome {index}: 'value' must be a finite number at least 0 (counters only "
+                f"add up), got {value!r}"
+            )
+        tally.values.append(float(value))
+    return Outcomes(tallies)
+
+
+def _variant_of(item: Any, index: int, experiment: Experiment) -> Variant:
+    """An outcome's variant: from its user key, else its variant or model_version."""
+    if not isinstance(item, dict):
+        raise InvalidInput(f"outcome {index} must be an object")
+    user = item.get(experiment.parameter)
+    named: Variant | None = None
+    if "variant" in item:
+        if item["variant"] not in VARIANTS:
+            raise InvalidInput(f"outcome {index}: 'variant' must be control or treatment")
+        named = item["variant"]
+    elif "model_version" in item:
+        named = experiment.variant_of_version(str(item["model_version"]))
+        if named is None:
+            versions = [s.model.version for s in experiment.sides.values()]
+            raise InvalidInput(
+                f"outcome {index}: model_version {item['model_version']!r} is not in this "
+                f"experiment ({', '.join(versions)})"
+            )
+    if user is None:
+        if named is None:
+            raise InvalidInput(
+                f"outcome {index}: send '{experiment.parameter}' (the user key), or the "
+                "'variant' or 'model_version' the response named"
+            )
+        return named
+    if isinstance(user, int) and not isinstance(user, bool):
+        user = str(user)
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_KEY:
+        raise InvalidInput(f"outcome {index}: '{experiment.parameter}' must be a user key string")
+    variant = assign(user.strip(), experiment.name, experiment.percent)
+    if named is not None and named != variant:
+        raise InvalidInput(
+            f"outcome {index}: this user is in the {variant} of {experiment.name!r}, not the "
+            f"{named}"
+        )
+    return variant
