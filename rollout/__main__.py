@@ -59,6 +59,9 @@ def _add_settings(parser: argparse.ArgumentParser, suppress: bool = False) -> No
         else:
             group.add_argument(flag, dest=name, metavar=name.upper(), default=unset, help=helptext)
     group.add_argument("-n", dest="namespace", default=unset, help="same as --namespace")
+    group.add_argument(
+        "-o", dest="output", choices=["text", "json"], default=unset, help="same as --output"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rollout.rehearse import add_arguments
 
     add_arguments(rehearse)
+    from rollout.experiment_cli import add_parser
+
+    add_parser(commands, _add_settings)
     return parser
 
 
@@ -142,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rollout.rehearse import rehearse
 
         return rehearse(args, settings, printer)
+    if args.command == "experiment":
+        from rollout.experiment_cli import run
+
+        return run(args, settings, printer)
     from rollout.kube import KubeError
 
     try:

@@ -426,3 +426,45 @@ class KubeTarget:
         configmap = self.isvcs.rollout_configmap(self.name)
         self._version = (configmap or {}).get("metadata", {}).get("resourceVersion")
         return state_of(configmap)
+
+
+EXPERIMENT_ENV = "MODEL_SERVER_EXPERIMENT"
+"""Prefix of the predictor's experiment settings (``MODEL_SERVER_EXPERIMENT_*``)."""
+
+
+def experiment_env(isvc: dict[str, Any]) -> dict[str, str]:
+    """The predictor container's experiment settings, by variable name."""
+    env = _container(isvc.get("spec", {})).get("env") or []
+    return {
+        str(e["name"]): str(e.get("value", ""))
+        for e in env
+        if str(e.get("name", "")).startswith(EXPERIMENT_ENV)
+    }
+
+
+def env_patch(isvc: dict[str, Any], changes: dict[str, str | None]) -> dict[str, Any]:
+    """Set (or, with None, remove) variables of the predictor container.
+
+    As in :func:`storage_patch`: the container list whole (a merge patch replaces lists), over
+    the ``resourceVersion`` read, so a concurrent edit fails with 409 instead of being lost.
+    """
+    spec = isvc.get("spec", {})
+    containers = [dict(c) for c in spec.get("predictor", {}).get("containers") or []]
+    if not containers:
+        raise KubeError("the InferenceService has no predictor container to configure")
+    env: list[dict[str, Any]] = []
+    for entry in containers[0].get("env") or []:
+        name = entry.get("name")
+        if name not in changes:
+            env.append(dict(entry))
+        elif changes[name] is not None:  # in place: the order of the rest is kept
+            env.append({"name": name, "value": changes[name]})
+    present = {e.get("name") for e in containers[0].get("env") or []}
+    env += [
+        {"name": k, "value": v} for k, v in changes.items() if v is not None and k not in present
+    ]
+    containers[0] = {**containers[0], "env": env}
+    return {
+        "metadata": {"resourceVersion": isvc.get("metadata", {}).get("resourceVersion")},
+        "spec": {"predictor": {"containers": containers}},
+    }

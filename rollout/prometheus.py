@@ -55,6 +55,11 @@ class Prometheus:
 
     def query(self, expr: str) -> list[float]:
         """The values of an instant query (NaN dropped); raises :class:`PrometheusError`."""
+        return [value for _, value in self.query_labelled(expr)]
+
+    def query_labelled(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """Each series of an instant query with its labels (NaN dropped); raises
+        :class:`PrometheusError`."""
         try:
             response = self.client.get(f"{self.url}/api/v1/query", params={"query": expr})
         except httpx.HTTPError as error:
@@ -65,8 +70,8 @@ class Prometheus:
             raise PrometheusError(f"{self.url} answered HTTP {response.status_code}") from error
         if response.status_code != 200 or body.get("status") != "success":
             raise PrometheusError(f"query failed ({response.status_code}): {body.get('error')}")
-        values = [float(item["value"][1]) for item in body["data"]["result"]]
-        return [v for v in values if not math.isnan(v)]
+        series = [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+        return [(labels, value) for labels, value in series if not math.isnan(value)]
 
     def scalar(self, expr: str) -> float | None:
         values = self.query(expr)

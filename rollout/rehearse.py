@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,41 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
                     process.kill()
 
 
+def start_prometheus(
+    prometheus_bin: str,
+    targets: list[str],
+    work: Path,
+    start: Callable[[list[str], str], subprocess.Popen[bytes]],
+) -> str | None:
+    """A Prometheus on a free loopback port scraping ``targets`` (URLs) every second, its
+    storage in ``work``; its URL, or None (said on stderr) when it does not start."""
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "model-serving",
+                "static_configs": [{"targets": [u.removeprefix("http://") for u in targets]}],
+            }
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = start(
+        [
+            prometheus_bin,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_ready(f"{url}/-/ready", process, 60):
+        print("model-rollout: error: the local Prometheus did not start", file=sys.stderr)
+        return None
+    return url
+
+
 def _run(
     *,
     args: argparse.Namespace,
@@ -136,31 +172,8 @@ def _run(
         servers[side] = url
         printer.event("server", f"{side} {args.model} {version} on {url}")
 
-    prometheus_port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "model-serving",
-                "static_configs": [
-                    {"targets": [u.removeprefix("http://") for u in servers.values()]}
-                ],
-            }
-        ],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prometheus = start(
-        [
-            prometheus_bin,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-        ],
-        "prometheus.log",
-    )
-    prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-    if not wait_ready(f"{prometheus_url}/-/ready", prometheus, 60):
-        print("model-rollout: error: the local Prometheus did not start", file=sys.stderr)
+    prometheus_url = start_prometheus(prometheus_bin, list(servers.values()), work, start)
+    if prometheus_url is None:
         return EXIT_ERROR
     printer.event("prometheus", f"scraping both every second on {prometheus_url}")
 

@@ -60,6 +60,19 @@ class RolloutSettings(BaseSettings):
     custom_query: list[str] = Field(default_factory=list)
     """Extra check, repeatable: NAME=PROMQL<=MAX or NAME=PROMQL>=MIN ($model, $version,
     $namespace, $window substituted)."""
+    experiment_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    """Experiments: the false-decision rate the always-valid p-value holds, however often
+    the status is read."""
+    experiment_min_outcomes: int = Field(default=100, ge=1)
+    """Experiments: fewest outcomes on each side before ship or rollback."""
+    experiment_tau: float = Field(default=0.05, gt=0)
+    """Experiments: spread of the mSPRT mixture, the size of effect it is most sensitive to
+    (conversion rate points for conversions, standard deviations for values)."""
+    experiment_metric: Literal["conversion", "value"] | None = None
+    """Experiments: compare conversions (z-test) or numeric values (Welch t-test); default:
+    conversions when any were reported."""
+    experiment_window: str = Field(default="30d", pattern=r"^\d+[smhdw]$")
+    """Experiments: how far back Prometheus is read; longer than the experiment has run."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     """Log level (progress is printed regardless)."""
 

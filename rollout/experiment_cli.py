@@ -1,0 +1,300 @@
+"""``model-rollout experiment start|status|stop|rehearse``: A/B experiments on an
+InferenceService.
+
+An experiment is configuration of the predictor (``MODEL_SERVER_EXPERIMENT_*`` variables of its
+container, as the chart's ``experiment`` values set them): ``start`` and ``stop`` patch them,
+so each change rolls out through KServe as a new revision like any spec change, and ``--dry-run``
+prints the patch and the equivalent ``kubectl patch`` instead. ``status`` reads the counts from
+Prometheus and prints the analysis and the decision (``rollout.experiment``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rollout.controller import EXIT_ERROR, EXIT_PROMOTED, EXIT_USAGE, Printer
+from rollout.experiment import EXIT_FOR, NoExperiment, analyse, format_report, read_counts
+from rollout.settings import RolloutSettings
+
+EXIT_CODES = """\
+exit codes:
+  start, stop: 0 patched (or printed with --dry-run), 1 Kubernetes error, 2 usage
+  status, rehearse: 0 ship, 3 rollback, 4 keep-running (the decision), 1 error (Prometheus,
+  Kubernetes, no experiment running), 2 usage
+"""
+VARIABLES = {
+    "experiment": "MODEL_SERVER_EXPERIMENT",
+    "treatment": "MODEL_SERVER_EXPERIMENT_TREATMENT",
+    "percent": "MODEL_SERVER_EXPERIMENT_PERCENT",
+    "user_header": "MODEL_SERVER_EXPERIMENT_USER_HEADER",
+    "user_parameter": "MODEL_SERVER_EXPERIMENT_USER_PARAMETER",
+    "require_user": "MODEL_SERVER_EXPERIMENT_REQUIRE_USER",
+}
+"""The predictor's experiment settings (``model_server.settings``), by what they say."""
+
+
+def add_parser(commands: Any, add_settings: Any) -> None:
+    """``experiment`` and its commands on the main parser's subcommands."""
+    summary = "A/B experiments: sticky per-user variants, analysed with an always-valid test"
+    parser = commands.add_parser(
+        "experiment",
+        help=summary,
+        description=summary + ".",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, *, isvc: bool = True) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if isvc:
+            made.add_argument("name", metavar="NAME", help="InferenceService (model) name")
+        add_settings(made, suppress=True)
+        return made
+
+    start = command(
+        "start", "serve control and treatment in the predictor, each user sticky to one"
+    )
+    group = start.add_argument_group("experiment")
+    group.add_argument("--experiment", required=True, help="experiment name (a DNS label)")
+    which = group.add_mutually_exclusive_group(required=True)
+    which.add_argument("--treatment", help="registry version of the treatment (vN)")
+    which.add_argument("--treatment-uri", help="full storage URI of the treatment version")
+    group.add_argument(
+        "--percent", type=float, default=50.0, help="share of users in the treatment (50)"
+    )
+    group.add_argument("--user-header", help="header with the user key (server default)")
+    group.add_argument("--user-parameter", help="request parameter with the user key")
+    group.add_argument(
+        "--require-user", action="store_true", help="refuse requests without a user key"
+    )
+    command("status", "per-variant counts and rates, lift, p-values, sample ratio, decision")
+    stop = command("stop", "end the experiment by serving one version")
+    ending = stop.add_mutually_exclusive_group(required=True)
+    ending.add_argument("--ship", action="store_true", help="serve the treatment from now on")
+    ending.add_argument("--rollback", action="store_true", help="serve the control only")
+    rehearse = command(
+        "rehearse",
+        "a real server with both versions, Prometheus and a locust population with a planted "
+        "lift, analysed until a decision",
+        isvc=False,
+    )
+    from rollout.experiment_rehearse import add_arguments
+
+    add_arguments(rehearse)
+
+
+def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
+    if args.experiment_command == "rehearse":
+        from rollout.experiment_rehearse import rehearse
+
+        return rehearse(args, settings, printer)
+    from rollout.kube import InferenceServices, KubeError, api_client
+
+    try:
+        api = api_client(settings.kubeconfig, settings.context)
+        try:
+            isvcs = InferenceServices(api, settings.namespace)
+            isvc = isvcs.get(args.name)
+            if args.experiment_command == "start":
+                return _start(isvcs, isvc, args, settings, printer)
+            if args.experiment_command == "stop":
+                return _stop(isvcs, isvc, args, settings, printer)
+            return _status(isvc, args, settings, printer)
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+    except KubeError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _send(  # noqa: PLR0917 (a patch and where it goes)
+    isvcs: Any,
+    name: str,
+    patch: dict[str, Any],
+    what: str,
+    settings: RolloutSettings,
+    printer: Printer,
+) -> None:
+    from rollout.kube import kubectl_line
+
+    if settings.dry_run:
+        printer.event("dry-run", f"would {what}", patch=patch)
+        print(kubectl_line(name, settings.namespace, patch), flush=True)
+    else:
+        isvcs.patch(name, patch)
+        printer.event("patched", what)
+
+
+def running(isvc: dict[str, Any]) -> str | None:
+    """The name of the experiment the InferenceService's predictor runs, or None."""
+    from rollout.kube import experiment_env
+
+    return experiment_env(isvc).get(VARIABLES["experiment"]) or None
+
+
+def _start(
+    isvcs: Any,
+    isvc: dict[str, Any],
+    args: argparse.Namespace,
+    settings: RolloutSettings,
+    printer: Printer,
+) -> int:
+    from rollout.__main__ import VERSION_IN_URI, treatment_uri
+    from rollout.kube import check_knative_mode, env_patch, parse_status
+    from serving_common.experiment import NAME
+
+    if not NAME.fullmatch(args.experiment):
+        raise ValueError(
+            f"--experiment {args.experiment!r} must be a DNS label: lowercase letters, digits "
+            "and hyphens, at most 63"
+        )
+    if not 0 < args.percent < 100:
+        raise ValueError(f"--percent must be above 0 and below 100, got {args.percent}")
+    check_knative_mode(isvc)
+    status = parse_status(isvc)
+    current = running(isvc)
+    if current is not None:
+        raise ValueError(
+            f"{args.name} already runs experiment {current!r}: stop it first "
+            "(model-rollout experiment stop --ship|--rollback)"
+        )
+    if status.canary_percent is not None:
+        raise ValueError(
+            f"{args.name} has canaryTrafficPercent {status.canary_percent} (a canary in progress "
+            "or rolled back): promote it or roll the release back to the control first, so the "
+            "experiment's revision takes all traffic"
+        )
+    uri, version = treatment_uri(
+        status.storage_uri,
+        argparse.Namespace(version=args.treatment, storage_uri=args.treatment_uri),
+    )
+    control = VERSION_IN_URI.search(status.storage_uri or "")
+    if control is not None and control.group(1) == version:
+        raise ValueError(f"{args.name} already serves {version}: the treatment must differ")
+    changes: dict[str, str | None] = {
+        VARIABLES["experiment"]: args.experiment,
+        VARIABLES["treatment"]: uri,
+        VARIABLES["percent"]: f"{args.percent:g}",
+        VARIABLES["user_header"]: args.user_header,
+        VARIABLES["user_parameter"]: args.user_parameter,
+        VARIABLES["require_user"]: "true" if args.require_user else None,
+    }
+    control_version = control.group(1) if control else "the current version"
+    _send(
+        isvcs,
+        args.name,
+        env_patch(isvc, changes),
+        f"start experiment {args.experiment}: {version} (treatment, {args.percent:g}% of users) "
+        f"against {control_version} (control)",
+        settings,
+        printer,
+    )
+    if not settings.dry_run:
+        isvcs.record_event(
+            args.name,
+            "ExperimentStarted",
+            f"{args.experiment}: {version} for {args.percent:g}% of users against "
+            f"{control_version}",
+        )
+    return EXIT_PROMOTED
+
+
+def _stop(
+    isvcs: Any,
+    isvc: dict[str, Any],
+    args: argparse.Namespace,
+    settings: RolloutSettings,
+    printer: Printer,
+) -> int:
+    from rollout.kube import STORAGE_URI, env_patch, experiment_env
+
+    current = running(isvc)
+    if current is None:
+        raise ValueError(f"{args.name} runs no experiment (no {VARIABLES['experiment']})")
+    env = experiment_env(isvc)
+    changes: dict[str, str | None] = dict.fromkeys(env)
+    treatment = env.get(VARIABLES["treatment"], "")
+    if args.ship:
+        if "://" not in treatment:
+            raise ValueError(
+                f"the treatment {treatment!r} is not a storage URI: set the release's version"
+            )
+        changes[STORAGE_URI] = treatment
+        what = f"end experiment {current}: serve the treatment {treatment} only"
+    else:
+        what = f"end experiment {current}: serve the control only"
+    _send(isvcs, args.name, env_patch(isvc, changes), what, settings, printer)
+    if not settings.dry_run:
+        reason = "ExperimentShipped" if args.ship else "ExperimentRolledBack"
+        isvcs.record_event(args.name, reason, what)
+        if args.ship:
+            printer.event(
+                "next",
+                "name the treatment's version in the release (helm upgrade ... --set "
+                "model.version=vN --set experiment.enabled=false), or its next upgrade "
+                "undoes this",
+            )
+    return EXIT_PROMOTED
+
+
+def _status(
+    isvc: dict[str, Any], args: argparse.Namespace, settings: RolloutSettings, printer: Printer
+) -> int:
+    from rollout.prometheus import Prometheus, PrometheusError
+
+    experiment = running(isvc)
+    if experiment is None:
+        print(
+            f"model-rollout: error: {args.name} runs no experiment (its predictor has no "
+            f"{VARIABLES['experiment']}); start one with model-rollout experiment start",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        with Prometheus(settings.prometheus_url) as prometheus:
+            counts = read_counts(
+                prometheus,
+                args.name,
+                experiment,
+                window=settings.experiment_window,
+                namespace=settings.namespace,
+            )
+    except (NoExperiment, PrometheusError) as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    report = report_for(counts, settings)
+    show(report, printer)
+    return EXIT_FOR[report["decision"]]
+
+
+def report_for(counts: Any, settings: RolloutSettings) -> dict[str, Any]:
+    return analyse(
+        counts,
+        metric=settings.experiment_metric,
+        alpha=settings.experiment_alpha,
+        tau=settings.experiment_tau,
+        min_outcomes=settings.experiment_min_outcomes,
+    )
+
+
+def show(report: dict[str, Any], printer: Printer) -> None:
+    """The report: one JSON object (``-o json``), or lines for people."""
+    if printer.output == "json":
+        print(json.dumps(report, default=str), file=printer.stream, flush=True)
+        return
+    for line in format_report(report):
+        print(line, file=printer.stream)
+    printer.stream.flush()
