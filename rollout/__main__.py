@@ -67,6 +67,7 @@ def _add_settings(parser: argparse.ArgumentParser, suppress: bool = False) -> No
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-rollout",
+        allow_abbrev=False,  # --experiment is a flag of its own, not short for --experiment-*
         description=(
             "Canary rollouts of KServe InferenceServices, stepped on evidence from Prometheus: "
             "treatment (the latest revision) is compared with control (the previous rolled-out "
@@ -77,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES_HELP)
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=EXIT_CODES_HELP,
+            allow_abbrev=False,
+        )
         if name != "rehearse":
             sub.add_argument("name", metavar="NAME", help="InferenceService (model) name")
         _add_settings(sub, suppress=True)

@@ -45,6 +45,7 @@ def add_parser(commands: Any, add_settings: Any) -> None:
         description=summary + ".",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
 
@@ -55,6 +56,7 @@ def add_parser(commands: Any, add_settings: Any) -> None:
             description=text,
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         if isvc:
             made.add_argument("name", metavar="NAME", help="InferenceService (model) name")
