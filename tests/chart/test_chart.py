@@ -124,7 +124,8 @@ def test_environments_differ_where_they_should() -> None:
 
 def test_the_required_scenarios_exist() -> None:
     names = {scenario_id(p) for p in SCENARIOS}
-    required = {"minimal", "canary", "gke-workload-identity", "monitoring", "trainer-off"}
+    required = {"minimal", "canary", "experiment", "gke-workload-identity", "monitoring"}
+    required |= {"trainer-off"}
     assert required | {"standard-mode"} <= names
 
 
@@ -733,3 +734,50 @@ def test_engine_settings_reach_the_server(helm: str) -> None:
     assert (env["MODEL_SERVER_ENGINE"], env["MODEL_SERVER_ENGINE_THREADS"]) == ("sklearn", "2")
     with pytest.raises(RenderError, match="engine"):
         render("server.engine=tensorflow", helm=helm)
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_an_experiment_reaches_the_server_as_its_settings(helm: str) -> None:
+    env = env_of(container(render(files=("experiment",), helm=helm)))
+    assert env["STORAGE_URI"] == "gs://models-bucket/registry/breast-cancer/v1"  # the control
+    assert {k: v for k, v in env.items() if k.startswith("MODEL_SERVER_EXPERIMENT")} == {
+        "MODEL_SERVER_EXPERIMENT": "checkout-2026-11",
+        "MODEL_SERVER_EXPERIMENT_TREATMENT": "gs://models-bucket/registry/breast-cancer/v2",
+        "MODEL_SERVER_EXPERIMENT_PERCENT": "30",
+        "MODEL_SERVER_EXPERIMENT_USER_HEADER": "x-user-id",
+        "MODEL_SERVER_EXPERIMENT_USER_PARAMETER": "user_id",
+        "MODEL_SERVER_EXPERIMENT_REQUIRE_USER": "false",
+    }
+    # The names are the server's own settings (MODEL_SERVER_ + the field, upper case).
+    from model_server.settings import ModelServerSettings
+
+    fields = {f"MODEL_SERVER_{name.upper()}" for name in ModelServerSettings.model_fields}
+    assert {k for k in env if k.startswith("MODEL_SERVER_EXPERIMENT")} <= fields
+    given = render(
+        "experiment.treatmentStorageUri=s3://other/breast-cancer/v7",
+        files=("experiment",),
+        helm=helm,
+    )
+    assert env_of(container(given))["MODEL_SERVER_EXPERIMENT_TREATMENT"] == (
+        "s3://other/breast-cancer/v7"
+    )
+    assert not any(
+        k.startswith("MODEL_SERVER_EXPERIMENT") for k in env_of(container(render(helm=helm)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["experiment.name="], "experiment.name is required"),
+        (["experiment.treatmentVersion="], "experiment.treatmentVersion"),
+        (["experiment.treatmentVersion=v1"], "is model.version, the control"),
+        (["canary.trafficPercent=10"], "do not mix"),
+        (["registry.uri=pvc://claim/registry"], "must be a gs:// or s3:// URI"),
+        (["experiment.percent=100"], "percent"),
+        (["experiment.name=Check Out"], "name"),
+    ],
+)
+def test_a_bad_experiment_is_refused_by_name(values: list[str], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(*values, files=("experiment",))

@@ -30,7 +30,7 @@ def storage_uri(manifest: dict[str, Any]) -> str:
 
 
 def test_the_overlays_exist() -> None:
-    assert {p.name for p in TARGETS} == {"base", "canary", "promote", "rollback"}
+    assert {p.name for p in TARGETS} == {"base", "canary", "experiment", "promote", "rollback"}
 
 
 @pytest.mark.parametrize("path", TARGETS, ids=lambda p: p.name)
@@ -89,3 +89,22 @@ def test_the_grpc_component_turns_grpc_on_with_one_h2c_port(tmp_path: Path) -> N
     # Knative routes exactly one container port; h2c makes it HTTP/2 (gRPC).
     assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"]["port"] == 8080  # REST, by number
+
+
+def test_experiment_adds_the_servers_settings_and_keeps_the_control() -> None:
+    base, experiment = isvc("base"), isvc("experiment")
+    assert storage_uri(experiment) == storage_uri(base)  # v1 stays the control
+    assert "canaryTrafficPercent" not in experiment["spec"]["predictor"]
+    env = {e["name"]: e["value"] for e in experiment["spec"]["predictor"]["containers"][0]["env"]}
+    from model_server.settings import ModelServerSettings
+
+    settings = ModelServerSettings(
+        _env_file=None,
+        model_dir="/mnt/models",
+        experiment=env["MODEL_SERVER_EXPERIMENT"],
+        experiment_treatment=env["MODEL_SERVER_EXPERIMENT_TREATMENT"],
+        experiment_percent=env["MODEL_SERVER_EXPERIMENT_PERCENT"],
+    )  # the values are what the server accepts
+    assert settings.experiment_percent == 30
+    assert settings.experiment_treatment is not None
+    assert settings.experiment_treatment.endswith("/breast-cancer/v2")

@@ -106,6 +106,28 @@ KServe, so the check runs when the KServe API is present (pass --api-versions to
 {{- end }}
 {{- end }}
 
+{{/* The experiment's treatment: experiment.treatmentStorageUri, else registry/NAME/treatmentVersion.
+The predictor reads it itself, so it must be a URI the server's fsspec reads (gs://, s3://). */}}
+{{- define "model-serving.treatmentUri" -}}
+{{- $experiment := .Values.experiment }}
+{{- if not (kindIs "invalid" .Values.canary.trafficPercent) }}
+{{- fail "experiment.enabled and canary.trafficPercent do not mix: finish the canary (trafficPercent null) first, so the experiment's revision takes all traffic" }}
+{{- end }}
+{{- $uri := $experiment.treatmentStorageUri }}
+{{- if not $uri }}
+{{- $registry := required "registry.uri (or experiment.treatmentStorageUri) is required with experiment.enabled" .Values.registry.uri }}
+{{- $version := required "experiment.treatmentVersion (or experiment.treatmentStorageUri) is required with experiment.enabled" $experiment.treatmentVersion }}
+{{- if eq $version .Values.model.version }}
+{{- fail (printf "experiment.treatmentVersion %s is model.version, the control: name another version" $version) }}
+{{- end }}
+{{- $uri = printf "%s/%s/%s" (trimSuffix "/" $registry) .Values.model.name $version }}
+{{- end }}
+{{- if not (or (hasPrefix "gs://" $uri) (hasPrefix "s3://" $uri)) }}
+{{- fail (printf "the experiment's treatment %s must be a gs:// or s3:// URI: the predictor reads it itself (KServe's storage initializer fetches only the control)" $uri) }}
+{{- end }}
+{{- $uri }}
+{{- end }}
+
 {{/* An image reference from {repository, tag, digest}: the digest pins it, else the tag or appVersion. */}}
 {{- define "model-serving.image" -}}
 {{- $image := index . 0 }}
