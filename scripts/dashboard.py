@@ -250,6 +250,111 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
+        "Experiments: variants side by side (each user sticky to one)",
+        [
+            Panel(
+                "Variant split: observed vs configured",
+                "Share of exposures (answered requests assigned by user key) in the treatment "
+                "over the last hour, next to the configured share of users. A gap the sample "
+                "ratio alert confirms means assignment or counting is broken.",
+                (
+                    Target(
+                        "sum by (experiment) (increase(model_server_experiment_exposures_total"
+                        f'{{{MODEL_SEL}, variant="treatment"}}[1h])) / sum by (experiment) '
+                        f"(increase(model_server_experiment_exposures_total{{{MODEL_SEL}}}[1h]))",
+                        "{{experiment}} observed",
+                    ),
+                    Target(
+                        "max by (experiment) "
+                        f"(model_server_experiment_treatment_share{{{MODEL_SEL}}})",
+                        "{{experiment}} configured",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+            ),
+            Panel(
+                "Exposures per second by variant",
+                "Answered requests assigned by user key, per variant; unassigned requests "
+                "(no user key: answered by the control or refused) beside them.",
+                (
+                    Target(
+                        "sum by (experiment, variant) (rate("
+                        f"model_server_experiment_exposures_total{{{MODEL_SEL}}}[{RATE}]))",
+                        "{{experiment}} {{variant}}",
+                    ),
+                    Target(
+                        "sum by (experiment, outcome) (rate("
+                        f"model_server_experiment_unassigned_total{{{MODEL_SEL}}}[{RATE}]))",
+                        "{{experiment}} unassigned ({{outcome}})",
+                    ),
+                ),
+                unit="reqps",
+                width=8,
+            ),
+            Panel(
+                "Sample ratio chi-square (1 h)",
+                "Observed split against the configured share; above 10.83 (p < 0.001) the "
+                "ModelServerExperimentSampleRatioMismatch alert fires.",
+                (
+                    Target(
+                        "max by (experiment) "
+                        f"(experiment:model_server_experiment_sample_ratio:chi2_1h{{{MODEL_SEL}}})",
+                        "{{experiment}}",
+                        instant=True,
+                    ),
+                ),
+                kind="stat",
+                width=8,
+            ),
+            Panel(
+                "Conversion rate by variant (1 h)",
+                "Successes over reported conversion outcomes, per variant, over the last hour. "
+                "The decision comes from model-rollout experiment status, which tests the whole "
+                "experiment with an always-valid p-value: do not stop on this curve.",
+                (
+                    Target(
+                        "sum by (experiment, variant) (increase("
+                        f'model_server_experiment_outcomes_total{{{MODEL_SEL}, outcome="success"}}'
+                        "[1h])) / sum by (experiment, variant) (increase("
+                        f"model_server_experiment_outcomes_total{{{MODEL_SEL}}}[1h]))",
+                        "{{experiment}} {{variant}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+            ),
+            Panel(
+                "Mean outcome value by variant (1 h)",
+                "Mean of the numeric outcomes reported per variant over the last hour.",
+                (
+                    Target(
+                        "sum by (experiment, variant) (increase("
+                        f"model_server_experiment_value_sum_total{{{MODEL_SEL}}}[1h])) / "
+                        "sum by (experiment, variant) (increase("
+                        f"model_server_experiment_value_count_total{{{MODEL_SEL}}}[1h]))",
+                        "{{experiment}} {{variant}}",
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
+                "5xx ratio by variant",
+                "Server errors per variant; the treatment over twice the control's plus one "
+                "point fires ModelServerExperimentTreatmentErrors.",
+                (
+                    Target(
+                        "max by (experiment, variant) "
+                        f"(experiment:model_server_requests_errors:ratio_rate5m{{{MODEL_SEL}}})",
+                        "{{experiment}} {{variant}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+            ),
+        ],
+    ),
+    (
         "Training",
         [
             Panel(

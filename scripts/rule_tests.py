@@ -91,6 +91,37 @@ def buckets(model: str, version: str, counts: dict[str, str]) -> list[dict[str, 
     return out
 
 
+def experiment_share(model: str, share: float) -> list[dict[str, str]]:
+    """Experiment ``e`` of ``model``: v1 control, v2 treatment, ``share`` of users in v2."""
+    return [
+        series(
+            "model_server_experiment_treatment_share",
+            f"{share}x40",
+            namespace=NS,
+            model_name=model,
+            experiment="e",
+            control_version="v1",
+            treatment_version="v2",
+        )
+    ]
+
+
+def exposures(model: str, control: str, treatment: str) -> list[dict[str, str]]:
+    """Exposure counts of experiment ``e`` per variant."""
+    return [
+        series(
+            "model_server_experiment_exposures_total",
+            values,
+            namespace=NS,
+            model_name=model,
+            model_version=version,
+            experiment="e",
+            variant=variant,
+        )
+        for variant, version, values in (("control", "v1", control), ("treatment", "v2", treatment))
+    ]
+
+
 def expect(at: str, alert: str, *fired: dict[str, str]) -> dict[str, Any]:
     """``alert`` at ``at`` fires exactly for ``fired`` (label sets beyond alertname)."""
     return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": f} for f in fired]}
@@ -242,6 +273,51 @@ def cases() -> list[dict[str, Any]]:
                 "12m",
                 "ModelServerCanaryHighLatency",
                 {"severity": "warning", **v, "model_version": "v2"},
+            ),
+        ),
+        case(
+            # skewed: 30% configured, 50% observed (50 + 50 a minute): chi-square far above
+            # 10.83 once the hour holds 200 exposures (the 3rd minute), firing 15 minutes later.
+            # fair: 30 + 70 a minute, exactly the share.
+            "experiment sample ratio mismatch: the observed split is not the configured one",
+            [
+                *experiment_share("skewed", 0.3),
+                *exposures("skewed", "0+50x40", "0+50x40"),
+                *experiment_share("fair", 0.3),
+                *exposures("fair", "0+70x40", "0+30x40"),
+            ],
+            expect("10m", "ModelServerExperimentSampleRatioMismatch"),
+            expect(
+                "25m",
+                "ModelServerExperimentSampleRatioMismatch",
+                {"severity": "warning", "namespace": NS, "model_name": "skewed", "experiment": "e"},
+            ),
+        ),
+        case(
+            # failing: the treatment v2 fails a third of its requests, the control v1 none.
+            # fine: both clean. The canary alert sees the same versions (two take traffic).
+            "experiment treatment errors: the treatment fails more than the control",
+            [
+                *experiment_share("failing", 0.5),
+                requests("failing", "v1", "200", "0+100x20"),
+                requests("failing", "v2", "200", "0+10x20"),
+                requests("failing", "v2", "500", "0+5x20"),
+                *experiment_share("fine", 0.5),
+                requests("fine", "v1", "200", "0+100x20"),
+                requests("fine", "v2", "200", "0+100x20"),
+            ],
+            expect("8m", "ModelServerExperimentTreatmentErrors"),
+            expect(
+                "13m",
+                "ModelServerExperimentTreatmentErrors",
+                {
+                    "severity": "critical",
+                    "namespace": NS,
+                    "model_name": "failing",
+                    "model_version": "v2",
+                    "experiment": "e",
+                    "variant": "treatment",
+                },
             ),
         ),
         case(

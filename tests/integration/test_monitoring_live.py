@@ -67,8 +67,11 @@ class Prometheus:
             time.sleep(1.0)
 
 
-def send_load(servers: list[ServerProcess], stop_at: float) -> None:
-    """A bounded, paced load: inference (and some bad requests and feedback) on each server."""
+def send_load(
+    servers: list[ServerProcess], stop_at: float, experiment: ServerProcess | None = None
+) -> None:
+    """A bounded, paced load: inference (and some bad requests and feedback) on each server;
+    on the experiment server, users with ids and their outcomes (conversions and values)."""
     body = {"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": ROW}]}
     bad = {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}
     feedback = {"predictions": ["benign", "malignant"], "targets": ["benign", "benign"]}
@@ -84,6 +87,17 @@ def send_load(servers: list[ServerProcess], stop_at: float) -> None:
                         f"{server.url}/v2/models/{MODEL}/feedback",
                         json={**feedback, "model_version": version},
                     )
+            if experiment is not None:
+                user = f"user-{sent % 500}"
+                headers = {"x-user-id": user}
+                client.post(f"{experiment.url}/v2/models/{MODEL}/infer", json=body, headers=headers)
+                outcome = {"converted": sent % 7 == 0} if sent % 2 else {"value": sent % 13}
+                client.post(
+                    f"{experiment.url}/v2/models/{MODEL}/feedback",
+                    json={"experiment": "it-exp", "user_id": user, **outcome},
+                )
+                if sent % 10 == 0:  # no user key: the control answers, unassigned
+                    client.post(f"{experiment.url}/v2/models/{MODEL}/infer", json=body)
             sent += 1
             time.sleep(0.02)
 
@@ -113,14 +127,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pushgateway: str) -> Iterato
         [*common, "--model-version", "v2", "--fault-error-ratio", "0.5"], logs
     )
     broken = ServerProcess(["--model-dir", str(root / "nowhere"), *fast], logs)
-    servers = [control, treatment, broken]
+    split = ["--experiment", "it-exp", "--experiment-treatment", "v2", "--experiment-percent", "30"]
+    experiment = ServerProcess([*common, "--model-version", "v1", *split], logs)
+    servers = [control, treatment, broken, experiment]
     for server in servers:
         server.start()
 
     port = free_port()
+    # The experiment's pods are another namespace: their v1 and v2 are not the canary's.
+    places = (("it", "control"), ("it", "treatment"), ("it", "broken"), ("it-exp", "experiment"))
     targets = [
-        {"targets": [s.url.removeprefix("http://")], "labels": {"namespace": "it", "pod": pod}}
-        for s, pod in zip(servers, ("control", "treatment", "broken"), strict=True)
+        {"targets": [s.url.removeprefix("http://")], "labels": {"namespace": ns, "pod": pod}}
+        for s, (ns, pod) in zip(servers, places, strict=True)
     ]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -146,7 +164,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pushgateway: str) -> Iterato
         root / "prometheus.log",
     )
     load = threading.Thread(
-        target=send_load, args=([control, treatment], time.monotonic() + LOAD_SECONDS)
+        target=send_load,
+        args=([control, treatment], time.monotonic() + LOAD_SECONDS, experiment),
     )
     load.start()
     prometheus = Prometheus(f"http://127.0.0.1:{port}")
@@ -202,11 +221,28 @@ def test_failing_treatment_fires_the_canary_alert_and_control_stays_clean(
     ratios = {
         s["metric"]["model_version"]: float(s["value"][1])
         for s in stack.query(
-            f'model_version:model_server_requests_errors:ratio_rate5m{{model_name="{MODEL}"}}'
+            "model_version:model_server_requests_errors:ratio_rate5m"
+            f'{{namespace="it", model_name="{MODEL}"}}'
         )
     }
     assert ratios["v1"] == 0.0
     assert 0.3 < ratios["v2"] < 0.7
+
+
+def test_experiment_split_and_errors_are_recorded_per_variant(stack: Prometheus) -> None:
+    share = stack.wait_for(
+        'max by (experiment) (model_server_experiment_treatment_share{namespace="it-exp"})'
+    )
+    assert [(s["metric"]["experiment"], float(s["value"][1])) for s in share] == [("it-exp", 0.3)]
+    errors = stack.wait_for("experiment:model_server_requests_errors:ratio_rate5m")
+    assert sorted((s["metric"]["variant"], s["metric"]["model_version"]) for s in errors) == [
+        ("control", "v1"),
+        ("treatment", "v2"),
+    ]
+    chi2 = stack.wait_for("experiment:model_server_experiment_sample_ratio:chi2_1h")
+    assert len(chi2) == 1
+    # 500 user ids split by the hash, not exactly 30%: no mismatch at p < 0.001 either way.
+    assert float(chi2[0]["value"][1]) < 10.83
 
 
 def test_not_ready_server_is_found(stack: Prometheus) -> None:
