@@ -42,7 +42,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: images image-base image-test help setup system-deps lock run train test soak bench bench-serve test-unit test-integration lint fmt typecheck bench-train clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
+.PHONY: images image-base image-test help setup system-deps lock run train test soak bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -273,7 +273,10 @@ bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s, latency and RSS of
 	$(BIN)/python -m benchmarks.bench_protocols $(BENCH_PROTOCOL_ARGS)
 	$(BIN)/python -m benchmarks.bench_shed
 
-bench: bench-train bench-serve ## Every benchmark
+bench-experiment: setup ## Experiment mode vs one version: RSS of a second version (logistic, 200-tree forest) and req/s
+	$(BIN)/python -m benchmarks.bench_experiment
+
+bench: bench-train bench-serve bench-experiment ## Every benchmark
 
 clean: ## Remove the virtualenv, tools, caches and the local registry
 	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache $(REGISTRY) loadtest-results
