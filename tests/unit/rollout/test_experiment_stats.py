@@ -11,12 +11,17 @@ from scipy import stats
 
 from rollout.experiment_stats import (
     Arm,
+    Values,
     compare,
+    compare_means,
     decide,
     msprt,
+    msprt_means,
+    relative_interval,
     sample_ratio,
+    student_t_two_sided,
 )
-from serving_common.experiment import assign
+from serving_common.experiment import assign, hashed_user
 
 USERS = [f"user-{i}" for i in range(100_000)]
 
@@ -106,3 +111,62 @@ def test_msprt_ships_a_real_lift() -> None:
     """10% -> 13% conversion, 500 users per variant per day: found within 14 days."""
     _, _, shipped = _simulate(np.random.default_rng(11), (0.10, 0.13), 300, 14, 500)
     assert shipped > 0.8
+
+
+def test_hashed_user_keys_are_stable_per_experiment_and_not_the_key() -> None:
+    assert hashed_user("user-1", "e") == hashed_user("user-1", "e")
+    assert hashed_user("user-1", "e") != hashed_user("user-1", "f")
+    assert len(hashed_user("user-1", "e")) == 16
+    assert "user-1" not in hashed_user("user-1", "e")
+
+
+@pytest.mark.parametrize(("t", "df"), [(0.5, 3), (2.1, 10), (1.96, 1000), (4.0, 5.5), (0.01, 2)])
+def test_student_t_matches_scipy(t: float, df: float) -> None:
+    assert student_t_two_sided(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9)
+
+
+def test_welch_t_test_and_interval_match_scipy() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.exponential(10, 200), rng.exponential(12, 150)
+    ours = compare_means(
+        Values(len(a), float(a.sum()), float((a * a).sum())),
+        Values(len(b), float(b.sum()), float((b * b).sum())),
+    )
+    reference = stats.ttest_ind(b, a, equal_var=False)
+    interval = reference.confidence_interval(0.95)
+    assert ours.t == pytest.approx(reference.statistic, rel=1e-9)
+    assert ours.df == pytest.approx(reference.df, rel=1e-9)
+    assert ours.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+    assert ours.lift_low == pytest.approx(interval.low, rel=1e-6)
+    assert ours.lift_high == pytest.approx(interval.high, rel=1e-6)
+
+
+def test_relative_interval_by_the_delta_method() -> None:
+    low, high = relative_interval(Arm(2000, 200), Arm(2000, 300)) or (0.0, 0.0)
+    # Var(R) = 1.5^2 x (0.9 / (0.1 x 2000) + 0.85 / (0.15 x 2000)) = 0.016500.
+    margin = stats.norm.ppf(0.975) * math.sqrt(2.25 * (0.9 / 200 + 0.85 / 300))
+    assert (low, high) == pytest.approx((0.5 - margin, 0.5 + margin), rel=1e-9)
+    assert relative_interval(Arm(100, 0), Arm(100, 5)) is None
+
+
+def test_msprt_on_means_holds_alpha_under_daily_looks_and_finds_a_shift() -> None:
+    """A/A numeric outcomes (exponential, mean 10) read daily for 14 days: the running
+    minimum of the always-valid p stays under alpha; a 10% shift in the mean is found."""
+    rng = np.random.default_rng(5)
+
+    def decided(shift: float, experiments: int) -> float:
+        count = 0
+        for _ in range(experiments):
+            sums = np.zeros((2, 3))
+            for _ in range(14):
+                days = [rng.exponential(10 * (1 + shift * side), 300) for side in (0, 1)]
+                for side, values in enumerate(days):
+                    sums[side] += (len(values), values.sum(), (values * values).sum())
+                arms = [Values(int(n), float(t), float(q)) for n, t, q in sums]
+                if msprt_means(arms[0], arms[1], tau=0.1) <= 0.05:
+                    count += 1
+                    break
+        return count / experiments
+
+    assert decided(0.0, 400) <= 0.05
+    assert decided(0.1, 100) > 0.8
