@@ -34,9 +34,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri
 
 
+GRPC_PORT: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     port = free_port()
+    GRPC_PORT["port"] = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("experiment-server") / "server.log"
     process = start(
@@ -45,6 +49,7 @@ def server(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "--model-name", MODEL, "--model-version", "v1", "--experiment", "checkout",
             "--experiment-treatment", "v2", "--experiment-percent", "30",
             "--prediction-log-sample-rate", "1", "--host", "127.0.0.1", "--http-port", str(port),
+            "--enable-grpc", "--grpc-port", str(GRPC_PORT["port"]),
         ],
         f"{url}/v2/health/live",
         log,
@@ -198,3 +203,54 @@ def test_rehearsal_keeps_running_without_a_lift_and_rolls_back_a_harm(registry: 
     assert report["control"]["outcomes"] + report["treatment"]["outcomes"] >= 3000
     code, report = rehearse(registry, "--lift", "-0.6", "--percent", "40")
     assert (code, report["decision"]) == (3, "rollback"), report
+
+
+def test_grpc_assigns_by_the_same_user_key_in_metadata(server: tuple[str, Path]) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    url, _ = server
+    ready(url)
+    features = len(inputs(url)["inputs"])
+    request = pb.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[1, features])
+    tensor.contents.fp64_contents.extend([1.0] * features)
+    with grpc.insecure_channel(f"127.0.0.1:{GRPC_PORT['port']}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for user in (f"member-{i}" for i in range(12)):
+            response, call = stub.ModelInfer.with_call(request, metadata=(("x-user-id", user),))
+            trailing = dict(call.trailing_metadata())
+            variant = assign(user, "checkout", 30)
+            assert trailing["x-experiment-variant"] == variant
+            assert response.model_version == {"control": "v1", "treatment": "v2"}[variant]
+            assert trailing["x-model-version"] == response.model_version
+
+
+def test_a_treatment_that_cannot_load_keeps_the_server_not_ready(
+    registry: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(
+        [
+            sys.executable, "-m", "model_server", "--registry-uri", registry,
+            "--model-name", MODEL, "--model-version", "v1", "--experiment", "checkout",
+            "--experiment-treatment", "v9", "--load-retry-initial-seconds", "30",
+            "--host", "127.0.0.1", "--http-port", str(port),
+        ],
+        f"{url}/v2/health/live",
+        tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5)
+        assert refused.value.code == 503
+        reason = json.load(refused.value)["error"]
+        assert "the experiment's treatment is not ready" in reason
+        assert "v9" in reason
+        status, _, answer = post(f"{url}/v2/models/{MODEL}/infer", {"inputs": []})
+        assert status == 503
+        assert "treatment" in answer["error"]
+    finally:
+        stop(process)
