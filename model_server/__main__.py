@@ -29,6 +29,11 @@ endpoints:
 responses carry the answering version: "model_version" in the body and an x-model-version
 header; x-request-id is echoed (or generated).
 
+experiment mode (--experiment NAME --experiment-treatment v4): both versions are served, each
+user sticky to one by the x-user-id header (or "parameters": {"user_id": ...}); responses add
+x-experiment and x-experiment-variant. Outcomes: POST .../feedback
+{"experiment": NAME, "outcomes": [{"user_id": ..., "converted": true}, ...]}.
+
 exit codes:
   0  stopped cleanly (SIGTERM or SIGINT; in-flight requests finish first)
   1  the server failed to start
@@ -39,6 +44,8 @@ and the load is retried with backoff (storage down at start needs no restart).
 examples:
   model-server --registry-uri ./registry --model-name breast-cancer --model-version production
   model-server --model-dir /mnt/models --model-name churn --workers 4 --log-format json
+  model-server --registry-uri ./registry --model-name churn --model-version v3 \
+      --experiment checkout --experiment-treatment v4 --experiment-percent 30
 """
 
 
