@@ -214,7 +214,7 @@ k8s-validate: tools ## Build every k8s/ overlay with kubectl kustomize and valid
 	$(BIN)/python -m pytest tests/k8s
 
 test: lint typecheck system-deps chart-lint monitoring-check images ## Lint, types, chart and monitoring checks, images built, every test (unit, integration, chart, k8s, monitoring, images); fails on zero tests and on warnings
-	$(IMAGE_ENV) $(BIN)/python -m pytest tests
+	$(IMAGE_ENV) $(BIN)/python -m pytest tests --durations=25
 
 # Images, built without a Docker engine: buildah (vfs storage, chroot isolation) from the
 # Dockerfiles as they ship. The production base (PYTHON_IMAGE, python:*-slim) cannot be pulled
