@@ -229,6 +229,15 @@ class Handlers:
             return None
         return self.experiment.route(headers, document, version)
 
+    def answering(self, assignment: Assignment | None, headers: dict[str, str]) -> Handlers:
+        """The handlers that answer (these, or the assigned side's), and their version and
+        variant put in the response ``headers``."""
+        if assignment is None or self.experiment is None:
+            return self
+        headers.update(assignment.side.version_headers())
+        headers.update(self.experiment.response_headers(assignment))
+        return assignment.side
+
     # -- inference -----------------------------------------------------------------------
 
     async def v1_predict(self, model_name: str, request: Request) -> Response:
@@ -341,11 +350,7 @@ class Handlers:
             self.check_model(model_name, version)
             document = await self.read_document(headers, body, protocol)
             assignment = self.route(headers, document, version)
-            side = self if assignment is None else assignment.side
-            if assignment is not None:
-                assert self.experiment is not None
-                response_headers.update(side.version_headers())
-                response_headers.update(self.experiment.response_headers(assignment))
+            side = self.answering(assignment, response_headers)
             answer = side.predict(document, protocol)
             if protocol == "v1":
                 content = orjson.dumps(answer.body)

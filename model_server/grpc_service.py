@@ -196,13 +196,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=bool(self.handlers.model.ready))
+        return pb.ServerReadyResponse(ready=self.handlers.model_not_ready() is None)
 
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, context: aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         await self._checked(context, request.name, request.version, ready=False)
-        return pb.ModelReadyResponse(ready=bool(self.handlers.model.ready))
+        return pb.ModelReadyResponse(ready=self.handlers.model_not_ready() is None)
 
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
@@ -263,12 +263,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             handlers.check_model(request.model_name, version)
             document = request_document(request)
             assignment = handlers.route(metadata, document, version)
-            side = handlers if assignment is None else assignment.side
-            if assignment is not None:
-                assert handlers.experiment is not None
-                trailing.update(side.version_headers())
-                trailing.update(handlers.experiment.response_headers(assignment))
-            answer = side.predict(document, "v2")
+            answer = handlers.answering(assignment, trailing).predict(document, "v2")
             response = infer_response(answer)
         except Exception as error:  # every failure is answered, and counted
             status, error_body = handlers.failure(error, request_id)

@@ -24,7 +24,7 @@ from rollout.controller import EXIT_ERROR, Printer
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts
 from rollout.experiment_cli import report_for, show
 from rollout.prometheus import Prometheus
-from rollout.rehearse import ROOT, start_prometheus
+from rollout.rehearse import ROOT, start_prometheus, stop_all
 from rollout.settings import RolloutSettings
 from serving_common.net import free_port, wait_ready
 
@@ -84,13 +84,7 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
         try:
             return _run(args, settings, printer, prometheus_bin, Path(tmp), processes)
         finally:
-            for process in reversed(processes):
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(processes)
 
 
 def _run(  # noqa: PLR0917 (the rehearsal's parts)

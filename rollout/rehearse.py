@@ -92,13 +92,18 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
                 processes=processes,
             )
         finally:
-            for process in reversed(processes):
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(processes)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate ``processes`` (last started first), killing any still up after 20 s."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def start_prometheus(

@@ -230,7 +230,7 @@ def test_grpc_assigns_by_the_same_user_key_in_metadata(server: tuple[str, Path])
 def test_a_treatment_that_cannot_load_keeps_the_server_not_ready(
     registry: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     process = start(
         [
@@ -238,6 +238,7 @@ def test_a_treatment_that_cannot_load_keeps_the_server_not_ready(
             "--model-name", MODEL, "--model-version", "v1", "--experiment", "checkout",
             "--experiment-treatment", "v9", "--load-retry-initial-seconds", "30",
             "--host", "127.0.0.1", "--http-port", str(port),
+            "--enable-grpc", "--grpc-port", str(grpc_port),
         ],
         f"{url}/v2/health/live",
         tmp_path / "server.log",
@@ -252,5 +253,13 @@ def test_a_treatment_that_cannot_load_keeps_the_server_not_ready(
         status, _, answer = post(f"{url}/v2/models/{MODEL}/infer", {"inputs": []})
         assert status == 503
         assert "treatment" in answer["error"]
+        import grpc
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=10).ready
     finally:
         stop(process)
