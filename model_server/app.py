@@ -569,7 +569,7 @@ class Handlers:
                         f"outcomes for experiment {document['experiment']!r}, but this server "
                         "runs no experiment"
                     )
-                outcomes = experiment.outcomes(document, schema.max_rows)
+                outcomes = experiment.outcomes(document, schema)
                 return _json(
                     200,
                     {

@@ -8,7 +8,8 @@ the same answer on every replica and worker. Requests that name a version in the
 (``/v2/models/NAME/versions/v4/infer``) get that version and are not exposures.
 
 Outcomes come back through the feedback endpoint (``decode_outcomes``): a conversion (success
-or failure) or a non-negative value, each tied to its variant by the user key (recomputed, so
+or failure), a non-negative value, or a true label (counted as accuracy feedback of the
+variant's version), each tied to its variant by the user key (recomputed, so
 any replica can count it) or by the variant or version the response named.
 """
 
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from kserve.errors import InvalidInput
 
+from model_server.codec import FeatureSchema
+from model_server.feedback import decode_feedback
 from model_server.metrics import ExperimentMetrics, count_unassigned, set_experiment
 from serving_common.experiment import VARIANTS, Variant, assign, hashed_user
 
@@ -174,12 +177,26 @@ class Experiment:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def outcomes(self, document: dict[str, Any], max_rows: int) -> Outcomes:
-        """Decode and count an outcome report (see ``decode_outcomes``)."""
-        outcomes = decode_outcomes(document, self, max_rows)
+    def outcomes(self, document: dict[str, Any], schema: FeatureSchema) -> Outcomes:
+        """Decode and count an outcome report (see ``decode_outcomes``). True labels are
+        checked and counted as the accuracy feedback of the variant's version is."""
+        outcomes = decode_outcomes(document, self, schema.max_rows)
+        labelled = {}
+        for variant in VARIANTS:  # every label is checked before anything is counted
+            pairs = outcomes.by_variant[variant].labels
+            if pairs:
+                version = self.sides[variant].model.version
+                predictions, targets = (list(x) for x in zip(*pairs, strict=True))
+                report = {"model_version": version, "predictions": predictions, "targets": targets}
+                labelled[variant] = decode_feedback(report, schema, version)
         for variant in VARIANTS:
             tally = outcomes.by_variant[variant]
             self.metrics[variant].outcomes(tally.successes, tally.failures, tally.values)
+            if variant in labelled:
+                checked = labelled[variant]
+                tally.correct, tally.incorrect = checked.correct, checked.incorrect
+                side = self.sides[variant]
+                side.metrics.feedback(checked.correct, checked.incorrect, checked.abs_errors)
         return outcomes
 
 
@@ -190,11 +207,17 @@ class Tally:
     successes: int = 0
     failures: int = 0
     values: list[float] = field(default_factory=list)
+    labels: list[tuple[Any, Any]] = field(default_factory=list)
+    """(prediction, true label or value) pairs: accuracy feedback for the variant's version."""
+    correct: int = 0
+    incorrect: int = 0
 
     def summary(self) -> dict[str, Any]:
         body: dict[str, Any] = {"successes": self.successes, "failures": self.failures}
         if self.values:
             body["values"] = len(self.values)
+        if self.labels:
+            body["labels"] = len(self.labels)
         return body
 
 
@@ -206,7 +229,10 @@ class Outcomes:
 
     @property
     def received(self) -> int:
-        return sum(t.successes + t.failures + len(t.values) for t in self.by_variant.values())
+        return sum(
+            t.successes + t.failures + len(t.values) + len(t.labels)
+            for t in self.by_variant.values()
+        )
 
 
 def decode_outcomes(document: dict[str, Any], experiment: Experiment, max_rows: int) -> Outcomes:
@@ -216,7 +242,8 @@ def decode_outcomes(document: dict[str, Any], experiment: Experiment, max_rows: 
     ``"experiment"``. An ITEM names its variant by the user key (``user_id``, the parameter
     name the server is configured with; the variant is recomputed), or by ``variant`` or
     ``model_version`` as the response said (``request_id`` may come along for the logs), and
-    carries ``converted`` (true/false) or ``value`` (a finite number, at least 0).
+    carries ``converted`` (true/false), ``value`` (a finite number, at least 0), or ``target``
+    (the true label or value) with the ``prediction`` the response gave.
     """
     name = document.get("experiment")
     if name != experiment.name:
@@ -233,33 +260,41 @@ def decode_outcomes(document: dict[str, Any], experiment: Experiment, max_rows: 
         raise InvalidInput(f"{len(items)} outcomes exceed the limit of {max_rows} per request")
     tallies: dict[Variant, Tally] = {v: Tally() for v in VARIANTS}
     for index, item in enumerate(items):
-        variant = _variant_of(item, index, experiment)
-        tally = tallies[variant]
-        converted, value = item.get("converted"), item.get("value")
-        if (converted is None) == (value is None):
-            raise InvalidInput(
-                f"outcome {index}: send exactly one of 'converted' (true/false) or 'value'"
-            )
-        if converted is not None:
-            if not isinstance(converted, bool):
-                raise InvalidInput(f"outcome {index}: 'converted' must be true or false")
-            if converted:
-                tally.successes += 1
-            else:
-                tally.failures += 1
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise InvalidInput(
-                f"outcome {index}: 'value' must be a finite number at least 0 (counters only "
-                f"add up), got {value!r}"
-            )
-        tally.values.append(float(value))
+        _count(item, index, tallies[_variant_of(item, index, experiment)])
     return Outcomes(tallies)
+
+
+def _count(item: dict[str, Any], index: int, tally: Tally) -> None:
+    """Add one validated outcome to its variant's tally."""
+    converted, value = item.get("converted"), item.get("value")
+    if sum(x is not None for x in (converted, value, item.get("target"))) != 1:
+        raise InvalidInput(
+            f"outcome {index}: send exactly one of 'converted' (true/false), 'value', or "
+            "'target' (the true label, with the 'prediction' the response gave)"
+        )
+    if "target" in item:
+        if "prediction" not in item:
+            raise InvalidInput(f"outcome {index}: a 'target' needs the 'prediction' it judges")
+        tally.labels.append((item["prediction"], item["target"]))
+    elif converted is not None:
+        if not isinstance(converted, bool):
+            raise InvalidInput(f"outcome {index}: 'converted' must be true or false")
+        if converted:
+            tally.successes += 1
+        else:
+            tally.failures += 1
+    elif (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInput(
+            f"outcome {index}: 'value' must be a finite number at least 0 (counters only "
+            f"add up), got {value!r}"
+        )
+    else:
+        tally.values.append(float(value))
 
 
 def _variant_of(item: Any, index: int, experiment: Experiment) -> Variant:

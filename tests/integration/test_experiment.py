@@ -143,6 +143,21 @@ def test_each_user_stays_in_one_variant_and_outcomes_are_counted(
     assert answer["received"] == 40
     counted = answer["variants"]["treatment"]
     assert counted["successes"] + counted["failures"] == len(treated)
+    # True labels: the accuracy feedback of the variant's version; one bad label counts none.
+    labels = {"experiment": "checkout", "outcomes": [
+        {"variant": "treatment", "prediction": "benign", "target": "benign"},
+        {"variant": "control", "prediction": "benign", "target": "malignant"},
+    ]}  # fmt: skip
+    status, _, answer = post(f"{url}/v2/models/{MODEL}/feedback", labels)
+    assert status == 200, answer
+    assert answer["variants"]["treatment"]["labels"] == 1
+    bad = {"experiment": "checkout", "outcomes": [
+        {"variant": "treatment", "prediction": "benign", "target": "benign"},
+        {"variant": "control", "prediction": "benign", "target": "cat"},
+    ]}  # fmt: skip
+    status, _, answer = post(f"{url}/v2/models/{MODEL}/feedback", bad)
+    assert status == 400
+    assert "'cat'" in answer["error"]
     status, _, answer = post(
         f"{url}/v2/models/{MODEL}/feedback", {"experiment": "other", "outcomes": outcomes}
     )
@@ -162,6 +177,14 @@ def test_each_user_stays_in_one_variant_and_outcomes_are_counted(
         "treatment": 2 * len(treated) + (first == "treatment"),
     }
     assert 'model_server_experiment_unassigned_total{experiment="checkout"' in metrics
+    feedback = {
+        (line.split('model_version="')[1][:2], line.split('outcome="')[1].split('"')[0]): float(
+            line.rsplit(" ", 1)[1]
+        )
+        for line in metrics.splitlines()
+        if line.startswith("model_server_feedback_total{")
+    }
+    assert feedback == {("v2", "correct"): 1.0, ("v1", "incorrect"): 1.0}
     assert (
         'model_server_experiment_treatment_share{control_version="v1",experiment="checkout",'
         'model_name="breast-cancer",treatment_version="v2"} 0.3' in metrics

@@ -113,6 +113,7 @@ def test_outcomes_by_user_key_variant_or_version() -> None:
                 {"user_id": controlled[0], "value": 12.5},
                 {"variant": "control", "converted": True, "request_id": "abc"},
                 {"model_version": "v4", "value": 0},
+                {"variant": "treatment", "prediction": "yes", "target": "no"},
             ],
         },
         exp,
@@ -121,7 +122,8 @@ def test_outcomes_by_user_key_variant_or_version() -> None:
     control, treatment = report.by_variant["control"], report.by_variant["treatment"]
     assert (control.successes, control.failures, control.values) == (1, 0, [12.5])
     assert (treatment.successes, treatment.failures, treatment.values) == (1, 1, [0.0])
-    assert report.received == 5
+    assert treatment.labels == [("yes", "no")]
+    assert report.received == 6
     single_report = {"experiment": "checkout", "variant": "treatment", "converted": True}
     single = decode_outcomes(single_report, exp, 10)
     assert single.by_variant["treatment"].successes == 1
@@ -136,6 +138,11 @@ def test_outcomes_by_user_key_variant_or_version() -> None:
         ({"experiment": "checkout", "variant": "a", "converted": True}, "control or treatment"),
         ({"experiment": "checkout", "model_version": "v9", "value": 1}, "not in this experiment"),
         ({"experiment": "checkout", "variant": "control"}, "exactly one of 'converted'"),
+        ({"experiment": "checkout", "variant": "control", "target": 1}, "needs the 'prediction'"),
+        (
+            {"experiment": "checkout", "variant": "control", "target": 1, "value": 2},
+            "exactly one of",
+        ),
         ({"experiment": "checkout", "variant": "control", "converted": 1}, "true or false"),
         ({"experiment": "checkout", "variant": "control", "value": -2}, "at least 0"),
         ({"experiment": "checkout", "variant": "control", "value": "1"}, "at least 0"),
