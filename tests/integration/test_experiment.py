@@ -286,3 +286,39 @@ def test_a_treatment_that_cannot_load_keeps_the_server_not_ready(
             assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=10).ready
     finally:
         stop(process)
+
+
+def test_two_workers_assign_alike_and_count_every_exposure(registry: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(
+        [
+            sys.executable, "-m", "model_server", "--registry-uri", registry,
+            "--model-name", MODEL, "--model-version", "v1", "--experiment", "checkout",
+            "--experiment-treatment", "v2", "--workers", "2", "--no-drift",
+            "--host", "127.0.0.1", "--http-port", str(port),
+        ],
+        f"{url}/v2/health/live",
+        tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        ready(url)
+        body = inputs(url)
+        users = [f"member-{i}" for i in range(20)]
+        for _ in range(3):  # new connections each time: both workers answer
+            for user in users:
+                status, headers, _ = post(
+                    f"{url}/v2/models/{MODEL}/infer", body, {"x-user-id": user}
+                )
+                assert status == 200
+                assert headers["x-experiment-variant"] == assign(user, "checkout", 50)
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("model_server_experiment_exposures_total{")
+        )
+        assert counted == 60
+    finally:
+        stop(process)
