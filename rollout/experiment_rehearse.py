@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollout.controller import EXIT_ERROR, Printer
+from rollout.controller import EXIT_ERROR, EXIT_USAGE, Printer
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts
 from rollout.experiment_cli import report_for, show
 from rollout.prometheus import Prometheus
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="planted relative lift of the treatment's rate: 0.3 is +30%%, 0 none, -0.3 a "
         "harm (0.3)",
     )
-    group.add_argument("--population", type=int, default=20_000, help="distinct user ids")
+    group.add_argument("--population", type=int, default=20_000, help="distinct user ids (20000)")
     group.add_argument("--users", type=int, default=8, help="concurrent locust users (8)")
     group.add_argument(
         "--max-outcomes",
@@ -76,7 +76,7 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
             "between 0 and 1",
             file=sys.stderr,
         )
-        return EXIT_ERROR
+        return EXIT_USAGE
     if settings.experiment_window == "30d":  # nothing older than this run exists
         settings = settings.model_copy(update={"experiment_window": "1h"})
     processes: list[subprocess.Popen[bytes]] = []
