@@ -191,9 +191,7 @@ class Handlers:
 
     def versions(self) -> list[str]:
         """The versions served here: one, or the control's and the treatment's."""
-        if self.experiment is None:
-            return [self.model.version]
-        return [side.model.version for side in self.experiment.sides.values()]
+        return [side.model.version for side in self.sides()]
 
     def model_not_ready(self) -> str | None:
         """Why the served model (both versions in experiment mode) cannot answer, or None."""

@@ -123,18 +123,24 @@ def settings_from(args: argparse.Namespace) -> RolloutSettings:
     return RolloutSettings(**overrides)
 
 
-def treatment_uri(current: str | None, args: argparse.Namespace) -> tuple[str, str]:
-    """(storage URI, version) of the treatment, from --storage-uri or --version."""
-    if args.storage_uri:
-        match = VERSION_IN_URI.search(args.storage_uri)
+def treatment_uri(
+    current: str | None,
+    version: str | None,
+    storage_uri: str | None,
+    flags: tuple[str, str] = ("--version", "--storage-uri"),
+) -> tuple[str, str]:
+    """(storage URI, version) of the treatment, from its full URI or its version next to
+    ``current``; ``flags`` name the two options in errors."""
+    if storage_uri:
+        match = VERSION_IN_URI.search(storage_uri)
         if match is None:
-            raise ValueError(f"--storage-uri {args.storage_uri!r} must end in a registry vN")
-        return args.storage_uri.rstrip("/"), match.group(1)
-    if not re.fullmatch(r"v[1-9][0-9]*", args.version):
-        raise ValueError(f"--version {args.version!r} must look like v3")
+            raise ValueError(f"{flags[1]} {storage_uri!r} must end in a registry vN")
+        return storage_uri.rstrip("/"), match.group(1)
+    if version is None or not re.fullmatch(r"v[1-9][0-9]*", version):
+        raise ValueError(f"{flags[0]} {version!r} must look like v3")
     if current is None or VERSION_IN_URI.search(current) is None:
-        raise ValueError("the current storage URI does not end in a registry vN: use --storage-uri")
-    return VERSION_IN_URI.sub(f"/{args.version}", current.rstrip("/")), args.version
+        raise ValueError(f"the current storage URI does not end in a registry vN: use {flags[1]}")
+    return VERSION_IN_URI.sub(f"/{version}", current.rstrip("/")), version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,13 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rollout.rehearse import rehearse
 
         return rehearse(args, settings, printer)
-    if args.command == "experiment":
-        from rollout.experiment_cli import run
-
-        return run(args, settings, printer)
     from rollout.kube import KubeError
 
     try:
+        if args.command == "experiment":
+            from rollout.experiment_cli import run
+
+            return run(args, settings, printer)
         return _kube_command(args, settings, printer)
     except KubeError as error:
         print(f"model-rollout: error: {error}", file=sys.stderr)
@@ -169,6 +175,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"model-rollout: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def send_patch(  # noqa: PLR0917 (a patch and where it goes)
+    isvcs: Any,
+    name: str,
+    patch: dict[str, Any],
+    what: str,
+    settings: RolloutSettings,
+    printer: Printer,
+) -> None:
+    """Patch InferenceService ``name``, or with --dry-run print the patch and its kubectl line."""
+    from rollout.kube import kubectl_line
+
+    if settings.dry_run:
+        printer.event("dry-run", f"would {what}", patch=patch)
+        print(kubectl_line(name, settings.namespace, patch), flush=True)
+    else:
+        isvcs.patch(name, patch)
+        printer.event("patched", what)
 
 
 @dataclass
@@ -184,14 +209,7 @@ class Context:
     """The InferenceService as read once at the start of the command."""
 
     def send(self, patch: dict[str, Any], what: str) -> None:
-        from rollout.kube import kubectl_line
-
-        if self.settings.dry_run:
-            self.printer.event("dry-run", f"would {what}", patch=patch)
-            print(kubectl_line(self.name, self.settings.namespace, patch), flush=True)
-        else:
-            self.isvcs.patch(self.name, patch)
-            self.printer.event("patched", what)
+        send_patch(self.isvcs, self.name, patch, what, self.settings, self.printer)
 
     _prometheus: Any = None
 
@@ -393,7 +411,7 @@ def _start(ctx: Context, args: argparse.Namespace) -> int:
     current = parse_status(isvc)
     state = ctx.state
     control_version, control_uri, control_revision = control_of(isvc, state)
-    uri, version = treatment_uri(control_uri or current.storage_uri, args)
+    uri, version = treatment_uri(control_uri or current.storage_uri, args.version, args.storage_uri)
     if state is not None and state.phase in {"progressing", "paused"}:
         if state.treatment_version != version:
             raise ValueError(

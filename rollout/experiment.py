@@ -29,7 +29,7 @@ from rollout.experiment_stats import (
     relative_interval,
     sample_ratio,
 )
-from rollout.prometheus import Prometheus
+from rollout.prometheus import Prometheus, selector
 
 Metric = Literal["conversion", "value"]
 SRM_ALPHA = 0.001
@@ -74,13 +74,6 @@ class NoExperiment(Exception):
     """No model server reports the experiment (not running, or not scraped)."""
 
 
-def _selector(model: str, experiment: str, namespace: str | None) -> str:
-    labels = [f'model_name="{model}"', f'experiment="{experiment}"']
-    if namespace:
-        labels.insert(0, f'namespace="{namespace}"')
-    return ", ".join(labels)
-
-
 def read_counts(
     prometheus: Prometheus,
     model: str,
@@ -93,7 +86,7 @@ def read_counts(
     count since that pod started), summed. A restarted container's counts before its restart
     are lost (its counters start again at 0); a pod that is gone still counts while its
     series is in the window. Raises :class:`NoExperiment`, or PrometheusError."""
-    sel = _selector(model, experiment, namespace)
+    sel = selector(model, experiment, namespace, label="experiment")
     configs = prometheus.query_labelled(
         f"max by (control_version, treatment_version) "
         f"(last_over_time(model_server_experiment_treatment_share{{{sel}}}[{window}]))"

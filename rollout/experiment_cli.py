@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from rollout.controller import EXIT_ERROR, EXIT_PROMOTED, EXIT_USAGE, Printer
+from rollout.controller import EXIT_ERROR, EXIT_PROMOTED, Printer
 from rollout.experiment import EXIT_FOR, NoExperiment, analyse, format_report, read_counts
 from rollout.settings import RolloutSettings
 
@@ -96,48 +96,24 @@ def add_parser(commands: Any, add_settings: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
+    """One ``experiment`` command (``model-rollout``'s main maps Kubernetes and usage errors)."""
     if args.experiment_command == "rehearse":
         from rollout.experiment_rehearse import rehearse
 
         return rehearse(args, settings, printer)
-    from rollout.kube import InferenceServices, KubeError, api_client
+    from rollout.kube import InferenceServices, api_client
 
+    api = api_client(settings.kubeconfig, settings.context)
     try:
-        api = api_client(settings.kubeconfig, settings.context)
-        try:
-            isvcs = InferenceServices(api, settings.namespace)
-            isvc = isvcs.get(args.name)
-            if args.experiment_command == "start":
-                return _start(isvcs, isvc, args, settings, printer)
-            if args.experiment_command == "stop":
-                return _stop(isvcs, isvc, args, settings, printer)
-            return _status(isvc, args, settings, printer)
-        finally:
-            api.close()  # type: ignore[no-untyped-call]
-    except KubeError as error:
-        print(f"model-rollout: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except ValueError as error:
-        print(f"model-rollout: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _send(  # noqa: PLR0917 (a patch and where it goes)
-    isvcs: Any,
-    name: str,
-    patch: dict[str, Any],
-    what: str,
-    settings: RolloutSettings,
-    printer: Printer,
-) -> None:
-    from rollout.kube import kubectl_line
-
-    if settings.dry_run:
-        printer.event("dry-run", f"would {what}", patch=patch)
-        print(kubectl_line(name, settings.namespace, patch), flush=True)
-    else:
-        isvcs.patch(name, patch)
-        printer.event("patched", what)
+        isvcs = InferenceServices(api, settings.namespace)
+        isvc = isvcs.get(args.name)
+        if args.experiment_command == "start":
+            return _start(isvcs, isvc, args, settings, printer)
+        if args.experiment_command == "stop":
+            return _stop(isvcs, isvc, args, settings, printer)
+        return _status(isvc, args, settings, printer)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def running(isvc: dict[str, Any]) -> str | None:
@@ -154,7 +130,7 @@ def _start(
     settings: RolloutSettings,
     printer: Printer,
 ) -> int:
-    from rollout.__main__ import VERSION_IN_URI, treatment_uri
+    from rollout.__main__ import VERSION_IN_URI, send_patch, treatment_uri
     from rollout.kube import check_knative_mode, env_patch, parse_status
     from serving_common.experiment import NAME
 
@@ -180,8 +156,7 @@ def _start(
             "experiment's revision takes all traffic"
         )
     uri, version = treatment_uri(
-        status.storage_uri,
-        argparse.Namespace(version=args.treatment, storage_uri=args.treatment_uri),
+        status.storage_uri, args.treatment, args.treatment_uri, ("--treatment", "--treatment-uri")
     )
     control = VERSION_IN_URI.search(status.storage_uri or "")
     if control is not None and control.group(1) == version:
@@ -195,7 +170,7 @@ def _start(
         VARIABLES["require_user"]: "true" if args.require_user else None,
     }
     control_version = control.group(1) if control else "the current version"
-    _send(
+    send_patch(
         isvcs,
         args.name,
         env_patch(isvc, changes),
@@ -221,6 +196,7 @@ def _stop(
     settings: RolloutSettings,
     printer: Printer,
 ) -> int:
+    from rollout.__main__ import send_patch
     from rollout.kube import STORAGE_URI, env_patch, experiment_env
 
     current = running(isvc)
@@ -238,7 +214,7 @@ def _stop(
         what = f"end experiment {current}: serve the treatment {treatment} only"
     else:
         what = f"end experiment {current}: serve the control only"
-    _send(isvcs, args.name, env_patch(isvc, changes), what, settings, printer)
+    send_patch(isvcs, args.name, env_patch(isvc, changes), what, settings, printer)
     if not settings.dry_run:
         reason = "ExperimentShipped" if args.ship else "ExperimentRolledBack"
         isvcs.record_event(args.name, reason, what)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from rollout.controller import EXIT_ERROR, EXIT_USAGE, Printer
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts
 from rollout.experiment_cli import report_for, show
 from rollout.prometheus import Prometheus
-from rollout.rehearse import ROOT, start_prometheus, stop_all
+from rollout.rehearse import ROOT, prometheus_binary, start_prometheus, stop_all
 from rollout.settings import RolloutSettings
 from serving_common.net import free_port, wait_ready
 
@@ -64,11 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
-    prometheus_bin = shutil.which("prometheus")
+    prometheus_bin = prometheus_binary()
     if prometheus_bin is None:
-        print(
-            "model-rollout: error: prometheus is not installed (make system-deps)", file=sys.stderr
-        )
         return EXIT_ERROR
     if not 0 < args.base_rate < 1 or not 0 <= args.base_rate * (1 + args.lift) <= 1:
         print(

@@ -78,8 +78,9 @@ class Prometheus:
         return values[0] if values else None
 
 
-def selector(model: str, version: str, namespace: str | None) -> str:
-    labels = [f'model_name="{model}"', f'model_version="{version}"']
+def selector(model: str, version: str, namespace: str | None, label: str = "model_version") -> str:
+    """``model_name`` and ``label`` (the version, or e.g. the experiment), in ``namespace``."""
+    labels = [f'model_name="{model}"', f'{label}="{version}"']
     if namespace:
         labels.insert(0, f'namespace="{namespace}"')
     return ", ".join(labels)

@@ -70,12 +70,19 @@ class LocalTarget:
         return self.state
 
 
-def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
-    prometheus_bin = shutil.which("prometheus")
-    if prometheus_bin is None:
+def prometheus_binary() -> str | None:
+    """The local Prometheus to rehearse with; None (said on stderr) when it is not installed."""
+    found = shutil.which("prometheus")
+    if found is None:
         print(
             "model-rollout: error: prometheus is not installed (make system-deps)", file=sys.stderr
         )
+    return found
+
+
+def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
+    prometheus_bin = prometheus_binary()
+    if prometheus_bin is None:
         return EXIT_ERROR
     quick = {k: v for k, v in QUICK.items() if k not in settings.model_fields_set}
     settings = settings.model_copy(update=quick)
