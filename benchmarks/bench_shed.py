@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
-    from model_server.app import install
+    from model_server.http_app import install
     from model_server.http_guard import GuardedHttpToolsProtocol
     from model_server.model import SklearnModel
+    from model_server.service import ModelService
     from model_server.settings import ModelServerSettings
     from trainer.settings import TrainerSettings
     from trainer.train import run
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         model = SklearnModel(settings)
         model.load()
     app = kserve.model_server.app
-    install(app, model)
+    install(app, ModelService(model, access_log=False))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     config = uvicorn.Config(app=app, log_level="warning", lifespan="off")

@@ -1,4 +1,9 @@
-"""``model-server``: serve one registered model version with KServe (V1 and V2 over HTTP)."""
+"""``model-server``: serve one registered model version with KServe (V1 and V2 over HTTP).
+
+The entry point only: parse the settings, prepare the metrics directory for worker processes
+(before anything imports prometheus_client), configure logging, build the model and its
+service, start. It holds no logic of its own, and nothing imports it.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,11 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from model_server.settings import ModelServerSettings
 from serving_common.cli import parse_settings
-from serving_common.logging import bind_context, configure_logging
-
-if TYPE_CHECKING:
-    from model_server.model import SklearnModel
+from serving_common.logging import bind_context
 
 EPILOG = """\
 endpoints:
@@ -47,47 +46,6 @@ examples:
   model-server --registry-uri ./registry --model-name churn --model-version v3 \
       --experiment checkout --experiment-treatment v4 --experiment-percent 30
 """
-
-
-def configure_server_logging(settings: ModelServerSettings) -> None:
-    """One format for our logs, KServe's and uvicorn's; no per-request trace lines."""
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        levels={
-            "kserve": "WARNING" if settings.log_level == "INFO" else settings.log_level,
-            "kserve.trace": "WARNING",
-            "uvicorn": "INFO",
-            "uvicorn.error": "INFO",
-            "uvicorn.access": "WARNING",
-        },
-    )
-
-
-def publish_model_info(model: SklearnModel) -> None:
-    """Set ``model_server_model_info`` for the loaded version (nothing when not loaded); in
-    experiment mode for both versions, and the experiment's treatment share."""
-    from model_server.metrics import set_experiment, set_model_info
-
-    for each in (model, model.treatment):
-        if each is not None and each.ready and each.metadata is not None:
-            set_model_info(
-                each.name,
-                each.version,
-                each.settings.revision or "",
-                each.metadata.provenance.sklearn,
-                each.engine_name,
-            )
-    treatment, settings = model.treatment, model.settings
-    if treatment is not None and model.ready and treatment.ready:
-        assert settings.experiment is not None
-        set_experiment(
-            model.name,
-            settings.experiment,
-            model.version,
-            treatment.version,
-            settings.experiment_percent,
-        )
 
 
 def _prepare_multiprocess_metrics(workers: int) -> None:
@@ -120,14 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # KServe parses sys.argv when imported, and spawned workers re-import it: hand it nothing.
     sys.argv = sys.argv[:1]
     _prepare_multiprocess_metrics(settings.workers)
-    configure_server_logging(settings)
-
+    # Imported only now: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when imported.
     import kserve.model_server
 
-    from model_server.app import Handlers, install
-    from model_server.model import SklearnModel, load_models
-    from model_server.server import PredictorServer
+    from model_server.http_app import install
+    from model_server.loading import first_load, treatment_settings
+    from model_server.model import SklearnModel
+    from model_server.server import PredictorServer, configure_server_logging
+    from model_server.service import ModelService, publish_model_info
 
+    configure_server_logging(settings)
     if settings.fault_error_ratio or settings.fault_latency_ms:
         logging.getLogger("model_server").warning(
             "FAULT INJECTION IS ON: %.0f%% of inference requests fail with 500, %.0f ms added to "
@@ -137,33 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     model = SklearnModel(settings)
     if settings.experiment is not None:
-        from model_server.experiment import treatment_settings
-
-        model.treatment = SklearnModel(treatment_settings(settings), role="treatment")
-    loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
-    first = loader.submit(load_models, model)
-    loader.shutdown(wait=False)  # its thread ends with this one load
-    try:
-        first.result(timeout=settings.load_wait_seconds)
-    except FuturesTimeout:
-        logging.getLogger("model_server").warning(
-            "the model is still loading after %.0f s (slow storage?): serving, not ready, "
-            "until it loads",
-            settings.load_wait_seconds,
-        )
-        for each in (model, model.treatment):
-            if each is not None and not each.ready:
-                each.load_error = "still loading (slow storage?)"
-        model.first_attempt = first
+        model.treatment = SklearnModel(treatment_settings(settings))
+    first_load(model, settings.load_wait_seconds)
     bind_context(model_name=model.name, model_version=model.version)
     publish_model_info(model)
+    service = ModelService(model, settings.access_log)
     if settings.workers == 1:
-        handlers = install(kserve.model_server.app, model, access_log=settings.access_log)
-    else:  # REST runs in the workers; this process answers gRPC
-        handlers = Handlers(model, settings.access_log)
+        install(kserve.model_server.app, service)
+    # With several workers REST runs in them (each installs its own); this process answers gRPC.
     server = PredictorServer(settings)
     try:
-        server.serve(model, handlers)
+        server.serve(model, service)
     finally:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
         if settings.workers > 1 and directory.startswith(tempfile.gettempdir()):

@@ -11,68 +11,56 @@ Outcomes come back through the feedback endpoint (``decode_outcomes``): a conver
 or failure), a non-negative value, or a true label (counted as accuracy feedback of the
 variant's version), each tied to its variant by the user key (recomputed, so
 any replica can count it) or by the variant or version the response named.
+
+Part of the service core: it knows each side only as its version and metrics (``Side``), and
+nothing of transports, request bodies or how versions are loaded.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from kserve.errors import InvalidInput
 
-from model_server.codec import FeatureSchema
 from model_server.feedback import decode_feedback
-from model_server.metrics import ExperimentMetrics, count_unassigned, set_experiment
+from model_server.loading import ModelVersion
+from model_server.metrics import ExperimentMetrics, ModelMetrics, count_unassigned, set_experiment
+from model_server.schema import FeatureSchema
+from model_server.settings import ModelServerSettings
 from serving_common.experiment import VARIANTS, Variant, assign, hashed_user
-
-if TYPE_CHECKING:
-    from model_server.app import Handlers, Headers
-    from model_server.model import SklearnModel
-    from model_server.settings import ModelServerSettings
 
 MAX_USER_KEY = 256
 """Longest user key accepted (a longer one is a 400, not a hash of anything a client sends)."""
 EXPERIMENT_HEADER = "x-experiment"
 VARIANT_HEADER = "x-experiment-variant"
 
-
-def treatment_settings(settings: ModelServerSettings) -> ModelServerSettings:
-    """The settings that load the treatment: the control's, with its version or directory."""
-    treatment = settings.experiment_treatment
-    assert treatment is not None
-    if settings.registry_uri is not None:
-        return settings.model_copy(update={"model_version": treatment})
-    return settings.model_copy(update={"model_dir": treatment})
+Headers = Mapping[str, str]
+"""A request's headers (or gRPC metadata), by lower-case name."""
 
 
-def mismatch(control: SklearnModel, treatment: SklearnModel) -> str | None:
-    """Why the two loaded versions cannot be compared on the same requests, or None."""
-    if control.version == treatment.version:
-        return f"the treatment is the control's version ({control.version}): name another one"
-    if control.metadata is None or treatment.metadata is None:
-        return None
-    ours, theirs = control.metadata.feature_names, treatment.metadata.feature_names
-    if ours != theirs:
-        return (
-            f"the treatment ({treatment.version}) takes other features than the control "
-            f"({control.version}): {theirs[:5]}... vs {ours[:5]}...; clients send one request "
-            "shape to both"
-        )
-    if control.metadata.task != treatment.metadata.task:
-        return (
-            f"the treatment is a {treatment.metadata.task}, the control a {control.metadata.task}"
-        )
-    return None
+class Side(Protocol):
+    """What an experiment needs of each side: its version, and its metrics for labels."""
+
+    @property
+    def model(self) -> ModelVersion: ...
+
+    @property
+    def metrics(self) -> ModelMetrics: ...
+
+
+S = TypeVar("S", bound=Side)
 
 
 @dataclass(frozen=True)
-class Assignment:
+class Assignment(Generic[S]):
     """Which side answers one request, and why."""
 
     variant: Variant
-    side: Handlers
+    side: S
     user_hash: str | None = None
     """The hashed user key (None: no key, or the path named the version)."""
 
@@ -82,24 +70,25 @@ class Assignment:
         return self.user_hash is not None
 
 
-class Experiment:
-    """Routes each inference request to the control's or the treatment's handlers."""
+class Experiment(Generic[S]):
+    """Routes each inference request to the control's or the treatment's side (the service
+    answering for each version)."""
 
-    def __init__(self, settings: ModelServerSettings, control: Handlers, treatment: Handlers):
+    def __init__(self, settings: ModelServerSettings, control: S, treatment: S):
         assert settings.experiment is not None
         self.name = settings.experiment
         self.percent = settings.experiment_percent
         self.header = settings.experiment_user_header.lower()
         self.parameter = settings.experiment_user_parameter
         self.require_user = settings.experiment_require_user
-        self.sides: dict[Variant, Handlers] = {"control": control, "treatment": treatment}
+        self.sides: dict[Variant, S] = {"control": control, "treatment": treatment}
 
     @property
-    def control(self) -> Handlers:
+    def control(self) -> S:
         return self.sides["control"]
 
     @property
-    def treatment(self) -> Handlers:
+    def treatment(self) -> S:
         return self.sides["treatment"]
 
     @functools.cached_property
@@ -140,7 +129,7 @@ class Experiment:
             raise InvalidInput(f"{where} is longer than {MAX_USER_KEY} characters")
         return str(value)
 
-    def route(self, headers: Headers, document: Any, version: str | None) -> Assignment:
+    def route(self, headers: Headers, document: Any, version: str | None) -> Assignment[S]:
         """The side that answers: the version the path names, else the user's variant, else
         (no user key) the control, or a 400 with --experiment-require-user."""
         if version is not None:
@@ -159,15 +148,15 @@ class Experiment:
         variant = assign(user, self.name, self.percent)
         return Assignment(variant, self.sides[variant], hashed_user(user, self.name))
 
-    def response_headers(self, assignment: Assignment) -> dict[str, str]:
+    def response_headers(self, assignment: Assignment[S]) -> dict[str, str]:
         return {EXPERIMENT_HEADER: self.name, VARIANT_HEADER: assignment.variant}
 
-    def answered(self, assignment: Assignment, status: int) -> None:
+    def answered(self, assignment: Assignment[S], status: int) -> None:
         """Count an exposure: an assigned request that got its prediction."""
         if assignment.assigned and 200 <= status < 300:
             self.metrics[assignment.variant].exposures.inc()
 
-    def provenance(self, assignment: Assignment) -> dict[str, Any]:
+    def provenance(self, assignment: Assignment[S]) -> dict[str, Any]:
         """What a provenance line adds: the experiment, the variant, the hashed user key."""
         return {
             "experiment": self.name,
@@ -235,7 +224,9 @@ class Outcomes:
         )
 
 
-def decode_outcomes(document: dict[str, Any], experiment: Experiment, max_rows: int) -> Outcomes:
+def decode_outcomes(
+    document: dict[str, Any], experiment: Experiment[Any], max_rows: int
+) -> Outcomes:
     """Validate an outcome report; raises ``InvalidInput`` naming the problem.
 
     ``{"experiment": NAME, "outcomes": [ITEM, ...]}``, or one ITEM's fields beside
@@ -297,7 +288,7 @@ def _count(item: dict[str, Any], index: int, tally: Tally) -> None:
         tally.values.append(float(value))
 
 
-def _variant_of(item: Any, index: int, experiment: Experiment) -> Variant:
+def _variant_of(item: Any, index: int, experiment: Experiment[Any]) -> Variant:
     """An outcome's variant: from its user key, else its variant or model_version."""
     if not isinstance(item, dict):
         raise InvalidInput(f"outcome {index} must be an object")

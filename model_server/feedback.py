@@ -16,7 +16,7 @@ from typing import Any
 
 from kserve.errors import InvalidInput
 
-from model_server.codec import FeatureSchema
+from model_server.schema import FeatureSchema
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol over gRPC, with the REST handlers' model, checks and metrics.
+"""The Open Inference Protocol over gRPC, with the same service core, checks and metrics as REST.
 
 KServe's own gRPC server is not used: it binds ``[::]`` whatever the host, passes ``None``
 channel options that crash ``grpc.aio`` at start, and its servicer answers through KServe's
@@ -8,7 +8,7 @@ service and method names tritonclient calls) on ``--host:--grpc-port``:
 
 - typed contents (``fp64_contents``, ``int64_contents``, ``bytes_contents``, ...) and
   ``raw_input_contents`` (the proto: when used, one entry per input and no typed contents);
-  both become the document ``codec.decode_v2`` validates for REST;
+  both become the document ``codec_v2.decode_v2`` validates for REST;
 - responses carry ``model_version``, the request's ``id``, and the outputs as
   ``raw_output_contents`` (as Triton answers; tritonclient and KServe's client read them);
 - errors: INVALID_ARGUMENT (bad input, naming the problem), NOT_FOUND (unknown model or
@@ -16,6 +16,9 @@ service and method names tritonclient calls) on ``--host:--grpc-port``:
 - ``x-request-id`` metadata is echoed (or made) in the trailing metadata with
   ``x-model-version``; ModelInfer is counted with ``protocol="grpc"`` and the gRPC status
   name in ``code``.
+
+Part of the transport layer beside HTTP: it translates between protobuf messages and the
+service core (``model_server.service``), and knows nothing of HTTP, ASGI or processes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,13 +35,11 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from model_server import tensors
-from model_server.app import Refused
-
-if TYPE_CHECKING:
-    from model_server.app import Handlers
-    from model_server.experiment import Assignment
-    from model_server.model import Answer
+from model_server import repository, tensors
+from model_server.errors import Refused, failure
+from model_server.experiment import Assignment
+from model_server.model import Answer
+from model_server.service import ModelService
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:
 
 
 def request_document(request: pb.ModelInferRequest) -> dict[str, Any]:
-    """The V2 request document ``codec.decode_v2`` validates, from a gRPC request."""
+    """The V2 request document ``codec_v2.decode_v2`` validates, from a gRPC request."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
@@ -170,10 +171,10 @@ def _tensor_metadata(items: list[dict[str, Any]]) -> list[pb.ModelMetadataRespon
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    """``inference.GRPCInferenceService`` for the one model ``handlers`` serves."""
+    """``inference.GRPCInferenceService`` for the one model ``service`` serves."""
 
-    def __init__(self, handlers: Handlers) -> None:
-        self.handlers = handlers
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     async def _refuse(self, context: aio.ServicerContext, error: Refused) -> None:
         code = _STATUS_FOR_HTTP.get(error.status, grpc.StatusCode.INTERNAL)
@@ -183,7 +184,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self, context: aio.ServicerContext, name: str, version: str, *, ready: bool = True
     ) -> None:
         try:
-            self.handlers.check_model(name, version or None)
+            self.service.check_model(name, version or None)
         except Refused as error:
             if ready or error.status != 503:
                 await self._refuse(context, error)
@@ -196,24 +197,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.handlers.model_not_ready() is None)
+        return pb.ServerReadyResponse(ready=self.service.model_not_ready() is None)
 
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, context: aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         await self._checked(context, request.name, request.version, ready=False)
-        return pb.ModelReadyResponse(ready=self.handlers.model_not_ready() is None)
+        return pb.ModelReadyResponse(ready=self.service.model_not_ready() is None)
 
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**self.handlers.server_metadata_body())
+        return pb.ServerMetadataResponse(**self.service.server_metadata_body())
 
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         await self._checked(context, request.name, request.version)
-        meta = self.handlers.model_metadata()
+        meta = self.service.model_metadata()
         return pb.ModelMetadataResponse(
             name=meta["name"],
             versions=meta["versions"],
@@ -236,9 +237,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def _repository(self, context: aio.ServicerContext, name: str, action: Any) -> None:
         try:
-            self.handlers.repository_action(name, action)
+            repository.act(self.service.model, name, action)
         except Refused as error:
-            if not self.handlers.model.settings.enable_model_repository:
+            if not self.service.model.settings.enable_model_repository:
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, str(error))
             await self._refuse(context, error)
 
@@ -246,30 +247,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
         started = time.perf_counter()
-        handlers = self.handlers
+        service = self.service
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         given = metadata.get("x-request-id")
         request_id = str(given) if given else uuid.uuid4().hex
         # Trailing metadata rides with the status: sending initial metadata early would cost
         # every call an extra HTTP/2 frame and flush.
-        trailing = {"x-request-id": request_id, "x-model-version": handlers.model.version}
+        trailing = {"x-request-id": request_id, "x-model-version": service.model.version}
         answer: Answer | None = None
-        assignment: Assignment | None = None
+        assignment: Assignment[ModelService] | None = None
         code = grpc.StatusCode.OK
         error_body: Any = None
         message = ""
         try:
             version = request.model_version or None
-            handlers.check_model(request.model_name, version)
+            service.check_model(request.model_name, version)
             document = request_document(request)
-            assignment = handlers.route(metadata, document, version)
-            answer = handlers.answering(assignment, trailing).predict(document, "v2")
+            assignment = service.route(metadata, document, version)
+            answer = service.answering(assignment, trailing).predict(document, "v2")
             response = infer_response(answer)
         except Exception as error:  # every failure is answered, and counted
-            status, error_body = handlers.failure(error, request_id)
+            status, error_body = failure(error, request_id)
             code = _STATUS_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL)
             message = error_body["error"]
-        handlers.finish(
+        service.finish(
             request_id=request_id,
             protocol="grpc",
             code=code.name,
@@ -289,9 +290,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 class GrpcServer:
     """A ``grpc.aio`` server for ``InferenceService`` with KServe's start/stop shape."""
 
-    def __init__(self, handlers: Handlers, host: str, port: int, grace_period: float) -> None:
-        settings = handlers.model.settings
-        self.handlers = handlers
+    def __init__(self, service: ModelService, host: str, port: int, grace_period: float) -> None:
+        settings = service.model.settings
+        self.service = service
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.grace_period = grace_period
         self.options = [
@@ -306,11 +307,11 @@ class GrpcServer:
         """Bind, serve until stopped (made here: grpc.aio binds to the running loop)."""
         self.server = aio.server(options=self.options)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(self.handlers), self.server
+            InferenceService(self.service), self.server
         )
         self.server.add_insecure_port(self.address)
         await self.server.start()
-        await self.handlers.start_background()
+        await self.service.start_background()
         log.info("serving gRPC on %s", self.address)
         await self.server.wait_for_termination()
 

@@ -3,6 +3,10 @@
 With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set before this module is
 imported, so every worker writes its values to files there and ``/metrics`` (served by any
 worker) merges them all: the scrape sees every worker's counts.
+
+Metrics are defined here only, bound to a model version by ``ModelMetrics`` and
+``ExperimentMetrics``; this module knows nothing of requests, transports or how a model is
+loaded (callers pass names, versions and numbers).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from model_server.worker_state import metrics_lock
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series add only noise
 
@@ -221,8 +227,6 @@ def exposition() -> tuple[bytes, str]:
     """The text exposition of every metric: merged across workers in multiprocess mode."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        from model_server.workers import metrics_lock
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         with metrics_lock(Path(directory), exclusive=False):  # not while a worker is archived

@@ -1,10 +1,15 @@
-"""``PredictorServer``: ``kserve.ModelServer`` that starts even when the model failed to load.
+"""The process: ``PredictorServer`` runs uvicorn (one process, or KServe's supervised worker
+processes) and the gRPC server, handles signals, and bootstraps each worker process.
 
+``PredictorServer`` is ``kserve.ModelServer`` that starts even when the model failed to load.
 KServe's ``start`` refuses to run without a ready model (``NoModelReady``), so a bad artifact
 would crash-loop the pod with no readiness signal. Here the server starts, answers 503 on
 readiness with the reason, and lets Kubernetes and the rollout tool see a failed revision.
 It also binds the configured host (KServe binds 0.0.0.0) and serves gRPC with this project's
-servicer (``model_server.grpc_service``) when asked.
+servicer (``model_server.grpc_service``) when asked. With ``--workers N`` each spawned worker
+starts in ``WorkerProcess.target``: logging, this project's routes (``http_app.install``) and
+the model's info metric, before KServe runs uvicorn there. This is the only module that knows
+about processes; nothing below imports it, and only ``__main__`` does.
 """
 
 from __future__ import annotations
@@ -12,20 +17,69 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from socket import socket
 from typing import Any
 
 from kserve import ModelServer
+from kserve.logging import logger as kserve_log
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess, RESTServerProcess
 from kserve.protocol.rest.server import RESTServer
 
-from model_server import workers
-from model_server.app import APP_IMPORT_STRING, Handlers
+from model_server import worker_state
 from model_server.grpc_service import GrpcServer
+from model_server.http_app import APP_IMPORT_STRING, install
 from model_server.http_guard import GuardedHttpToolsProtocol
 from model_server.model import SklearnModel
+from model_server.service import ModelService, publish_model_info
 from model_server.settings import ModelServerSettings
+from serving_common.logging import bind_context, configure_logging
 
 log = logging.getLogger(__name__)
+
+
+def configure_server_logging(settings: ModelServerSettings) -> None:
+    """One format for our logs, KServe's and uvicorn's; no per-request trace lines."""
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        levels={
+            "kserve": "WARNING" if settings.log_level == "INFO" else settings.log_level,
+            "kserve.trace": "WARNING",
+            "uvicorn": "INFO",
+            "uvicorn.error": "INFO",
+            "uvicorn.access": "WARNING",
+        },
+    )
+
+
+def bootstrap_worker(model: SklearnModel) -> None:
+    """In a spawned worker process (fresh imports, the model unpickled): logging, this
+    project's routes in front of KServe's app, and the model's info metric."""
+    configure_server_logging(model.settings)
+    bind_context(model_name=model.name, model_version=model.version)
+    import kserve.model_server
+
+    install(kserve.model_server.app, ModelService(model, model.settings.access_log))
+    publish_model_info(model)
+
+
+class WorkerProcess(RESTServerProcess):  # type: ignore[misc]
+    """KServe's worker process, bootstrapped (``bootstrap_worker``) before KServe's own start
+    (its logging defaults, the liveness pong thread, uvicorn)."""
+
+    def __init__(
+        self,
+        sockets: list[socket],
+        target: Any,
+        model: SklearnModel,
+        log_config_file: str | None = None,
+    ) -> None:
+        super().__init__(sockets, target, log_config_file=log_config_file)
+        self.model = model
+
+    def target(self, sockets: list[socket]) -> Any:
+        bootstrap_worker(self.model)
+        return super().target(sockets)
 
 
 def guarded_protocol(settings: ModelServerSettings) -> Any:
@@ -41,15 +95,30 @@ def guarded_protocol(settings: ModelServerSettings) -> Any:
 
 
 class SupervisedWorkers(RESTServerMultiProcess):  # type: ignore[misc]
-    """KServe's worker processes, replaced when one dies (as KServe does), plus: the roster
-    that readiness reads, and the dead worker's metrics kept (``model_server.workers``)."""
+    """KServe's worker processes (each a ``WorkerProcess``), replaced when one dies (as KServe
+    does), plus: the roster that readiness reads, and the dead worker's metrics kept
+    (``model_server.worker_state``)."""
+
+    def __init__(self, *args: Any, model: SklearnModel, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model = model
+
+    def _worker(self, sockets: list[Any]) -> WorkerProcess:
+        return WorkerProcess(
+            sockets, self._rest_server.run, self.model, log_config_file=self.log_config_file
+        )
 
     def init_processes(self, sockets: list[Any]) -> None:
-        super().init_processes(sockets)
+        # KServe's loop, with our worker process.
+        for _ in range(self._rest_server.config.workers):
+            process = self._worker(sockets)
+            self._processes.append(process)
+            process.start()
+            kserve_log.info("Started child process [%s]", process.pid)
         self._publish_roster()
 
     def _publish_roster(self) -> None:
-        roster = workers.roster()
+        roster = worker_state.roster()
         if roster is not None:
             roster.expect([p.pid for p in self._processes if p.pid is not None])
 
@@ -70,13 +139,13 @@ class SupervisedWorkers(RESTServerMultiProcess):  # type: ignore[misc]
                 pid,
                 process._process.exitcode,
             )
-            roster, directory = workers.roster(), workers.metrics_dir()
+            roster, directory = worker_state.roster(), worker_state.metrics_dir()
             if roster is not None and pid is not None:
                 roster.forget(pid)
             if directory is not None and pid is not None:
-                moved = workers.archive_metrics(directory, pid)
+                moved = worker_state.archive_metrics(directory, pid)
                 log.info("kept %d metric values of worker %s", moved, pid)
-            replacement = RESTServerProcess(sockets, self._rest_server.run)
+            replacement = self._worker(sockets)
             replacement.start()
             self._processes[index] = replacement
             self._publish_roster()
@@ -99,10 +168,10 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
         )
         self.settings = settings
 
-    def serve(self, model: SklearnModel, handlers: Handlers) -> None:
+    def serve(self, model: SklearnModel, service: ModelService) -> None:
         """Register ``model`` (ready or not) and serve until SIGTERM or SIGINT.
 
-        ``handlers`` answer gRPC (in this process; REST workers have their own).
+        ``service`` answers gRPC (in this process; REST workers have their own).
         """
         self.register_model(model)
         model.enable_latency_logging = False
@@ -116,6 +185,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 workers=settings.workers,
                 grace_period=self.grace_period,
                 timeout_keep_alive=self.timeout_keep_alive,
+                model=model,
             )
             self._rest_multiprocess_server._rest_server.config.host = settings.host
             self._rest_multiprocess_server._rest_server.config.http = guarded_protocol(settings)
@@ -134,7 +204,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             self._rest_server.config.http = guarded_protocol(settings)
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
-            grpc_server = GrpcServer(handlers, settings.host, self.grpc_port, self.grace_period)
+            grpc_server = GrpcServer(service, settings.host, self.grpc_port, self.grace_period)
             self._grpc_server = grpc_server  # KServe's stop() stops it on SIGTERM
             self.servers.append(grpc_server.start())
             if self._rest_server is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from kserve.errors import InvalidInput
 
-from model_server.codec import OutputTensor, check_shape
+from model_server.codec_v2 import OutputTensor, check_shape
 
 HEADER_LENGTH = "inference-header-content-length"
 """The binary extension's HTTP header: how many leading body bytes are the JSON header."""

@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 from kserve.errors import InvalidInput
 
-from model_server.codec import (
-    PREDICT,
-    PREDICT_PROBA,
-    Columns,
-    Decoded,
-    FeatureSchema,
-    decode_v1,
-    decode_v2,
-    encode_v1,
-    encode_v2,
-    v2_outputs,
-)
+from model_server.codec import Decoded
+from model_server.codec_v1 import decode_v1, encode_v1
+from model_server.codec_v2 import decode_v2, encode_v2, v2_outputs
+from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema
 
 NUMERIC = FeatureSchema(("a", "b"), frozenset(), frozenset(), ("no", "yes"), max_rows=10)
 EMPTY = np.empty((0, 2))
@@ -307,7 +299,7 @@ def test_plain_per_feature_tensors_decode_to_the_checked_matrix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The one-step path for plain numbers builds what the value-by-value checks build."""
-    from model_server import codec
+    from model_server import codec_v2 as codec
 
     requests = [
         _per_feature([1, 2.5, -3], [4.0, 5, 6e300]),
@@ -362,7 +354,7 @@ def _mixed(a: list[Any], color: list[Any], color_type: str = "BYTES") -> dict[st
 def test_plain_mixed_tensors_decode_to_the_checked_columns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from model_server import codec
+    from model_server import codec_v2 as codec
 
     request = _mixed([1, 2.5], ["red", "blue"])
     plain = decode_v2(request, MIXED).frame

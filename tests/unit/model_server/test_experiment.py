@@ -10,7 +10,8 @@ import pytest
 from kserve.errors import InvalidInput
 from pydantic import ValidationError
 
-from model_server.experiment import Experiment, decode_outcomes, treatment_settings
+from model_server.experiment import Experiment, decode_outcomes
+from model_server.loading import treatment_settings
 from model_server.settings import ModelServerSettings
 from serving_common.experiment import assign, hashed_user
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from kserve.errors import InvalidInput
 
-from model_server.codec import OutputTensor
+from model_server.codec_v2 import OutputTensor
 from model_server.tensors import (
     array_from_bytes,
     array_to_bytes,
@@ -137,7 +137,7 @@ def test_binary_response_puts_the_asked_outputs_after_the_header() -> None:
 
 
 def test_the_default_body_limit_fits_the_largest_batch() -> None:
-    from model_server.app import body_limit
+    from model_server.http_body import body_limit
     from model_server.settings import ModelServerSettings
 
     def settings(**values: Any) -> ModelServerSettings:

@@ -1,7 +1,8 @@
-"""Worker processes under supervision: who should be serving, who is, and their metrics.
+"""What worker processes share on disk: who should be serving, who is, and their metrics.
 
 With ``--workers N`` the main process runs KServe's ``RESTServerMultiProcess``, which replaces a
-worker that dies (``keep_subprocess_alive``). This module adds what a replacement needs:
+worker that dies (``keep_subprocess_alive``; ``model_server.server`` supervises it). This module
+keeps the files a replacement needs:
 
 - a roster in ``$PROMETHEUS_MULTIPROC_DIR/workers``: the main process lists the workers that
   should be serving (``pids.json``), each worker marks itself ready once its model is loaded
@@ -13,6 +14,9 @@ worker that dies (``keep_subprocess_alive``). This module adds what a replacemen
   workers' files plus one archive, however many workers have died. Its gauges are dropped: the
   replacement publishes its own (model info, drift). Merging and scraping take a lock on
   ``.lock``, so a scrape never sees a value both in the dead worker's file and in the archive.
+
+It knows only files and prometheus_client's file format: nothing of models, requests or
+KServe, so every layer above may read it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""What a loaded version takes and gives: its features (names, which are categories, which may
+be missing), its classes and outputs, and validated rows in the shape its engines take.
+
+Built from the version's registry metadata. The codec produces ``Rows``, the engines and the
+drift monitor consume them. This module knows nothing of request formats (V1, V2, binary
+tensors), transports or how a version is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_registry.metadata import ModelMetadata
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """What the served model takes, from its registry metadata."""
+
+    names: tuple[str, ...]
+    categorical: frozenset[str]
+    nullable: frozenset[str]
+    classes: tuple[Any, ...] | None
+    max_rows: int
+
+    @classmethod
+    def from_metadata(cls, metadata: ModelMetadata, max_rows: int) -> FeatureSchema:
+        return cls(
+            names=tuple(f.name for f in metadata.features),
+            categorical=frozenset(f.name for f in metadata.features if f.kind == "categorical"),
+            nullable=frozenset(f.name for f in metadata.features if f.nullable),
+            classes=tuple(metadata.target.classes) if metadata.target.classes is not None else None,
+            max_rows=max_rows,
+        )
+
+    @property
+    def numeric_only(self) -> bool:
+        return not self.categorical
+
+    def outputs(self) -> tuple[str, ...]:
+        """Output names this model can return."""
+        return (PREDICT, PREDICT_PROBA) if self.classes is not None else (PREDICT,)
+
+
+class Columns:
+    """Validated rows of a model with categorical features, without pandas on the request path:
+    one array per feature in model order (float64 for numbers, NaN for missing; object arrays
+    of strings for categories, NaN for missing as in the training data). ``frame()`` makes the
+    DataFrame the scikit-learn pipeline takes; ONNX Runtime and drift read the arrays."""
+
+    __slots__ = ("arrays", "count")
+
+    def __init__(self, arrays: dict[str, np.ndarray[Any, Any]], count: int) -> None:
+        self.arrays = arrays
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        return self.arrays[name]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.arrays, columns=list(self.arrays))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{feature: value}`` per row (missing values as NaN)."""
+        names = list(self.arrays)
+        values = zip(*(a.tolist() for a in self.arrays.values()), strict=True)
+        return [dict(zip(names, row, strict=True)) for row in values]
+
+
+Rows = Columns | np.ndarray[Any, Any]
+"""Validated rows in feature order: a float64 matrix for all-numeric models, else Columns."""
