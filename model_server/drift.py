@@ -13,6 +13,9 @@ With several workers each keeps its own window (each sees a random share of the 
 gauge is exported in prometheus_client's ``max`` multiprocess mode: the scrape reports the largest
 drift any worker sees, which errs towards alerting. Per-worker windows need no cross-process
 state, and with windows of hundreds of rows the estimates agree closely.
+
+Part of the service core; it takes rows and a publish callback, and knows nothing of
+transports or of where the scores go.
 """
 
 from __future__ import annotations

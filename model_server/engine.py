@@ -8,6 +8,9 @@ ONNX Runtime gets ``--engine-threads`` intra-op threads (1: one core per worker)
 gets ``n_jobs=1`` and one BLAS/OpenMP thread (threadpoolctl), so workers never oversubscribe the
 pod's cores: a forest's ``n_jobs=-1`` from training would otherwise start a thread per core in
 every worker for every request.
+
+Part of loading: it knows the version's metadata and pipeline, and nothing of request
+formats, transports or metrics.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 The example row uses the middle of each numeric feature's training range and the first
 category of each categorical one, from the version's metadata.
+
+An entry point of its own (``make run`` prints its lines): it reads the registry and knows
+nothing of the server's modules.
 """
 
 from __future__ import annotations

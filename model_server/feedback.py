@@ -6,6 +6,9 @@ truth, so any replica can count it and nothing is cached between requests. Class
 
     {"model_version": "v3", "predictions": ["benign", "malignant"], "targets": ["benign", "benign"]}
     {"model_version": "v3", "prediction": 151.2, "target": 140.0}
+
+Part of the service core: it decodes and checks a report against the model's schema, and
+knows nothing of transports or metrics (the service counts what it returns).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ HTTP headers, and nothing of models, metrics or how a document is answered.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -18,7 +19,6 @@ from kserve.errors import InvalidInput
 
 from model_server import tensors
 from model_server.errors import Refused
-from model_server.experiment import Headers
 from model_server.settings import ModelServerSettings
 
 JSON = "application/json"
@@ -78,7 +78,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     raise InvalidInput(f"the body is not valid {encoding} data ({last})")
 
 
-def inflate(headers: Headers, body: bytes, limit: int) -> bytes:
+def inflate(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
     """The request body, decompressed when it says ``Content-Encoding: gzip|deflate``; a 415
     for a content type or encoding this server does not read."""
     content_type = headers.get("content-type", JSON).split(";")[0].strip().lower()
@@ -98,7 +98,7 @@ def inflate(headers: Headers, body: bytes, limit: int) -> bytes:
     return body
 
 
-def parse_document(headers: Headers, body: bytes, protocol: Literal["v1", "v2"]) -> Any:
+def parse_document(headers: Mapping[str, str], body: bytes, protocol: Literal["v1", "v2"]) -> Any:
     """The request's JSON document, binary tensor inputs as arrays; or InvalidInput."""
     header_length = headers.get(tensors.HEADER_LENGTH)
     if header_length is not None:

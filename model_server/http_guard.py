@@ -21,6 +21,9 @@ holds its connection forever. This protocol adds, per connection:
 
 ``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
 ``functools.partial`` with the limits, which pickles into spawned workers.
+
+Part of the HTTP transport, at its bottom: it knows uvicorn's protocol and bytes on the wire,
+and nothing of routes, models or the service (the shed answer is a registered hook).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ version, Knative revision, the artifact's sha256, the training data's sha256, th
 image digest recorded at training, status and latency. Inputs and outputs are added only when
 ``--prediction-log-payloads`` is set. One ``os.write`` per line keeps lines whole when several
 workers share stdout.
+
+Part of the service core; it is given each request's facts and knows nothing of transports.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Model server settings: ``MODEL_SERVER_*`` environment variables or ``--kebab-case`` flags."""
+"""Model server settings: ``MODEL_SERVER_*`` environment variables or ``--kebab-case`` flags.
+
+Built once in ``__main__`` and passed down; the bottom layer, it knows nothing of the
+modules that read it.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ Over REST the request body is the JSON header (``Inference-Header-Content-Length
 then each binary input's bytes in input order, each input saying its size in the
 ``binary_data_size`` parameter. Everything here turns bytes into arrays (and back) and raises
 ``InvalidInput`` naming the input when the bytes do not match the shape and datatype.
+
+Part of the codec: transport-free (HTTP and gRPC both call it), and it knows nothing of
+models beyond the output tensors it is given.
 """
 
 from __future__ import annotations
