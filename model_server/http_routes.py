@@ -36,7 +36,11 @@ def json_response(status: int, body: Any, headers: dict[str, str]) -> Response:
 
 
 class HttpRoutes:
-    """The HTTP endpoints of one served model, over its ``ModelService``."""
+    """The HTTP endpoints of one served model, over its ``ModelService``.
+
+    FastAPI publishes each endpoint method's docstring in ``/openapi.json``: they are part of
+    what the server answers.
+    """
 
     def __init__(self, service: ModelService) -> None:
         self.service = service
@@ -199,8 +203,7 @@ class HttpRoutes:
         return status, response_headers, content
 
     async def feedback(self, model_name: str, request: Request) -> Response:
-        """True labels or values for earlier predictions, or an experiment's outcomes
-        (``ModelService.feedback``)."""
+        """True labels or values for earlier predictions (see ``model_server.feedback``)."""
         try:
             self.service.check_model(model_name)
             document = await self.read_document(
