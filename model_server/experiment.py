@@ -22,9 +22,10 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
 from kserve.errors import InvalidInput
+from typing_extensions import TypeVar
 
 from model_server.feedback import decode_feedback
 from model_server.loading import ModelVersion
@@ -52,7 +53,8 @@ class Side(Protocol):
     def metrics(self) -> ModelMetrics: ...
 
 
-S = TypeVar("S", bound=Side)
+S = TypeVar("S", bound=Side, default=Side)
+"""The service answering for each side (``model_server.service.ModelService``)."""
 
 
 @dataclass(frozen=True)

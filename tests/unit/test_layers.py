@@ -147,7 +147,7 @@ TOP_LEVEL = "\n\nfrom {target} import {name}  # noqa: E402, F401\n"
     ],
 )
 def test_a_planted_import_breaks_the_contract_naming_both_modules(
-    tree: Path, module: str, plant: str, target: str, name: str, expected: str
+    tree: Path, *, module: str, plant: str, target: str, name: str, expected: str
 ) -> None:
     path = tree / module
     path.write_text(path.read_text() + plant.format(target=target, name=name))

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from kserve.errors import InvalidInput
 
-from model_server.codec import FeatureSchema
 from model_server.feedback import decode_feedback
+from model_server.schema import FeatureSchema
 
 CLASSIFIER = FeatureSchema(("a",), frozenset(), frozenset(), ("benign", "malignant"), max_rows=5)
 INT_CLASSES = FeatureSchema(("a",), frozenset(), frozenset(), (0, 1), max_rows=5)
