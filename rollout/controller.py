@@ -3,28 +3,23 @@
 The loop drives a :class:`Target` (an InferenceService through the Kubernetes API, or the local
 rehearsal's traffic split) and reads evidence from Prometheus. Every round is printed, recorded
 (an Event and the NAME-rollout ConfigMap on Kubernetes), and the state is saved so that a restarted
-``start`` resumes at the step it was at.
+``start`` resumes at the step it was at. It knows nothing of argparse, the commands or the
+Kubernetes API: it acts only through the ``Target`` it is given.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 from rollout.decision import Action, Decision, State, decide
+from rollout.output import EXIT_HALTED, EXIT_PAUSED, EXIT_PROMOTED, EXIT_ROLLED_BACK, Printer
 from rollout.prometheus import CustomQuery, Prometheus, measure
 from rollout.settings import RolloutSettings
 
-EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_HALTED, EXIT_PAUSED = 0, 1, 2, 3, 4, 5
-EXIT_CODES_HELP = (
-    "exit codes: 0 promoted (or done), 1 error, 2 usage, 3 rolled back, 4 halted (no data, "
-    "Prometheus down, too many rounds), 5 paused"
-)
 TERMINAL = {
     Action.PROMOTE: ("promoted", EXIT_PROMOTED),
     Action.ROLLBACK: ("rolled_back", EXIT_ROLLED_BACK),
@@ -78,42 +73,6 @@ class RolloutState:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Printer:
-    """Progress lines for people (text) or scripts (one JSON object per line)."""
-
-    def __init__(self, output: str, stream: TextIO | None = None) -> None:
-        self.output = output
-        self.stream = stream or sys.stdout
-
-    def event(self, kind: str, message: str, **fields: Any) -> None:
-        if self.output == "json":
-            line = json.dumps({"event": kind, "message": message, **fields}, default=str)
-        else:
-            line = f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {kind}: {message}"
-        print(line, file=self.stream, flush=True)
-
-    def decision(self, state: RolloutState, decision: Decision) -> None:
-        checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks]
-        if self.output == "json":
-            self.event(
-                "decision",
-                decision.action.value,
-                step_percent=state.percent,
-                reasons=list(decision.reasons),
-                checks=checks,
-                failed_rounds=decision.state.failed_rounds,
-            )
-            return
-        where = f"at {state.percent}%" if state.percent is not None else ""
-        self.event("decision", f"{decision.action.value.upper()} {where}".strip())
-        for check in decision.checks:
-            mark = "ok  " if check.passed else "FAIL"
-            print(f"    {mark} {check.name}: {check.detail}", file=self.stream)
-        for reason in decision.reasons:
-            print(f"    - {reason}", file=self.stream)
-        self.stream.flush()
 
 
 def parse_custom(items: list[str]) -> tuple[CustomQuery, ...]:

@@ -10,10 +10,15 @@ always-valid p-value (mSPRT), which may be read every day without inflating fals
 The always-valid p-value is 1 / the mixture likelihood ratio at this look. The textbook form
 takes the running minimum over all looks; one look's value is never smaller than that minimum,
 so it is as valid and never decides earlier than the running minimum would.
+
+``report_for`` runs the analysis with the settings' alpha, tau and metric, and ``show`` prints
+its report. This module knows nothing of argparse, Kubernetes or how an experiment is started
+and stopped (``rollout.experiment_cli``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,7 +34,9 @@ from rollout.experiment_stats import (
     relative_interval,
     sample_ratio,
 )
+from rollout.output import Printer
 from rollout.prometheus import Prometheus, selector
+from rollout.settings import RolloutSettings
 
 Metric = Literal["conversion", "value"]
 SRM_ALPHA = 0.001
@@ -312,3 +319,23 @@ def format_report(report: dict[str, Any]) -> list[str]:
     lines.append(f"  decision: {report['decision'].upper()}")
     lines.extend(f"    - {reason}" for reason in report["reasons"])
     return lines
+
+
+def report_for(counts: Any, settings: RolloutSettings) -> dict[str, Any]:
+    return analyse(
+        counts,
+        metric=settings.experiment_metric,
+        alpha=settings.experiment_alpha,
+        tau=settings.experiment_tau,
+        min_outcomes=settings.experiment_min_outcomes,
+    )
+
+
+def show(report: dict[str, Any], printer: Printer) -> None:
+    """The report: one JSON object (``-o json``), or lines for people."""
+    if printer.output == "json":
+        print(json.dumps(report, default=str), file=printer.stream, flush=True)
+        return
+    for line in format_report(report):
+        print(line, file=printer.stream)
+    printer.stream.flush()

@@ -1,23 +1,35 @@
-"""``model-rollout experiment start|status|stop|rehearse``: A/B experiments on an
-InferenceService.
+"""``model-rollout experiment start|status|stop``: A/B experiments on an InferenceService.
 
 An experiment is configuration of the predictor (``MODEL_SERVER_EXPERIMENT_*`` variables of its
 container, as the chart's ``experiment`` values set them): ``start`` and ``stop`` patch them,
 so each change rolls out through KServe as a new revision like any spec change, and ``--dry-run``
 prints the patch and the equivalent ``kubectl patch`` instead. ``status`` reads the counts from
-Prometheus and prints the analysis and the decision (``rollout.experiment``).
+Prometheus and prints the analysis and the decision (``rollout.experiment``). It knows nothing
+of the canary commands or the rehearsals: ``experiment rehearse`` is parsed and run by
+``rollout.__main__`` with ``rollout.experiment_rehearse``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from rollout.controller import EXIT_ERROR, EXIT_PROMOTED, Printer
-from rollout.experiment import EXIT_FOR, NoExperiment, analyse, format_report, read_counts
-from rollout.settings import RolloutSettings
+from rollout.experiment import EXIT_FOR, NoExperiment, read_counts, report_for, show
+from rollout.isvc import (
+    STORAGE_URI,
+    VERSION_IN_URI,
+    check_knative_mode,
+    env_patch,
+    experiment_env,
+    parse_status,
+    treatment_uri,
+)
+from rollout.kube import InferenceServices, api_client, send_patch
+from rollout.output import EXIT_ERROR, EXIT_PROMOTED, Printer
+from rollout.prometheus import Prometheus, PrometheusError
+from rollout.settings import RolloutSettings, add_settings
+from serving_common.experiment import NAME
 
 EXIT_CODES = """\
 exit codes:
@@ -36,8 +48,9 @@ VARIABLES = {
 """The predictor's experiment settings (``model_server.settings``), by what they say."""
 
 
-def add_parser(commands: Any, add_settings: Any) -> None:
-    """``experiment`` and its commands on the main parser's subcommands."""
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """``experiment`` and its commands on the main parser's subcommands; returns the parser of
+    ``experiment rehearse``, whose own arguments the rehearsal adds (``rollout.__main__``)."""
     summary = "A/B experiments: sticky per-user variants, analysed with an always-valid test"
     parser = commands.add_parser(
         "experiment",
@@ -84,25 +97,17 @@ def add_parser(commands: Any, add_settings: Any) -> None:
     ending = stop.add_mutually_exclusive_group(required=True)
     ending.add_argument("--ship", action="store_true", help="serve the treatment from now on")
     ending.add_argument("--rollback", action="store_true", help="serve the control only")
-    rehearse = command(
+    return command(
         "rehearse",
         "a real server with both versions, Prometheus and a locust population with a planted "
         "lift, analysed until a decision",
         isvc=False,
     )
-    from rollout.experiment_rehearse import add_arguments
-
-    add_arguments(rehearse)
 
 
 def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
-    """One ``experiment`` command (``model-rollout``'s main maps Kubernetes and usage errors)."""
-    if args.experiment_command == "rehearse":
-        from rollout.experiment_rehearse import rehearse
-
-        return rehearse(args, settings, printer)
-    from rollout.kube import InferenceServices, api_client
-
+    """One ``experiment`` command on a cluster: start, stop or status (``model-rollout``'s main
+    runs ``experiment rehearse`` itself, and maps Kubernetes and usage errors)."""
     api = api_client(settings.kubeconfig, settings.context)
     try:
         isvcs = InferenceServices(api, settings.namespace)
@@ -118,8 +123,6 @@ def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -
 
 def running(isvc: dict[str, Any]) -> str | None:
     """The name of the experiment the InferenceService's predictor runs, or None."""
-    from rollout.kube import experiment_env
-
     return experiment_env(isvc).get(VARIABLES["experiment"]) or None
 
 
@@ -130,10 +133,6 @@ def _start(
     settings: RolloutSettings,
     printer: Printer,
 ) -> int:
-    from rollout.__main__ import VERSION_IN_URI, send_patch, treatment_uri
-    from rollout.kube import check_knative_mode, env_patch, parse_status
-    from serving_common.experiment import NAME
-
     if not NAME.fullmatch(args.experiment):
         raise ValueError(
             f"--experiment {args.experiment!r} must be a DNS label: lowercase letters, digits "
@@ -196,9 +195,6 @@ def _stop(
     settings: RolloutSettings,
     printer: Printer,
 ) -> int:
-    from rollout.__main__ import send_patch
-    from rollout.kube import STORAGE_URI, env_patch, experiment_env
-
     current = running(isvc)
     if current is None:
         raise ValueError(f"{args.name} runs no experiment (no {VARIABLES['experiment']})")
@@ -231,8 +227,6 @@ def _stop(
 def _status(
     isvc: dict[str, Any], args: argparse.Namespace, settings: RolloutSettings, printer: Printer
 ) -> int:
-    from rollout.prometheus import Prometheus, PrometheusError
-
     experiment = running(isvc)
     if experiment is None:
         print(
@@ -256,23 +250,3 @@ def _status(
     report = report_for(counts, settings)
     show(report, printer)
     return EXIT_FOR[report["decision"]]
-
-
-def report_for(counts: Any, settings: RolloutSettings) -> dict[str, Any]:
-    return analyse(
-        counts,
-        metric=settings.experiment_metric,
-        alpha=settings.experiment_alpha,
-        tau=settings.experiment_tau,
-        min_outcomes=settings.experiment_min_outcomes,
-    )
-
-
-def show(report: dict[str, Any], printer: Printer) -> None:
-    """The report: one JSON object (``-o json``), or lines for people."""
-    if printer.output == "json":
-        print(json.dumps(report, default=str), file=printer.stream, flush=True)
-        return
-    for line in format_report(report):
-        print(line, file=printer.stream)
-    printer.stream.flush()

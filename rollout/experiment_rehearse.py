@@ -6,6 +6,8 @@ ids whose conversion rate in the treatment is the control's times (1 + ``--lift`
 truth. The analysis ``experiment status`` prints is read from Prometheus every few seconds, as
 people would read it every day, until it decides (ship or rollback) or the outcome budget runs
 out (keep-running). A real lift should ship; no lift should keep running; a harm should roll back.
+It knows nothing of Kubernetes, the commands or the canary rehearsal; what it shares with the
+latter is in ``rollout.local``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollout.controller import EXIT_ERROR, EXIT_USAGE, Printer
-from rollout.experiment import EXIT_FOR, NoExperiment, read_counts
-from rollout.experiment_cli import report_for, show
+from rollout.experiment import EXIT_FOR, NoExperiment, read_counts, report_for, show
+from rollout.local import ROOT, prometheus_binary, start_prometheus, stop_all
+from rollout.output import EXIT_ERROR, EXIT_USAGE, Printer
 from rollout.prometheus import Prometheus
-from rollout.rehearse import ROOT, prometheus_binary, start_prometheus, stop_all
 from rollout.settings import RolloutSettings
 from serving_common.net import free_port, wait_ready
 

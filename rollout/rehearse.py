@@ -3,30 +3,29 @@
 Two registry versions run as local model servers (control and treatment; the treatment may be
 given faults), a local Prometheus scrapes both every second, and a bounded locust load splits
 its requests between them by the canary's current percent. The loop steps that percent and
-decides exactly as it would on Kubernetes. ``make demo`` runs it.
+decides exactly as it would on Kubernetes. ``make demo`` runs it. It knows nothing of
+Kubernetes, the commands or the experiment rehearsal; what it shares with the latter is in
+``rollout.local``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rollout.controller import EXIT_ERROR, Printer, RolloutState, run_loop
+from rollout.controller import RolloutState, run_loop
+from rollout.local import ROOT, prometheus_binary, start_prometheus, stop_all
+from rollout.output import EXIT_ERROR, Printer
 from rollout.prometheus import Prometheus
 from rollout.settings import RolloutSettings
 from serving_common.net import free_port, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
 # Rehearsal defaults where the user gave none: seconds, not the minutes a cluster wants.
 QUICK = {"interval_seconds": 10.0, "analysis_window": "1m", "min_requests": 50}
 
@@ -70,16 +69,6 @@ class LocalTarget:
         return self.state
 
 
-def prometheus_binary() -> str | None:
-    """The local Prometheus to rehearse with; None (said on stderr) when it is not installed."""
-    found = shutil.which("prometheus")
-    if found is None:
-        print(
-            "model-rollout: error: prometheus is not installed (make system-deps)", file=sys.stderr
-        )
-    return found
-
-
 def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
     prometheus_bin = prometheus_binary()
     if prometheus_bin is None:
@@ -100,52 +89,6 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
             )
         finally:
             stop_all(processes)
-
-
-def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate ``processes`` (last started first), killing any still up after 20 s."""
-    for process in reversed(processes):
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def start_prometheus(
-    prometheus_bin: str,
-    targets: list[str],
-    work: Path,
-    start: Callable[[list[str], str], subprocess.Popen[bytes]],
-) -> str | None:
-    """A Prometheus on a free loopback port scraping ``targets`` (URLs) every second, its
-    storage in ``work``; its URL, or None (said on stderr) when it does not start."""
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "model-serving",
-                "static_configs": [{"targets": [u.removeprefix("http://") for u in targets]}],
-            }
-        ],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = start(
-        [
-            prometheus_bin,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        "prometheus.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_ready(f"{url}/-/ready", process, 60):
-        print("model-rollout: error: the local Prometheus did not start", file=sys.stderr)
-        return None
-    return url
 
 
 def _run(

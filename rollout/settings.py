@@ -1,8 +1,14 @@
-"""Rollout settings: ``ROLLOUT_*`` environment variables or ``--kebab-case`` flags."""
+"""Rollout settings: ``ROLLOUT_*`` environment variables or ``--kebab-case`` flags.
+
+``RolloutSettings`` and how they become flags (``add_settings``) and come back from the parsed
+arguments (``settings_from``). Built once in ``__main__`` and passed down, it knows nothing of
+the commands, the analysis, Kubernetes or Prometheus.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import argparse
+from typing import Any, Literal, get_origin
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,3 +103,45 @@ class RolloutSettings(BaseSettings):
             min_feedback=self.min_feedback,
             ready_deadline_seconds=self.ready_deadline_seconds,
         )
+
+
+def add_settings(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """Every RolloutSettings field as a --kebab-case flag (default: environment, then default).
+
+    They are accepted before and after the command, as kubectl's are (``model-rollout -n models
+    status NAME``); on a command's parser they default to SUPPRESS so that a flag given before
+    the command is not reset to None by the command's parser."""
+    group = parser.add_argument_group("settings (each also ROLLOUT_<NAME>)")
+    unset = argparse.SUPPRESS if suppress else None
+    for name, info in RolloutSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        helptext = (info.description or "").replace("%", "%%")
+        default = info.get_default(call_default_factory=True)
+        helptext += f" (default: {default})" if default not in (None, []) else ""
+        if info.annotation is bool:
+            group.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=unset,
+                help=helptext,
+            )
+        elif get_origin(info.annotation) is list and name == "custom_query":
+            group.add_argument(
+                flag, dest=name, action="append", metavar="CHECK", default=unset, help=helptext
+            )
+        else:
+            group.add_argument(flag, dest=name, metavar=name.upper(), default=unset, help=helptext)
+    group.add_argument("-n", dest="namespace", default=unset, help="same as --namespace")
+    group.add_argument(
+        "-o", dest="output", choices=["text", "json"], default=unset, help="same as --output"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> RolloutSettings:
+    overrides = {
+        name: getattr(args, name)
+        for name in RolloutSettings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return RolloutSettings(**overrides)

@@ -133,7 +133,7 @@ TOP_LEVEL = "\n\nfrom {target} import {name}  # noqa: E402, F401\n"
             DEFERRED,
             "model_server.loading",
             "ModelVersion",
-            "model_registry.registry is not allowed to import model_server.loading",
+            "- model_registry.registry -> model_server.loading",
             id="the-registry-imports-the-server",
         ),
         pytest.param(

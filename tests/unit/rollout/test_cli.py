@@ -255,7 +255,7 @@ async def test_the_loop_waits_for_the_controller_then_steps_and_promotes(
 
 
 def test_release_defaults_come_from_the_chart_configmap() -> None:
-    from rollout.__main__ import release_defaults
+    from rollout.canary import release_defaults
     from rollout.settings import RolloutSettings
 
     data = {"steps": "5,20,50", "intervalSeconds": "120"}
@@ -387,7 +387,8 @@ async def test_a_pause_during_a_round_is_not_overwritten(
 
 def test_settings_go_before_or_after_the_command() -> None:
     """kubectl-style: ``model-rollout -n models status NAME`` and ``status NAME -n models``."""
-    from rollout.__main__ import build_parser, settings_from
+    from rollout.__main__ import build_parser
+    from rollout.settings import settings_from
 
     parser = build_parser()
     before = settings_from(parser.parse_args(["-n", "models", "--dry-run", "status", NAME]))

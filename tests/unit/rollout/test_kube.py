@@ -16,15 +16,15 @@ import pytest
 import pytest_asyncio
 from kubernetes import client
 
-from rollout.kube import (
+from rollout.isvc import (
     FIELD_MANAGER,
-    InferenceServices,
     KubeError,
     kubectl_line,
     parse_status,
     percent_patch,
     storage_patch,
 )
+from rollout.kube import InferenceServices
 from tests.apiserver import ApiServer
 
 NS, NAME = "models", "breast-cancer"
