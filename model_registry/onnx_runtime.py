@@ -22,7 +22,7 @@ REGRESSION_TOLERANCE = 1e-5
 
 
 class ColumnsLike(Protocol):
-    """Rows by feature name: a DataFrame, or the server's ``codec.Columns``."""
+    """Rows by feature name: a DataFrame, or the server's ``schema.Columns``."""
 
     def __getitem__(self, name: str, /) -> Any: ...
 

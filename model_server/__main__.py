@@ -2,7 +2,8 @@
 
 The entry point only: parse the settings, prepare the metrics directory for worker processes
 (before anything imports prometheus_client), configure logging, build the model and its
-service, start. It holds no logic of its own, and nothing imports it.
+service, start, and remove a temporary metrics directory at exit. It answers no request and
+holds no serving logic, and nothing imports it.
 """
 
 from __future__ import annotations

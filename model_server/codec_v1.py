@@ -2,7 +2,8 @@
 encode labels and probabilities as its response.
 
 ``{"instances": [[...]] | [{"feature": value}]}`` in; ``{"predictions": [...]}`` out, with the
-answering version. Transport-free, like ``model_server.codec``, whose checks it uses.
+answering version. Transport-free, like ``model_server.codec``, whose checks it uses: it knows
+nothing of HTTP, gRPC or bodies, nor of how a model is loaded or run.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ validated rows, and build its output tensors and JSON response.
 
 Tensor ``data`` is a JSON list, or an array the binary tensor extension (``tensors``) or gRPC
 decoded: both become the same document here, so every transport validates alike.
-Transport-free, like ``model_server.codec``, whose checks it uses.
+Transport-free, like ``model_server.codec``, whose checks it uses: it knows nothing of HTTP,
+gRPC or bodies, nor of how a model is loaded or run.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ readiness with the reason, and lets Kubernetes and the rollout tool see a failed
 It also binds the configured host (KServe binds 0.0.0.0) and serves gRPC with this project's
 servicer (``model_server.grpc_service``) when asked. With ``--workers N`` each spawned worker
 starts in ``WorkerProcess.target``: logging, this project's routes (``http_app.install``) and
-the model's info metric, before KServe runs uvicorn there. This is the only module that knows
-about processes; nothing below imports it, and only ``__main__`` does.
+the model's info metric, before KServe runs uvicorn there. It is the only module that starts or
+supervises processes (the service core only marks its own worker ready in the roster); nothing
+below imports it, and only ``__main__`` does.
 """
 
 from __future__ import annotations

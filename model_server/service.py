@@ -6,8 +6,9 @@ experiment's side that answers, predicts, and counts: request and inference metr
 input, provenance lines, exposures, feedback. It also says whether the server is ready and why
 not, describes the model (Open Inference Protocol metadata), and keeps loading a version that
 did not load at start. (The model repository extension is ``model_server.repository``.) It
-knows nothing of HTTP or gRPC (no bodies, wire headers or status codes of either), nor of
-processes beyond reading the worker roster.
+speaks in HTTP-equivalent statuses (``errors.Refused``, as DESIGN.md's errors do) and names
+the ``x-model-version`` both transports send, but knows nothing of HTTP or gRPC machinery
+(frameworks, bodies, encodings, ASGI, protobuf), nor of processes beyond the worker roster.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ mismatch, and an always-valid sequential test so a decision read every day stays
   under "no difference", so by Ville's inequality it ever reaches 1/alpha with probability at
   most alpha. ``decide`` turns it into ``ship``, ``rollback`` or ``keep-running``.
 
-Only the standard library: the rollout CLI imports this.
+Only the standard library: the rollout CLI imports this. Pure arithmetic: it knows nothing of
+Prometheus, Kubernetes, the model server or how counts are read.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each side is selected by ``model_name`` and ``model_version`` (and ``namespace`` when given):
 the version is what tells control from treatment in every metric the model server exports.
 Windows are PromQL durations (``5m``). Any transport or API error becomes
-``Measurements(prometheus_up=False)``: the engine halts on it and never promotes.
+``Measurements(prometheus_up=False)``: the engine halts on it and never promotes. It knows
+nothing of Kubernetes, the commands or the decision's rules (only its measurement types).
 """
 
 from __future__ import annotations

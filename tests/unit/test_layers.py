@@ -105,6 +105,14 @@ TOP_LEVEL = "\n\nfrom {target} import {name}  # noqa: E402, F401\n"
             id="grpc-imports-http",
         ),
         pytest.param(
+            "model_server/service.py",
+            DEFERRED,
+            "fastapi",
+            "Response",
+            "model_server.service is not allowed to import fastapi",
+            id="the-service-core-imports-a-web-framework",
+        ),
+        pytest.param(
             "rollout/decision.py",
             DEFERRED,
             "rollout.kube",
@@ -156,9 +164,10 @@ def test_a_planted_import_breaks_the_contract_naming_both_modules(
     assert expected in result.stdout, result.stdout
 
 
-def test_a_module_placed_in_no_layer_breaks_the_contract(tree: Path) -> None:
-    (tree / "model_server" / "newcomer.py").write_text('"""Not placed in a layer yet."""\n')
+@pytest.mark.parametrize("package", ["model_server", "rollout"])
+def test_a_module_placed_in_no_layer_breaks_the_contract(tree: Path, package: str) -> None:
+    (tree / package / "newcomer.py").write_text('"""Not placed in a layer yet."""\n')
     result = lint_imports(tree)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "not listed as layers" in result.stdout
-    assert "model_server.newcomer" in result.stdout
+    assert f"{package}.newcomer" in result.stdout
