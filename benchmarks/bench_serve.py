@@ -175,7 +175,9 @@ def prepare(work: Path, labels: list[str]) -> dict[str, dict[str, Any]]:
             )
         )
         frame = (
-            pd.read_parquet(data).drop(columns="label")
+            pd.read_parquet(data, use_threads=False).drop(  # see trainer.data.load_uri
+                columns="label"
+            )
             if data
             else load_sample(sample).frame[metadata.feature_names]  # type: ignore[arg-type]
         )
