@@ -1,20 +1,25 @@
 """The contract of a registered ``model.onnx``: its inputs, and how it is run.
 
 One input per feature, shaped ``[rows, 1]``: numbers as float64, categories as strings with
-``""`` for a missing value (ONNX string tensors have no NaN). Outputs: the labels and the class
+``""`` for a missing value (ONNX string tensors have no NaN; ``model_registry.values`` says what
+a missing value is everywhere else). Outputs: the labels and the class
 probabilities (classifiers, no ZipMap), or the predictions (regressors). The trainer writes
 graphs to this contract (``trainer.onnx_export``); the server feeds them by it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-MISSING_CATEGORY = ""
+from model_registry.values import MISSING_CATEGORY, non_finite, pipeline_outputs
+
+__all__ = ["MISSING_CATEGORY", "agreement", "disagreement", "onnx_inputs", "session"]
+
 PROBABILITY_TOLERANCE = 1e-4
 """Largest difference allowed between a probability from ONNX and from the pipeline."""
 REGRESSION_TOLERANCE = 1e-5
@@ -69,31 +74,41 @@ def agreement(
     probabilities: np.ndarray[Any, Any] | None,
 ) -> dict[str, Any]:
     """How the ONNX model's ``labels`` (or values) and ``probabilities`` for ``rows`` agree with
-    ``pipeline``: every label identical, probabilities within ``PROBABILITY_TOLERANCE``,
-    regression outputs within ``REGRESSION_TOLERANCE`` of the largest. The trainer records this
-    check in metadata; the server repeats it at load."""
+    ``pipeline`` as the server's sklearn engine runs it (``values.pipeline_outputs``): every label
+    identical, probabilities within ``PROBABILITY_TOLERANCE``, regression outputs within
+    ``REGRESSION_TOLERANCE`` of the largest, and none NaN or infinite on either side. The
+    trainer records this check in metadata; the server repeats it at load."""
     labels = np.asarray(labels).ravel()
+    expected_labels, expected_proba = pipeline_outputs(pipeline, rows, probabilities is not None)
     if probabilities is not None:
-        expected_labels = np.asarray(pipeline.predict(rows))
+        assert expected_proba is not None
         flipped = int(np.sum(labels.astype(str) != expected_labels.astype(str)))
-        difference = float(np.max(np.abs(probabilities - pipeline.predict_proba(rows))))
+        difference = float(np.max(np.abs(probabilities - expected_proba)))
         tolerance = PROBABILITY_TOLERANCE
     else:
-        expected = np.asarray(pipeline.predict(rows), dtype=np.float64)
         flipped = 0
-        difference = float(np.max(np.abs(labels.astype(np.float64) - expected)))
-        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
-    return {
+        difference = float(np.max(np.abs(labels.astype(np.float64) - expected_labels)))
+        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected_labels))))
+    classifier = probabilities is not None
+    broken = non_finite(labels, probabilities, classifier) + non_finite(
+        expected_labels, expected_proba, classifier
+    )
+    check: dict[str, Any] = {
         "rows": len(rows),
         "labels_differing": flipped,
-        "max_abs_difference": difference,
+        "max_abs_difference": difference if math.isfinite(difference) else None,
         "tolerance": tolerance,
-        "passed": flipped == 0 and difference <= tolerance,
+        "passed": flipped == 0 and not broken and difference <= tolerance,
     }
+    if broken:
+        check["non_finite_outputs"] = broken
+    return check
 
 
 def disagreement(check: dict[str, Any]) -> str:
     """Why a failed ``agreement`` check failed, in words."""
+    if check.get("non_finite_outputs"):
+        return f"{check['non_finite_outputs']} outputs are NaN or infinite"
     if check["labels_differing"]:
         return f"{check['labels_differing']} of {check['rows']} labels differ"
     return (

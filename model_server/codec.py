@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from kserve.errors import InvalidInput
 
+from model_registry.values import LIMIT, category_array, is_missing
 from model_server.schema import PREDICT, Columns, FeatureSchema, Rows
 
 NUMBER = (int, float)
@@ -58,18 +60,34 @@ def check_rows(count: int, schema: FeatureSchema, what: str) -> None:
         )
 
 
+def _outside(schema: FeatureSchema, name: str, value: float) -> str | None:
+    """Why ``value`` is outside feature ``name``'s computable range, or None."""
+    low, high = schema.limit(name)
+    if low <= value <= high:
+        return None
+    return (
+        f"is {value!r}, outside the range this model computes with, {low:.4g} to {high:.4g} "
+        f"(within {LIMIT:.3g} training standard deviations of the feature's mean: past it, "
+        "the model's float32 arithmetic overflows)"
+    )
+
+
 def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: str) -> InvalidInput:
     """The first value of feature ``name`` that the model cannot take, as an error."""
     categorical = name in schema.categorical
     nullable = name in schema.nullable
     for index, value in enumerate(values):
         place = f"feature {name!r} of {where} {index}"
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if is_missing(value):
             if nullable:
                 continue
+            what = (
+                'the empty string "", which means a missing category'
+                if isinstance(value, str)
+                else describe(value)
+            )
             return InvalidInput(
-                f"{place} is missing ({describe(value)}); the model was trained without "
-                "missing values for it"
+                f"{place} is missing ({what}); the model was trained without missing values for it"
             )
         if categorical:
             if not isinstance(value, str):
@@ -79,11 +97,25 @@ def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: s
             return InvalidInput(f"{place} must be a number, got {describe(value)}")
         if not math.isfinite(value):
             return InvalidInput(f"{place} is not a finite number ({value})")
+        outside = _outside(schema, name, float(value))
+        if outside is not None:
+            return InvalidInput(f"{place} {outside}")
     return InvalidInput(f"feature {name!r} has a value the model cannot take")
 
 
+def _numbers(schema: FeatureSchema, name: str, array: np.ndarray[Any, Any]) -> bool:
+    """True when a float64 column is all in its feature's range, but for NaN (missing) where
+    the feature may be missing."""
+    low, high = schema.limit(name)
+    good = (array >= low) & (array <= high)
+    if name in schema.nullable:
+        good |= np.isnan(array)
+    return bool(good.all())
+
+
 def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
-    """A validated column: float64 array for numbers, object array of str for categories.
+    """A validated column: float64 array for numbers, object array of str for categories
+    (NaN for a missing value, which ``null``, NaN and ``""`` are: ``model_registry.values``).
 
     ``values`` is a list (JSON) or an array (binary data); an array of numbers for a numeric
     feature is taken as is, anything else is checked value by value.
@@ -91,24 +123,20 @@ def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
     if isinstance(values, np.ndarray):
         if name not in schema.categorical and values.dtype.kind in "iuf":
             array = values.astype(np.float64)
-            if np.isfinite(array).all() or (name in schema.nullable and not np.isinf(array).any()):
+            if _numbers(schema, name, array):
                 return array
         values = values.tolist()
     kinds = {type(v) for v in values}
     if name in schema.categorical:
-        allowed = {str, type(None)} if name in schema.nullable else {str}
-        if kinds <= allowed:
-            if type(None) in kinds:
-                # NaN, as in the training data: the pipeline's imputer (missing_values=nan)
-                # does not take None for missing, and would one-hot it as an unknown category.
-                values = [np.nan if v is None else v for v in values]
-            return np.array(values, dtype=object)
+        if kinds <= {str, type(None)}:
+            column = category_array(values)
+            if name in schema.nullable or not pd.isna(column).any():
+                return column
         raise _bad_value(schema, name, values, where)
     allowed_num = {int, float, type(None)} if name in schema.nullable else {int, float}
     if kinds <= allowed_num:
         array = np.array(values, dtype=np.float64)  # None -> nan
-        finite = np.isfinite(array)
-        if finite.all() or (name in schema.nullable and not np.isinf(array).any()):
+        if _numbers(schema, name, array):
             return array
     raise _bad_value(schema, name, values, where)
 
@@ -128,7 +156,7 @@ def numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Rows:
     kinds = {type(v) for row in rows for v in row}
     if kinds <= {int, float}:
         matrix = np.array(rows, dtype=np.float64)
-        if np.isfinite(matrix).all():
+        if schema.in_range(matrix):
             return matrix
     return rows_from_columns(schema, list(zip(*rows, strict=True)), where)
 

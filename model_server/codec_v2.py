@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from kserve.errors import InvalidInput
 
+from model_registry.values import MISSING_CATEGORY
 from model_server.codec import (
     NUMBER,
     Decoded,
@@ -191,7 +192,7 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
     if isinstance(values, np.ndarray):
         if schema.numeric_only:
             matrix = values.reshape(rows, width).astype(np.float64)
-            if np.isfinite(matrix).all():
+            if schema.in_range(matrix):
                 return matrix
             return rows_from_columns(schema, list(matrix.T), "row")
         values = values.tolist()
@@ -211,9 +212,9 @@ def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | 
     categories strings in a BYTES tensor. An all-numeric model gets a column-major matrix, so
     each feature's column (the ONNX model's input) is contiguous; others get ``Columns``.
 
-    Anything else (None or NaN, other types, integer datatypes, binary data, a bad shape)
-    returns None and goes through the checks below, which name the problem: this path accepts
-    a subset of what they accept and builds the same rows."""
+    Anything else (None, NaN or "", numbers out of range, other types, integer datatypes,
+    binary data, a bad shape) returns None and goes through the checks below, which name the
+    problem: this path accepts a subset of what they accept and builds the same rows."""
     data = by_name[schema.names[0]].get("data")
     if type(data) is not list or not 0 < len(data) <= schema.max_rows:
         return None
@@ -239,8 +240,10 @@ def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | 
         return None
     if not set(map(type, itertools.chain.from_iterable(categories))) <= {str}:
         return None
+    if any(MISSING_CATEGORY in values for values in categories):  # a missing category
+        return None
     matrix = np.array(numbers, dtype=np.float64).reshape(len(numbers), rows)
-    if not np.isfinite(matrix).all():
+    if not schema.in_range(matrix, by_feature=True):
         return None
     if schema.numeric_only:
         return matrix.T

@@ -1,9 +1,11 @@
 """What computes predictions: ONNX Runtime on the version's ``model.onnx``, or the pipeline.
 
 ``--engine auto`` (the default) uses ONNX Runtime when the version carries a checked
-``model.onnx`` (its sha256 verified on read) that also agrees with the skops pipeline on probe
-rows at load, else the pipeline, with the reason logged. ``--engine onnx`` refuses to serve
-(not ready, with the reason) without a usable ONNX model; ``--engine sklearn`` never uses it.
+``model.onnx`` (its sha256 verified on read) that also agrees with the skops pipeline at load,
+on probe rows and on edge rows (missing values in every form a client sends, unseen
+categories, range ends), else the pipeline, with the reason logged. ``--engine onnx`` refuses
+to serve (not ready, with the reason) without a usable ONNX model; ``--engine sklearn`` never
+uses it.
 ONNX Runtime gets ``--engine-threads`` intra-op threads (1: one core per worker). The pipeline
 gets ``n_jobs=1`` and one BLAS/OpenMP thread (threadpoolctl), so workers never oversubscribe the
 pod's cores: a forest's ``n_jobs=-1`` from training would otherwise start a thread per core in
@@ -30,6 +32,7 @@ from model_registry.onnx_runtime import (
     onnx_inputs,
     session,
 )
+from model_registry.values import edge_columns, frame_of, numeric_limits
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,15 @@ class OnnxEngine:
         return cls(session(blob, threads), numeric, categorical, classifier)
 
     def predict(
-        self, rows: ColumnsLike | np.ndarray[Any, Any], probabilities: bool
+        self, rows: ColumnsLike | np.ndarray[Any, Any]
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        """Labels and, for a classifier, its probabilities (always: the caller checks them
+        before answering a label, ``model_registry.values.non_finite``); a regressor's values."""
         outputs = self.runtime.run(None, onnx_inputs(rows, self.numeric, self.categorical))
         labels = np.asarray(outputs[0]).ravel()
         if not self.classifier:
             return labels.astype(np.float64), None
-        proba = np.asarray(outputs[1], dtype=np.float64) if probabilities else None
-        return labels, proba
+        return labels, np.asarray(outputs[1], dtype=np.float64)
 
 
 def probe_rows(metadata: ModelMetadata, rows: int = PROBE_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -92,17 +96,26 @@ def probe_rows(metadata: ModelMetadata, rows: int = PROBE_ROWS, seed: int = 0) -
 
 
 def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: int) -> OnnxEngine:
-    """An engine for ``blob`` after checking it against ``pipeline`` on probe rows (the
-    trainer's check, ``model_registry.onnx_runtime.agreement``, on other rows)."""
+    """An engine for ``blob`` after checking it against ``pipeline`` (the trainer's check,
+    ``model_registry.onnx_runtime.agreement``, on other rows): on probe rows across the
+    training ranges, and apart on edge rows as a client sends them, read as the codec reads
+    them (``model_registry.values``: missing numbers and categories as null, NaN and ``""``,
+    unseen categories, each numeric range's ends)."""
     try:
         engine = OnnxEngine.open(blob, metadata, pipeline, threads)
-        rows = probe_rows(metadata)
-        labels, proba = engine.predict(rows, probabilities=engine.classifier)
+        limits = numeric_limits(pipeline, engine.numeric)
+        edges = frame_of(edge_columns(metadata.features, limits, seed=1), engine.categorical)
+        checks = {}
+        for where, rows in (("probe rows", probe_rows(metadata)), ("edge rows", edges)):
+            labels, proba = engine.predict(rows)
+            checks[where] = agreement(pipeline, rows, labels, proba)
     except Exception as error:  # a model ONNX Runtime cannot load or run
         raise EngineRefused(f"ONNX Runtime cannot run model.onnx: {error}") from error
-    check = agreement(pipeline, rows, labels, proba)
-    if not check["passed"]:
-        raise EngineRefused(f"model.onnx disagrees with the pipeline: {disagreement(check)}")
+    for where, check in checks.items():
+        if not check["passed"]:
+            raise EngineRefused(
+                f"model.onnx disagrees with the pipeline on {where}: {disagreement(check)}"
+            )
     return engine
 
 

@@ -30,10 +30,21 @@ class InjectedFault(Exception):
     """A failure the operator asked for (``--fault-error-ratio``): a 500."""
 
 
+class BadOutput(Exception):
+    """The model computed NaN or infinity from inputs the codec accepted: a 500 (a defect of
+    the model, not of the request), logged with the request id, never a label."""
+
+
 def failure(error: Exception, request_id: str) -> tuple[int, dict[str, str]]:
     """The HTTP status and error body for a request that failed with ``error``."""
     if isinstance(error, InvalidInput):
         return 400, {"error": str(error)}
+    if isinstance(error, BadOutput):
+        errors_log.error("%s (request id %s)", error, request_id, extra={"request_id": request_id})
+        return 500, {
+            "error": "the model computed an output that is not a finite number for this input, "
+            f"and it is not answered; the server log has the details (request id {request_id})"
+        }
     if isinstance(error, Refused):
         return error.status, {"error": str(error)}
     if isinstance(error, InjectedFault):

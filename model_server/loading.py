@@ -29,7 +29,9 @@ from model_registry import Registry, RegistryError
 from model_registry.artifacts import load_model
 from model_registry.metadata import ModelMetadata
 from model_registry.registry import read_version_dir, read_version_dir_onnx
+from model_registry.values import non_finite, numeric_limits, pipeline_outputs
 from model_server.engine import EngineRefused, OnnxEngine, onnx_engine, pin_threads
+from model_server.errors import BadOutput
 from model_server.schema import PREDICT, PREDICT_PROBA, FeatureSchema, Rows
 from model_server.settings import ModelServerSettings
 
@@ -108,7 +110,10 @@ class ModelVersion(Model):  # type: ignore[misc]
         self.metadata = metadata
         self.version = metadata.version
         self.pipeline = pipeline
-        self.schema = FeatureSchema.from_metadata(metadata, self.settings.max_batch_rows)
+        numeric = [f.name for f in metadata.features if f.kind == "numeric"]
+        self.schema = FeatureSchema.from_metadata(
+            metadata, self.settings.max_batch_rows, numeric_limits(pipeline, numeric)
+        )
         self.engine, self.onnx_blob = engine if engine is not None else (None, None)
         self.load_error = None
         self.unloaded = False
@@ -170,21 +175,34 @@ class ModelVersion(Model):  # type: ignore[misc]
     def infer(
         self, rows: Rows, probabilities: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
-        """Labels (or values) and, when asked, class probabilities for validated rows."""
+        """Labels (or values) and, when asked, class probabilities for validated rows.
+
+        A classifier's probabilities are computed whether asked or not, and every output is
+        checked before it is answered: a NaN or infinity (from inputs the codec found finite
+        and in range) raises ``BadOutput``, a 500, never a label made from it."""
+        assert self.schema is not None
+        assert self.metadata is not None
+        classifier = self.schema.classes is not None and hasattr(self.pipeline, "predict_proba")
         try:
             if self.engine is not None:
-                return self.engine.predict(rows, probabilities)
-            if isinstance(rows, np.ndarray):
-                assert self.schema is not None
-                frame = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
+                labels, proba = self.engine.predict(rows)
             else:
-                frame = rows.frame()
-            labels = self.pipeline.predict(frame)
-            proba = self.pipeline.predict_proba(frame) if probabilities else None
+                if isinstance(rows, np.ndarray):
+                    frame = pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
+                else:
+                    frame = rows.frame()
+                labels, proba = pipeline_outputs(self.pipeline, frame, classifier)
         except (ValueError, TypeError) as error:
             # Validation runs first, so this is rare; it is still the client's input.
             raise InvalidInput(f"the model cannot use this input: {error}") from error
-        return np.asarray(labels), proba
+        broken = non_finite(labels, proba, classifier)
+        if broken:
+            raise BadOutput(
+                f"{self.metadata.model_name} {self.version} ({self.engine_name} engine) computed "
+                f"{broken} NaN or infinite {'probabilities' if classifier else 'values'} for "
+                f"{len(labels)} rows"
+            )
+        return np.asarray(labels), proba if probabilities else None
 
     # -- metadata ------------------------------------------------------------------------
 

@@ -8,13 +8,16 @@ tensors), transports or how a version is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from model_registry.metadata import ModelMetadata
+from model_registry.values import FLOAT64_MAX
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -29,20 +32,47 @@ class FeatureSchema:
     nullable: frozenset[str]
     classes: tuple[Any, ...] | None
     max_rows: int
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False)
+    """Each numeric feature's computable range (``model_registry.values.numeric_limits``);
+    any finite value for a feature not named."""
 
     @classmethod
-    def from_metadata(cls, metadata: ModelMetadata, max_rows: int) -> FeatureSchema:
+    def from_metadata(
+        cls,
+        metadata: ModelMetadata,
+        max_rows: int,
+        limits: Mapping[str, tuple[float, float]] | None = None,
+    ) -> FeatureSchema:
         return cls(
             names=tuple(f.name for f in metadata.features),
             categorical=frozenset(f.name for f in metadata.features if f.kind == "categorical"),
             nullable=frozenset(f.name for f in metadata.features if f.nullable),
             classes=tuple(metadata.target.classes) if metadata.target.classes is not None else None,
             max_rows=max_rows,
+            limits=dict(limits or {}),
         )
 
     @property
     def numeric_only(self) -> bool:
         return not self.categorical
+
+    def limit(self, name: str) -> tuple[float, float]:
+        """The closed range of values numeric feature ``name`` may take."""
+        return self.limits.get(name, (-FLOAT64_MAX, FLOAT64_MAX))
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        pairs = [self.limit(n) for n in self.names if n not in self.categorical]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+    def in_range(self, matrix: np.ndarray[Any, Any], *, by_feature: bool = False) -> bool:
+        """True when every value of a matrix of the numeric features, in model order, is in
+        its feature's range (so finite, not NaN): ``[rows, features]``, or ``[features,
+        rows]`` with ``by_feature``."""
+        low, high = self._bounds
+        if by_feature:
+            low, high = low[:, None], high[:, None]
+        return bool(np.all((matrix >= low) & (matrix <= high)))
 
     def outputs(self) -> tuple[str, ...]:
         """Output names this model can return."""

@@ -14,6 +14,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from model_registry.values import MISSING_CATEGORY
 from trainer.errors import DataError
 from trainer.settings import DataFormat, Sample, TaskChoice
 
@@ -121,8 +122,37 @@ def detect_task(target: pd.Series) -> tuple[Task, str]:
     return "regression", f"target is numeric with {distinct} distinct values"
 
 
+def _empty_strings_as_missing(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    """Read ``""`` in text columns as a missing value (NaN), in place; how many, by column.
+
+    A client can send a missing category over binary V2 or gRPC only as ``""``, and the server
+    reads it as missing (``model_registry.values``); a category named ``""`` in training would
+    mean something else than the same ``""`` in a request."""
+    counts: dict[str, int] = {}
+    for column in columns:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        empty = series.map(lambda v: type(v) is str and v == MISSING_CATEGORY).astype(bool)
+        count = int(empty.sum())
+        if count:
+            frame[column] = series.astype(object).mask(empty, np.nan)
+            counts[column] = count
+            log.info(
+                'feature %r: %d empty strings ("") read as missing values, as the server reads '
+                "them",
+                column,
+                count,
+            )
+    return counts
+
+
 def _feature_problems(
-    frame: pd.DataFrame, columns: list[str], max_missing: float, max_categories: int
+    frame: pd.DataFrame,
+    columns: list[str],
+    max_missing: float,
+    max_categories: int,
+    empty: dict[str, int] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     problems: list[str] = []
     numeric: list[str] = []
@@ -135,9 +165,16 @@ def _feature_problems(
             problems.append(f"feature {column!r} has no values (all {rows} missing)")
             continue
         if missing and missing / rows > max_missing:
+            blank = (empty or {}).get(column, 0)
+            note = (
+                f" ({blank} of them empty strings, which mean a missing category: clients "
+                'send one as "")'
+                if blank
+                else ""
+            )
             problems.append(
-                f"feature {column!r} has {missing} missing values ({missing / rows:.1%} of rows); "
-                f"fill them, or allow imputation with --max-missing-fraction "
+                f"feature {column!r} has {missing} missing values ({missing / rows:.1%} of rows)"
+                f"{note}; fill them, or allow imputation with --max-missing-fraction "
                 f"{math.ceil(missing / rows * 100) / 100:.2f}"
             )
         if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
@@ -254,8 +291,9 @@ def prepare(
     else:
         chosen = task
     problems = _target_problems(target, chosen, test_size)
+    empty = _empty_strings_as_missing(frame, columns)
     feature_problems, numeric, categorical = _feature_problems(
-        frame, columns, max_missing_fraction, max_categories
+        frame, columns, max_missing_fraction, max_categories, empty
     )
     problems.extend(feature_problems)
     if problems:
@@ -266,7 +304,9 @@ def prepare(
         if pd.api.types.is_bool_dtype(features[column]):
             features[column] = features[column].astype("float64")
     for column in categorical:
-        features[column] = features[column].astype(object)
+        # NaN for every missing value (pd.NA and None too): the imputer reads NaN as missing
+        text = features[column].astype(object)
+        features[column] = text.where(text.notna(), np.nan)
     y = _normalize_target(target, chosen)
     classes = sorted(y.unique().tolist()) if chosen == "classification" else None
     return PreparedData(

@@ -171,9 +171,15 @@ def compare(
 
 
 def export(
-    pipeline: Pipeline, rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+    pipeline: Pipeline,
+    rows: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    edges: pd.DataFrame | None = None,
 ) -> OnnxExport:
-    """Convert ``pipeline`` and check it on ``rows``; no ONNX (with the reason) if either fails."""
+    """Convert ``pipeline`` and check it on ``rows`` and, apart (a regression's tolerance is
+    relative to its largest output, which extremes would inflate), on ``edges``; no ONNX (with
+    the reason) if either fails."""
     import onnxruntime
     import skl2onnx
 
@@ -183,12 +189,19 @@ def export(
     try:
         blob = convert(pipeline, numeric, categorical, classifier)
         check = compare(pipeline, blob, rows, numeric, categorical)
+        if edges is not None:
+            check["edges"] = compare(pipeline, blob, edges, numeric, categorical)
     except Exception as error:  # any converter or runtime failure: no ONNX, with the reason
         reason = f"cannot convert to ONNX: {type(error).__name__}: {str(error)[:300]}"
         return OnnxExport(None, {"reason": reason, **versions})
     seconds = round(time.perf_counter() - started, 3)
-    if not check["passed"]:
-        reason = f"ONNX disagrees with the pipeline: {disagreement(check)}"
+    edge_check = check.get("edges")
+    if not check["passed"] or (edge_check is not None and not edge_check["passed"]):
+        if check["passed"] and edge_check is not None:
+            where = " on edge rows (missing values, unseen categories, range ends)"
+            reason = f"ONNX disagrees with the pipeline{where}: {disagreement(edge_check)}"
+        else:
+            reason = f"ONNX disagrees with the pipeline: {disagreement(check)}"
         return OnnxExport(None, {"reason": reason, "check": check, **versions})
     info = {
         "file": ONNX_FILE,

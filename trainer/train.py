@@ -17,6 +17,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from model_registry import ModelMetadata, NotFound, Registry, artifacts
+from model_registry.metadata import FeatureSpec
+from model_registry.values import edge_columns, frame_of, numeric_limits
 from trainer import data as data_mod
 from trainer import onnx_export
 from trainer.errors import ConfigError
@@ -279,18 +281,28 @@ def _serialize(settings: TrainerSettings, fitted: _Fitted) -> bytes:
 
 
 def _export_onnx(fitted: _Fitted) -> onnx_export.OnnxExport:
-    """The pipeline compiled to ONNX and checked on the held-out rows and up to 1,000 training
-    rows; without ONNX (and the reason, logged) when it cannot convert or disagrees."""
-    rows = pd.concat([fitted.x_test, fitted.x_train.head(CHECK_TRAINING_ROWS)])
+    """The pipeline compiled to ONNX and checked on the held-out rows, up to 1,000 training
+    rows and edge rows as a client sends them (``model_registry.values.edge_columns``: missing
+    numbers and categories as ``null``, NaN and ``""``, unseen categories, the range's ends),
+    read as the server's codec reads them; without ONNX (and the reason, logged) when it
+    cannot convert or disagrees."""
     prepared = fitted.prepared
-    compiled = onnx_export.export(fitted.pipeline, rows, prepared.numeric, prepared.categorical)
+    features = [FeatureSpec(**entry) for entry in feature_schema(prepared, fitted.x_train)]
+    limits = numeric_limits(fitted.pipeline, prepared.numeric)
+    edges = frame_of(edge_columns(features, limits), prepared.categorical)
+    rows = pd.concat([fitted.x_test, fitted.x_train.head(CHECK_TRAINING_ROWS)])
+    compiled = onnx_export.export(
+        fitted.pipeline, rows, prepared.numeric, prepared.categorical, edges
+    )
     if compiled.blob is None:
         log.warning("no ONNX model for this version: %s", compiled.reason)
     else:
         check = compiled.info["check"]
         log.info(
-            "ONNX model checked on %d rows: labels identical, largest difference %.3g",
+            "ONNX model checked on %d rows and %d edge rows: labels identical, largest "
+            "difference %.3g",
             check["rows"],
+            len(edges),
             check["max_abs_difference"],
         )
     return compiled
