@@ -19,6 +19,18 @@ holds its connection forever. This protocol adds, per connection:
   is the only way the refusal does not wait behind the very backlog it refuses to join. GETs
   (health, metadata, metrics) are never shed: probes must see a busy worker as alive and ready.
 
+- a lingering close: a response that closes the connection while the request's body is still
+  arriving (a 413 for a body over the limit, whose rest is never read) does not close at once.
+  Closing a socket with unread bytes makes the kernel send a reset, and a client still writing
+  its body (Python's ``http.client`` and ``urllib`` write it all before reading) then gets
+  ``ConnectionResetError`` instead of the 413 and its message. Like nginx's
+  ``lingering_close``, the protocol shuts its write side (the response goes out whole, then
+  EOF), reads and discards what still comes, and closes when the client closes, or after
+  ``LINGER_BYTES`` or ``LINGER_SECONDS``, whichever comes first. It is safe against slow
+  bodies: a lingering connection holds no buffer (bytes are dropped as they arrive), no task and
+  no admission slot, it still counts against ``max_connections``, and it ends within
+  ``LINGER_SECONDS`` however slowly its bytes trickle in.
+
 ``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
 ``functools.partial`` with the limits, which pickles into spawned workers.
 
@@ -43,6 +55,27 @@ REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
 )
+
+
+LINGER_SECONDS = 10.0
+"""The longest a connection answered before its body arrived keeps reading (nginx: 30 s)."""
+LINGER_BYTES = 256 * 1024 * 1024
+"""The most bytes of such a body read and dropped: 8x a 32 MiB limit."""
+
+
+class _LingeringClose:
+    """The transport a request's cycle writes to: ``close`` lingers (see the module docstring)
+    while the request's body is still arriving; everything else is the real transport's."""
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def close(self) -> None:
+        self._protocol.close_or_linger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 ShedAnswer = Callable[[bytes, list[tuple[bytes, bytes]], bool], bytes]
@@ -77,6 +110,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._head_started = False
         self._dropping_body = False
+        self._message_complete = True
+        self._lingering = False
+        self._linger_left = 0
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -128,10 +164,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
             return
+        if self._lingering:  # the rest of a body that was answered: dropped
+            self._linger_left -= len(data)
+            if self._linger_left < 0:
+                self.transport.close()
+            return
         super().data_received(data)
+
+    # -- lingering close -------------------------------------------------------------------
+
+    def close_or_linger(self) -> None:
+        """Close; or, while the request's body is still arriving, linger: shut the write side
+        (the response is complete), then drop what arrives until the client closes, or
+        ``LINGER_BYTES`` or ``LINGER_SECONDS`` pass."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self._message_complete or self._lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        self._lingering = True
+        self._linger_left = LINGER_BYTES
+        self._arm(LINGER_SECONDS, self._linger_over)
+        transport.write_eof()
+        self.flow.resume_reading()  # uvicorn pauses reading when a body is not being read
+
+    def _linger_over(self) -> None:
+        self._timer = None
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._message_complete = False
         self._head_started = True
         if self._timer is None:  # a keep-alive connection's next request
             self._arm(self.header_timeout, self._head_timed_out)
@@ -143,6 +207,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._shed()
             return
         super().on_headers_complete()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
 
     def _overloaded(self) -> bool:
         return (
@@ -185,7 +251,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._dropping_body = True  # on_message_complete readies the next request
         else:
             self._disarm()
-            self.transport.close()
+            self.close_or_linger()
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -193,6 +259,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.body_timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
+        self._message_complete = True
         self._disarm()
         if self._dropping_body:  # a shed request's body has passed: on to the next request
             self._dropping_body = False
@@ -201,6 +268,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._lingering:  # closing: no next request, no keep-alive timer
+            self.server_state.total_requests += 1
+            return
         super().on_response_complete()
         # Idle until the next request: uvicorn's keep-alive timeout bounds that; the head
         # timeout starts again with the next request's first byte.

@@ -1,137 +1,487 @@
-"""Each estimator the trainer makes, served twice over HTTP, by ONNX Runtime (``--engine onnx``)
-and by the pipeline (``--engine sklearn``): the same answers over V1 and V2."""
+"""The same answer everywhere: every estimator the trainer offers, trained once on messy data and
+served twice (``--engine onnx`` and ``--engine sklearn``), asked the same rows over V1 JSON, V2
+JSON, V2 binary tensors and gRPC (issue 23).
+
+A property-based test (``hypothesis``) draws the requests: batches of one row to 300, numbers
+across the training range and past it, whole numbers, values near float32's and float64's
+limits, subnormals, missing numbers (``null`` in JSON, NaN in binary and gRPC), known, unseen,
+missing and empty categories. All eight answers must agree: the same status, the same labels,
+probabilities (or values) within the ONNX check's tolerance across engines and identical
+across protocols for one engine. ``DIFFERENTIAL_EXAMPLES`` sets the examples per estimator
+(default 12; ``make test-differential`` runs 200).
+
+The V2 binary bodies and gRPC messages are made by KServe's own client types
+(``InferRequest.to_rest`` / ``to_grpc``), what its ``InferenceRESTClient`` and
+``InferenceGRPCClient`` send; V1 and V2 JSON bodies are written as a client writes them.
+"""
 
 from __future__ import annotations
 
-import time
+import math
+import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from kserve import InferInput, InferRequest
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from kserve.protocol.infer_type import InferResponse
 
 from model_registry import Registry
-from model_server.engine import probe_rows
-from tests.conftest import mixed_frame
+from model_registry.metadata import ModelMetadata
+from model_registry.onnx_runtime import PROBABILITY_TOLERANCE, REGRESSION_TOLERANCE
 from tests.integration.server_harness import ServerProcess
 from trainer.settings import TrainerSettings
 from trainer.train import run
 
 pytestmark = pytest.mark.integration
 
-CASES = [
-    ("breast-cancer", "logistic", {}),
-    ("breast-cancer", "random-forest", {"n_estimators": "30"}),
-    ("breast-cancer", "gradient-boosting", {}),
-    ("diabetes", "linear", {}),
-    ("diabetes", "ridge", {}),
-    ("shop", "gradient-boosting", {}),
+EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "12"))
+ENGINES = ("onnx", "sklearn")
+PROTOCOLS = ("v1-json", "v2-json", "v2-binary", "grpc")
+ESTIMATORS = [
+    ("classification", "logistic", {}),
+    ("classification", "random-forest", {"n_estimators": "25"}),
+    ("classification", "gradient-boosting", {"max_iter": "40"}),
+    ("regression", "linear", {}),
+    ("regression", "ridge", {}),
+    ("regression", "random-forest", {"n_estimators": "25"}),
+    ("regression", "gradient-boosting", {"max_iter": "40"}),
 ]
+KNOWN = ("red", "green", "blue")
+SIZES = ("s", "m", "l")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _train(uri: str, sample: str, estimator: str, param: dict[str, str], tmp: Path) -> str:
-    if sample == "shop":
-        frame = mixed_frame(300)
-        frame.loc[::11, "color"] = np.nan
-        frame.to_csv(tmp / "shop.csv", index=False)
-        settings = TrainerSettings(
-            data_uri=str(tmp / "shop.csv"),
-            target="label",
-            model_name="shop",
-            max_missing_fraction=0.2,
-            registry_uri=uri,
-            estimator=estimator,
+def messy_frame(task: str, rows: int = 300, seed_: int = 5) -> pd.DataFrame:
+    """Missing numbers, a whole-number column, a wide-ranged column, a category with missing
+    values both as NaN and as ``""`` (read as missing by the trainer), a category without any;
+    three classes, or a numeric target."""
+    rng = np.random.default_rng(seed_)
+    x = rng.normal(size=rows)
+    x[rng.random(rows) < 0.06] = np.nan
+    count = rng.integers(0, 40, size=rows)
+    wide = rng.lognormal(8, 2, size=rows)
+    color = rng.choice(np.array(KNOWN, dtype=object), size=rows)
+    color[rng.random(rows) < 0.05] = np.nan
+    color[rng.random(rows) < 0.05] = ""
+    size = rng.choice(np.array(SIZES, dtype=object), size=rows)
+    score = np.nan_to_num(x) + 0.05 * count + np.log(wide) / 4 + (color == "red") - (size == "l")
+    noisy = score + rng.normal(scale=0.4, size=rows)
+    target: Any = (
+        np.where(noisy > 2.4, "high", np.where(noisy > 1.4, "mid", "low"))
+        if task == "classification"
+        else 3 * noisy
+    )
+    return pd.DataFrame(
+        {"x": x, "count": count, "wide": wide, "color": color, "size": size, "target": target}
+    )
+
+
+@dataclass
+class Served:
+    name: str
+    metadata: ModelMetadata
+    servers: dict[str, ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    """Each estimator trained once and served by both engines (started on first use)."""
+    made: dict[str, Served] = {}
+    root = tmp_path_factory.mktemp("engines")
+
+    def serve(task: str, estimator: str, params: dict[str, str]) -> Served:
+        key = f"{task}-{estimator}"
+        if key in made:
+            return made[key]
+        data = root / f"{task}.parquet"
+        if not data.exists():
+            messy_frame(task).to_parquet(data)  # Parquet keeps "" apart from a missing value
+        uri = str(root / "registry")
+        result = run(
+            TrainerSettings(
+                data_uri=str(data),
+                target="target",
+                model_name=key,
+                registry_uri=uri,
+                estimator=estimator,
+                param=params,
+                max_missing_fraction=0.2,
+                task=task,
+            )
         )
-    else:
-        settings = TrainerSettings(
-            sample=sample, registry_uri=uri, estimator=estimator, param=param
-        )
-    result = run(settings)
-    assert result.metadata is not None
-    assert result.metadata.onnx is not None
-    assert result.metadata.onnx.file == "model.onnx", result.metadata.onnx.reason
-    return result.model_name
+        assert result.metadata is not None
+        assert result.metadata.onnx is not None
+        assert result.metadata.onnx.file == "model.onnx", result.metadata.onnx.reason
+        common = [*("--registry-uri", uri, "--model-name", key, "--model-version", "latest")]
+        common.append("--enable-grpc")
+        servers = {}
+        for engine in ENGINES:
+            server = ServerProcess([*common, "--engine", engine], root)
+            server.args += ["--grpc-port", str(_port())]
+            servers[engine] = server
+        with ThreadPoolExecutor(2) as pool:  # both start at once
+            list(pool.map(ServerProcess.start, servers.values()))
+        metadata, _ = Registry(uri).read_artifact(key, "latest")
+        made[key] = Served(key, metadata, servers)
+        for engine, server in servers.items():
+            _ready(server)
+            engine_seen = server.client.get(f"/v2/models/{key}").json()["parameters"]["engine"]
+            assert engine_seen == engine, server.log()
+        return made[key]
+
+    yield serve  # type: ignore[misc]
+    for each in made.values():
+        for server in each.servers.values():
+            server.stop()
 
 
-def _requests(uri: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """V1 and V2 bodies for probe rows: each feature's range and past it, missing values,
-    a category never seen in training."""
-    metadata, _ = Registry(uri).read_artifact(name, "latest")
-    rows = probe_rows(metadata, rows=48, seed=7)
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in rows.astype(object).to_dict("records")
-    ]
-    inputs = [
-        {
-            "name": column,
-            "datatype": "BYTES" if rows[column].dtype == object else "FP64",
-            "shape": [len(rows)],
-            "data": [r[column] for r in records],
-        }
-        for column in rows.columns
-    ]
-    v1: dict[str, Any] = {"instances": records}
-    if metadata.task == "classification":
-        v1["return_probabilities"] = True
-    return v1, {"inputs": inputs}
+def _port() -> int:
+    from serving_common.net import free_port
+
+    return free_port()
+
+
+def _grpc_address(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.args[server.args.index('--grpc-port') + 1]}"
 
 
 def _ready(server: ServerProcess) -> None:
+    import time
+
     deadline = time.monotonic() + 60
     while server.client.get("/v2/health/ready").status_code != 200:
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize(("sample", "estimator", "param"), CASES)
-def test_onnx_and_the_pipeline_answer_alike_over_http(
-    tmp_path: Path, sample: str, estimator: str, param: dict[str, str]
-) -> None:
-    uri = str(tmp_path / "registry")
-    name = _train(uri, sample, estimator, param, tmp_path)
-    v1, v2 = _requests(uri, name)
-    common = ["--registry-uri", uri, "--model-name", name, "--model-version", "latest"]
-    servers = {
-        engine: ServerProcess([*common, "--engine", engine], tmp_path)
-        for engine in ("onnx", "sklearn")
+# -- the requests ---------------------------------------------------------------------------
+
+NUMBERS = st.one_of(
+    st.floats(-3, 3),
+    st.integers(-1000, 1000),
+    st.sampled_from(
+        [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e6, 1e15, -1e15, 2.0**53, 1e30, 1e38, -1e38]
+    ),
+    st.sampled_from([FLOAT32_MAX, -FLOAT32_MAX, 3.5e38, -3.5e38, 1e300, 1e308, -1e308]),
+    st.none(),  # missing: null in JSON, NaN in binary and gRPC
+)
+CATEGORIES = st.sampled_from([*KNOWN, *SIZES, "never-seen", "", None])
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, list[Any]]:
+    """Rows by feature: mostly ordinary values, with drawn oddities put in drawn places."""
+    count = draw(st.sampled_from([1, 1, 2, 5, 17, 300]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    columns: dict[str, list[Any]] = {
+        "x": rng.normal(size=count).tolist(),
+        "count": rng.integers(0, 40, size=count).tolist(),  # whole numbers, sent as such
+        "wide": rng.lognormal(8, 2, size=count).tolist(),
+        "color": rng.choice(KNOWN, size=count).tolist(),
+        "size": rng.choice(SIZES, size=count).tolist(),
     }
-    try:
-        with ThreadPoolExecutor(2) as pool:  # both start at once
-            list(pool.map(ServerProcess.start, servers.values()))
-        answers: dict[str, dict[str, Any]] = {}
-        for engine, server in servers.items():
-            _ready(server)
-            metadata = server.client.get(f"/v2/models/{name}").json()
-            assert metadata["parameters"]["engine"] == engine
-            first, second = (
-                server.post(f"/v1/models/{name}:predict", v1),
-                server.post(f"/v2/models/{name}/infer", v2),
-            )
-            assert (first.status_code, second.status_code) == (200, 200), server.log()
-            answers[engine] = {"v1": first.json(), "v2": second.json()}
-    finally:
-        for server in servers.values():
-            server.stop()
-    onnx, pipeline = answers["onnx"], answers["sklearn"]
-    regression = sample == "diabetes"
-    p, q = onnx["v1"]["predictions"], pipeline["v1"]["predictions"]
-    if regression:  # within the tolerance of the load-time check
-        np.testing.assert_allclose(p, q, rtol=0, atol=1e-5 * max(1.0, float(np.max(np.abs(q)))))
-    else:
-        assert p == q
-        np.testing.assert_allclose(
-            onnx["v1"]["probabilities"], pipeline["v1"]["probabilities"], rtol=0, atol=1e-4
-        )
-    a, b = onnx["v2"]["outputs"], pipeline["v2"]["outputs"]
-    assert [(o["name"], o["datatype"], o["shape"]) for o in a] == [
-        (o["name"], o["datatype"], o["shape"]) for o in b
+    for _ in range(draw(st.integers(0, 4))):
+        feature = draw(st.sampled_from(list(columns)))
+        row = draw(st.integers(0, count - 1))
+        text = feature in ("color", "size")
+        columns[feature][row] = draw(CATEGORIES if text else NUMBERS)
+    return columns
+
+
+def _v1(columns: dict[str, list[Any]], classifier: bool) -> bytes:
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     ]
-    for x, y in zip(a, b, strict=True):
-        if x["datatype"] == "FP64":
-            scale = max(1.0, float(np.max(np.abs(y["data"]))))
-            np.testing.assert_allclose(x["data"], y["data"], rtol=0, atol=1e-4 * scale)
+    return orjson.dumps({"instances": rows, "return_probabilities": classifier})
+
+
+def _v2_json(columns: dict[str, list[Any]], metadata: ModelMetadata) -> bytes:
+    kinds = {f.name: f.kind for f in metadata.features}
+    inputs = [
+        {
+            "name": name,
+            "datatype": "BYTES" if kinds[name] == "categorical" else "FP64",
+            "shape": [len(values)],
+            "data": values,
+        }
+        for name, values in columns.items()
+    ]
+    return orjson.dumps({"inputs": inputs})
+
+
+def _kserve_request(columns: dict[str, list[Any]], metadata: ModelMetadata) -> InferRequest:
+    """Binary tensors, as KServe's clients send them: a missing number is NaN, a missing
+    category ``""`` (a BYTES tensor has no null)."""
+    kinds = {f.name: f.kind for f in metadata.features}
+    inputs = []
+    for name, values in columns.items():
+        if kinds[name] == "categorical":
+            array = np.array(["" if v is None else v for v in values], dtype=object)
+            tensor = InferInput(name, [len(values)], "BYTES")
         else:
-            assert x["data"] == y["data"]  # labels: identical
+            array = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+            tensor = InferInput(name, [len(values)], "FP64")
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    return InferRequest(model_name=metadata.model_name, infer_inputs=inputs, request_id="t")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    labels: list[Any] | None = None
+    scores: np.ndarray[Any, Any] | None = None
+    error: str = ""
+
+
+def _from_v2_outputs(outputs: list[dict[str, Any]], classifier: bool) -> Answer:
+    by_name = {o["name"]: o for o in outputs}
+    labels = list(by_name["predict"]["data"])
+    if not classifier:
+        return Answer(200, labels, np.asarray(labels, dtype=np.float64))
+    proba = by_name["predict_proba"]
+    return Answer(200, labels, np.asarray(proba["data"], dtype=np.float64).reshape(proba["shape"]))
+
+
+def ask(server: ServerProcess, protocol: str, body: dict[str, Any], served: Served) -> Answer:
+    """One request in one encoding, answered."""
+    name, metadata = served.name, served.metadata
+    classifier = metadata.task == "classification"
+    columns = body
+    if protocol == "grpc":
+        request = _kserve_request(columns, metadata).to_grpc()
+        with grpc.insecure_channel(_grpc_address(server)) as channel:
+            try:
+                reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            except grpc.RpcError as error:
+                code = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.INTERNAL: 500}
+                return Answer(code.get(error.code(), 999), error=str(error.details()))
+        response = InferResponse.from_grpc(reply)
+        outputs = [
+            {"name": o.name, "data": o.as_numpy().ravel().tolist(), "shape": o.shape}
+            for o in response.outputs
+        ]
+        for output in outputs:
+            output["data"] = [v.decode() if isinstance(v, bytes) else v for v in output["data"]]
+        return _from_v2_outputs(outputs, classifier)
+    headers = {"content-type": "application/json"}
+    if protocol == "v1-json":
+        path, content = f"/v1/models/{name}:predict", _v1(columns, classifier)
+    elif protocol == "v2-json":
+        path, content = f"/v2/models/{name}/infer", _v2_json(columns, metadata)
+    else:
+        raw, json_length = _kserve_request(columns, metadata).to_rest()
+        assert isinstance(raw, bytes)
+        assert json_length is not None
+        path, content = f"/v2/models/{name}/infer", raw
+        headers = {
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(json_length),
+        }
+    reply = server.client.post(path, content=content, headers=headers)
+    if reply.status_code != 200:
+        return Answer(reply.status_code, error=reply.json().get("error", ""))
+    document = reply.json()
+    if protocol == "v1-json":
+        labels = document["predictions"]
+        scores = document.get("probabilities") if classifier else labels
+        return Answer(200, labels, np.asarray(scores, dtype=np.float64))
+    return _from_v2_outputs(document["outputs"], classifier)
+
+
+def assert_alike(answers: dict[tuple[str, str], Answer], served: Served) -> None:
+    statuses = {key: a.status for key, a in answers.items()}
+    assert len(set(statuses.values())) == 1, {k: (a.status, a.error) for k, a in answers.items()}
+    status = next(iter(statuses.values()))
+    assert status in (200, 400), answers
+    if status != 200:
+        return
+    classifier = served.metadata.task == "classification"
+    first = answers[("sklearn", "v1-json")]
+    assert first.scores is not None
+    assert np.isfinite(first.scores).all()
+    scale = 1.0 if classifier else max(1.0, float(np.max(np.abs(first.scores))))
+    tolerance = PROBABILITY_TOLERANCE if classifier else REGRESSION_TOLERANCE * scale
+    for (engine, protocol), answer in answers.items():
+        assert answer.scores is not None
+        reference = answers[(engine, "v1-json")]
+        assert reference.scores is not None
+        # one engine: the same answer in every encoding
+        np.testing.assert_array_equal(answer.scores, reference.scores, err_msg=protocol)
+        if classifier:
+            assert [str(v) for v in answer.labels or []] == [str(v) for v in first.labels or []]
+        np.testing.assert_allclose(
+            answer.scores, first.scores, rtol=0, atol=tolerance, err_msg=f"{engine} {protocol}"
+        )
+
+
+def answers_for(served: Served, columns: dict[str, list[Any]]) -> dict[tuple[str, str], Answer]:
+    return {
+        (engine, protocol): ask(served.servers[engine], protocol, columns, served)
+        for engine in ENGINES
+        for protocol in PROTOCOLS
+    }
+
+
+# -- the property ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "estimator", "params"), ESTIMATORS, ids=str)
+def test_both_engines_answer_alike_in_every_encoding(
+    served: Any, task: str, estimator: str, params: dict[str, str]
+) -> None:
+    model = served(task, estimator, params)
+    seen: dict[int, int] = {}
+
+    @seed(23)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(requests())
+    def alike(columns: dict[str, list[Any]]) -> None:
+        answers = answers_for(model, columns)
+        assert_alike(answers, model)
+        status = answers[("sklearn", "v1-json")].status
+        seen[status] = seen.get(status, 0) + 1
+
+    alike()
+    print(f"{model.name}: {sum(seen.values())} generated requests x 8, statuses {seen}")
+    assert seen.get(200), "no generated request was answered: the test would prove nothing"
+
+
+# -- regression cases: the defects this test found, kept by name ------------------------------
+
+ORDINARY: dict[str, list[Any]] = {
+    "x": [0.3],
+    "count": [7],
+    "wide": [3000.0],
+    "color": ["red"],
+    "size": ["m"],
+}
+
+
+def test_an_empty_category_over_binary_v2_is_missing_in_both_engines(served: Any) -> None:
+    """The issue's first defect: ``""`` over binary V2 was imputed by ONNX and one-hot encoded
+    as an unknown category by the pipeline (probabilities 0.13 apart). Now ``""`` means
+    missing everywhere: both engines, every encoding, and the same answer as JSON ``null``."""
+    model = served("classification", "gradient-boosting", {"max_iter": "40"})
+    empty = {**ORDINARY, "color": [""]}
+    null = {**ORDINARY, "color": [None]}
+    unseen = {**ORDINARY, "color": ["never-seen"]}
+    answers = answers_for(model, empty)
+    assert_alike(answers, model)
+    for engine, server in model.servers.items():
+        by_null = ask(server, "v1-json", null, model)
+        by_unseen = ask(server, "v1-json", unseen, model)
+        assert by_null.scores is not None
+        assert by_unseen.scores is not None
+        np.testing.assert_array_equal(answers[(engine, "v2-binary")].scores, by_null.scores)
+        assert not np.array_equal(by_null.scores, by_unseen.scores)  # missing is not unknown
+
+
+def test_a_missing_category_for_a_feature_trained_without_any_is_refused(served: Any) -> None:
+    model = served("classification", "gradient-boosting", {"max_iter": "40"})
+    answers = answers_for(model, {**ORDINARY, "size": [""]})
+    assert {a.status for a in answers.values()} == {400}
+    assert "'size'" in answers[("onnx", "v1-json")].error
+    assert "missing" in answers[("onnx", "v1-json")].error
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_1e308_over_v1_is_refused_by_both_engines(served: Any, engine: str) -> None:
+    """The issue's second defect: every feature 1e308 over V1 got a label with null
+    probabilities from ONNX (float32 overflow) and a 400 from the pipeline. Now both refuse,
+    naming the feature and the range the model computes with."""
+    model = served("classification", "gradient-boosting", {"max_iter": "40"})
+    server = model.servers[engine]
+    row = {"x": 1e308, "count": 1e308, "wide": 1e308, "color": "red", "size": "m"}
+    reply = server.client.post(f"/v1/models/{model.name}:predict", json={"instances": [row]})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert "feature 'x' of instance 0 is 1e+308, outside the range" in error
+    assert "float32" in error
+    counted = server.client.get("/metrics").text
+    assert 'code="400"' in counted
+
+
+def test_http_client_reads_the_413_of_a_body_8x_the_limit(served: Any, tmp_path: Path) -> None:
+    """The issue's third defect: Python's http.client got ConnectionResetError for a body over
+    the limit. The server lingers (reads and drops the rest), so the 413 and its message
+    arrive."""
+    import http.client
+
+    model = served("classification", "logistic", {})
+    uri = model.servers["sklearn"].args[model.servers["sklearn"].args.index("--registry-uri") + 1]
+    limit = 1 << 20
+    args = ["--registry-uri", uri, "--model-name", model.name, "--model-version", "latest"]
+    args += ["--max-request-bytes", str(limit)]
+    with ServerProcess(args, tmp_path) as server:
+        row = b'{"x": 0.5, "count": 3, "wide": 100.0, "color": "red", "size": "m"}'
+        body = b'{"instances": [' + b", ".join([row] * (8 * limit // len(row))) + b"]}"
+        assert len(body) >= 8 * limit
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            connection.request(
+                "POST",
+                f"/v1/models/{model.name}:predict",
+                body=body,
+                headers={"content-type": "application/json"},
+            )
+            response = connection.getresponse()
+            status, text = response.status, response.read()
+        finally:
+            connection.close()
+        assert status == 413
+        assert f"larger than the limit of {limit}" in orjson.loads(text)["error"]
+        # the server is fine afterwards
+        one = b'{"instances": [' + row + b"]}"
+        ok = server.client.post(f"/v1/models/{model.name}:predict", content=one)
+        assert ok.status_code == 200, ok.text
+
+
+def test_a_non_finite_output_from_a_finite_input_is_a_500_not_an_answer(
+    served: Any, tmp_path: Path
+) -> None:
+    """A version whose arithmetic overflows inside the accepted range (a ridge with a
+    coefficient of 1e308, published beside the real one): the server answers 500, logs the
+    version and engine, and counts the 500; it never answers the infinity."""
+    from model_registry import artifacts
+
+    model = served("regression", "ridge", {})
+    uri = model.servers["sklearn"].args[model.servers["sklearn"].args.index("--registry-uri") + 1]
+    registry = Registry(uri)
+    metadata, blob = registry.read_artifact(model.name, "latest")
+    pipeline = artifacts.load_model(blob, metadata.artifact.format)
+    pipeline.named_steps["model"].coef_[0] = 1e308
+    document = metadata.model_dump(mode="json", exclude={"model_name", "version", "created_at"})
+    document.pop("artifact")
+    document["onnx"] = {"reason": "a broken copy, for a test"}
+    broken = registry.publish(model.name, artifacts.dump_model(pipeline, "skops"), document)
+    args = ["--registry-uri", uri, "--model-name", model.name, "--model-version", broken.version]
+    with ServerProcess([*args, "--engine", "sklearn"], tmp_path) as server:
+        _ready(server)
+        row = {"x": 10.0, "count": 3, "wide": 100.0, "color": "red", "size": "m"}
+        path = f"/v1/models/{model.name}:predict"
+        reply = server.client.post(path, json={"instances": [row]})
+        assert reply.status_code == 500, reply.text
+        assert "not a finite number" in reply.json()["error"]
+        fine = server.client.post(path, json={"instances": [{**row, "x": 0.0}]})
+        assert fine.status_code == 200, fine.text
+        exposition = server.client.get("/metrics").text
+    log = server.log()
+    assert f"{model.name} {broken.version} (sklearn engine) computed 1 NaN or infinite" in log
+    assert 'code="500"' in exposition

@@ -176,3 +176,42 @@ def test_a_null_category_is_imputed_as_in_training(
     }
     proba = model.answer(v2, "v2").body["outputs"][0]["data"]
     np.testing.assert_allclose(proba, expected.ravel(), atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["onnx", "sklearn"])
+def test_a_nan_score_never_becomes_a_label(
+    registry: Registry, tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever computes the scores, a NaN among them raises BadOutput (a 500) instead of
+    being answered, with or without probabilities asked: argmax would make it the first
+    class."""
+    from model_server.errors import BadOutput
+
+    name = train(registry, "shop", "logistic", tmp_path)
+    model = serve(registry, name, engine=engine)
+    assert model.engine_name == engine
+
+    def nan_first(proba: Any) -> Any:
+        proba = np.array(proba, dtype=np.float64)
+        proba[0, 0] = np.nan
+        return proba
+
+    if engine == "onnx":
+        real: Any = model.engine
+
+        class WithANan:
+            def predict(self, rows: Any) -> Any:
+                labels, proba = real.predict(rows)
+                return labels, nan_first(proba)
+
+        monkeypatch.setattr(model, "engine", WithANan())
+    else:
+        real_proba = model.pipeline.predict_proba
+        monkeypatch.setattr(
+            model.pipeline, "predict_proba", lambda frame: nan_first(real_proba(frame))
+        )
+    row = {"x1": 0.2, "x2": 4.0, "color": "red"}
+    for probabilities in (False, True):
+        document = {"instances": [row], "return_probabilities": probabilities}
+        with pytest.raises(BadOutput, match=f"{engine} engine.* computed 1 NaN or infinite"):
+            model.answer(document, "v1")
