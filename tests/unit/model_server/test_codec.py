@@ -388,3 +388,83 @@ def test_what_the_plain_path_does_not_take_of_a_mixed_model_is_checked_as_before
     assert isinstance(frame, Columns)
     np.testing.assert_array_equal(frame["a"], np.array(outcome["a"], dtype=np.float64))
     assert frame["color"].tolist() == outcome["color"]
+
+
+LIMITED = FeatureSchema(
+    ("a", "color", "size"),
+    frozenset({"color", "size"}),
+    frozenset({"a", "color"}),
+    ("no", "yes"),
+    max_rows=10,
+    limits={"a": (-100.0, 300.0)},
+)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"instances": [[1.0, "", "s"]]},
+        {"instances": [[1.0, None, "s"]]},
+        {
+            "inputs": [
+                {"name": "a", "datatype": "FP64", "shape": [1], "data": [None]},
+                {"name": "color", "datatype": "BYTES", "shape": [1], "data": [None]},
+                {"name": "size", "datatype": "BYTES", "shape": [1], "data": ["s"]},
+            ]
+        },
+        {
+            "inputs": [
+                {"name": "a", "datatype": "FP64", "shape": [1], "data": [1.0]},
+                {"name": "color", "datatype": "BYTES", "shape": [1], "data": [""]},
+                {"name": "size", "datatype": "BYTES", "shape": [1], "data": ["s"]},
+            ]
+        },
+    ],
+)
+def test_an_empty_category_is_missing_like_null(document: dict[str, Any]) -> None:
+    """ "" and null are both a missing category (NaN, which the pipeline's imputer reads), in
+    V1 and in V2's one-tensor and per-feature forms."""
+    decode = decode_v1 if "instances" in document else decode_v2
+    frame = decode(document, LIMITED).frame
+    assert isinstance(frame, Columns)
+    assert math.isnan(frame["color"][0])
+    assert frame["size"].tolist() == ["s"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"instances": [[1.0, "red", ""]]},
+            "feature 'size' of instance 0 is missing (the empty string \"\", which means a "
+            "missing category); the model was trained without missing values for it",
+        ),
+        (
+            {"instances": [[1e308, "red", "s"]]},
+            "feature 'a' of instance 0 is 1e+308, outside the range this model computes with, "
+            "-100 to 300",
+        ),
+        (
+            {"instances": [[-100.5, "red", "s"]]},
+            "feature 'a' of instance 0 is -100.5, outside the range",
+        ),
+    ],
+)
+def test_empty_categories_and_numbers_out_of_range_are_refused(
+    document: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        decode_v1(document, LIMITED)
+
+
+def test_numbers_at_the_range_ends_are_taken_on_every_path() -> None:
+    numeric = FeatureSchema(
+        ("a", "b"), frozenset(), frozenset(), None, 10, limits={"a": (-1.0, 1.0)}
+    )
+    assert decode_v1({"instances": [[1.0, 1e300], [-1.0, -1e300]]}, numeric).frame.shape == (2, 2)
+    tensor = {"name": "x", "datatype": "FP64", "shape": [1, 2], "data": [1.0000001, 0.0]}
+    with pytest.raises(InvalidInput, match=r"feature 'a' of row 0 is 1\.0000001, outside"):
+        decode_v2({"inputs": [tensor]}, numeric)
+    binary = {**tensor, "data": np.array([[1.5, 0.0]])}
+    with pytest.raises(InvalidInput, match=r"feature 'a' of row 0 is 1\.5, outside"):
+        decode_v2({"inputs": [binary]}, numeric)

@@ -170,3 +170,25 @@ def test_unreadable_files(tmp_path: Path, name: str, content: bytes, message: st
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_uri(str(tmp_path / "nope.csv"), "label")
+
+
+def test_an_empty_string_in_a_text_column_is_a_missing_value() -> None:
+    """Clients send a missing category as "" over binary V2 and gRPC, and the server reads it
+    as missing; so does the trainer, and no category can be named ""."""
+    frame = mixed_frame()
+    frame["color"] = frame["color"].astype(object)
+    frame.loc[:4, "color"] = ""
+    frame.loc[5:7, "color"] = None
+    with pytest.raises(DataError) as refused:
+        prepare(dataset(frame.copy()))
+    message = str(refused.value)
+    assert "feature 'color' has 8 missing values" in message
+    assert '5 of them empty strings, which mean a missing category: clients send one as ""' in (
+        message
+    )
+    prepared = prepare(dataset(frame.copy()), max_missing_fraction=0.1)
+    color = prepared.features["color"]
+    assert int(color.isna().sum()) == 8
+    assert "" not in set(color.dropna())
+    missing = [v for v in color if not isinstance(v, str)]
+    assert all(isinstance(v, float) and np.isnan(v) for v in missing)  # what the imputer reads
