@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_registry import Registry
+from model_registry import Registry, artifacts
 from model_server.engine import probe_rows
 from model_server.model import SklearnModel
 from model_server.settings import ModelServerSettings
@@ -215,3 +215,52 @@ def test_a_nan_score_never_becomes_a_label(
         document = {"instances": [row], "return_probabilities": probabilities}
         with pytest.raises(BadOutput, match=f"{engine} engine.* computed 1 NaN or infinite"):
             model.answer(document, "v1")
+
+
+def test_a_graph_that_parts_from_the_pipeline_only_at_the_edges_is_not_served(
+    registry: Registry,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model.onnx that agrees on ordinary rows but not at the range's ends (a three-class
+    logistic regression fed float32, as a tree would be: its scores overflow to infinity
+    there, and softmax makes NaN of them) is refused at load
+    by the edge rows: ``auto`` falls back to the pipeline with the reason, ``--engine onnx``
+    stays not ready."""
+    import hashlib
+
+    from trainer import onnx_export
+
+    frame = mixed_frame(300)
+    frame["label"] = np.where(frame["x1"] > 0.5, "high", np.where(frame["x1"] < -0.5, "low", "mid"))
+    frame.to_csv(tmp_path / "three.csv", index=False)
+    settings = TrainerSettings(
+        data_uri=str(tmp_path / "three.csv"),
+        target="label",
+        model_name="three",
+        registry_uri=registry.uri,
+    )
+    name = run(settings, registry).model_name
+    meta, blob = registry.read_artifact(name)
+    pipeline = artifacts.load_model(blob, meta.artifact.format)
+    monkeypatch.setattr(onnx_export, "_is_tree_ensemble", lambda estimator: True)
+    numeric = [f.name for f in meta.features if f.kind == "numeric"]
+    categorical = [f.name for f in meta.features if f.kind != "numeric"]
+    graph = onnx_export.convert(pipeline, numeric, categorical, classifier=True)
+    ordinary = probe_rows(meta)
+    assert onnx_export.compare(pipeline, graph, ordinary, numeric, categorical)["passed"]
+    document = meta.model_dump(mode="json", exclude={"model_name", "version", "created_at"})
+    document.pop("artifact")
+    document["onnx"] = {
+        "file": "model.onnx",
+        "sha256": hashlib.sha256(graph).hexdigest(),
+        "size_bytes": len(graph),
+    }
+    registry.publish(name, blob, document, onnx=graph)
+    auto = serve(registry, name)
+    assert (auto.ready, auto.engine_name, auto.version) == (True, "sklearn", "v2")
+    assert "model.onnx disagrees with the pipeline on edge rows" in caplog.text
+    refused = serve(registry, name, engine="onnx")
+    assert not refused.ready
+    assert "disagrees with the pipeline on edge rows" in str(refused.load_error)
