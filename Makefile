@@ -42,7 +42,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: images image-base image-test help setup system-deps lock run train test soak bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
+.PHONY: images image-base image-test help setup system-deps lock run train test soak test-differential bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -147,6 +147,11 @@ test-unit: setup ## Unit tests only
 
 test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
+
+DIFFERENTIAL_EXAMPLES ?= 200
+
+test-differential: setup ## Both engines over V1, V2 JSON, V2 binary and gRPC on $(DIFFERENTIAL_EXAMPLES) generated requests per estimator (make test runs 12; ~10 min)
+	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) $(BIN)/python -m pytest tests/integration/test_engines.py -m integration -k alike -s --timeout 3600
 
 SOAK_REQUESTS ?= 200000
 
