@@ -201,6 +201,7 @@ def install(app: FastAPI, service: ModelService) -> HttpRoutes:
     global _inference_routes  # noqa: PLW0603 (one app per process)
     _inference_routes = InferenceRoutes(app, routes)
     http_guard.set_shed_answer(routes.shed_answer)
+    http_guard.set_body_limit(routes.body_limit)
     return routes
 
 

@@ -26,10 +26,12 @@ holds its connection forever. This protocol adds, per connection:
   ``ConnectionResetError`` instead of the 413 and its message. Like nginx's
   ``lingering_close``, the protocol shuts its write side (the response goes out whole, then
   EOF), reads and discards what still comes, and closes when the client closes, or after
-  ``LINGER_BYTES`` or ``LINGER_SECONDS``, whichever comes first. It is safe against slow
-  bodies: a lingering connection holds no buffer (bytes are dropped as they arrive), no task and
-  no admission slot, it still counts against ``max_connections``, and it ends within
-  ``LINGER_SECONDS`` however slowly its bytes trickle in.
+  ``LINGER_LIMITS`` times the body limit in bytes or ``LINGER_SECONDS``, whichever comes first
+  (a client 8x over the limit still reads its 413). It is safe against slow bodies: a lingering
+  connection holds no buffer (bytes are dropped as they arrive), no task and no admission slot,
+  it still counts against ``max_connections``, and it ends within ``LINGER_SECONDS`` however
+  slowly its bytes trickle in; and against fast ones: past the byte bound it is closed, so an
+  endless body is not read to its end.
 
 ``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
 ``functools.partial`` with the limits, which pickles into spawned workers.
@@ -59,8 +61,10 @@ REQUEST_TIMEOUT = (
 
 LINGER_SECONDS = 10.0
 """The longest a connection answered before its body arrived keeps reading (nginx: 30 s)."""
-LINGER_BYTES = 256 * 1024 * 1024
-"""The most bytes of such a body read and dropped: 8x a 32 MiB limit."""
+LINGER_LIMITS = 16
+"""The most bytes of such a body read and dropped, in body limits."""
+DEFAULT_BODY_LIMIT = 4 * 1024 * 1024
+"""The body limit before the app registers its own (``set_body_limit``)."""
 
 
 class _LingeringClose:
@@ -82,12 +86,25 @@ ShedAnswer = Callable[[bytes, list[tuple[bytes, bytes]], bool], bytes]
 """``(path, headers, keep_alive) -> the whole HTTP response`` for a shed request."""
 
 _shed_answer: ShedAnswer | None = None
+_body_limit: Callable[[], int] | None = None
 
 
 def set_shed_answer(answer: ShedAnswer | None) -> None:
     """Register (once per worker process, by the app) how shed requests are answered."""
     global _shed_answer  # noqa: PLW0603 (one app per worker process)
     _shed_answer = answer
+
+
+def set_body_limit(limit: Callable[[], int] | None) -> None:
+    """Register (once per worker process, by the app) the request body limit in bytes, which
+    bounds how much of an answered body a lingering close reads."""
+    global _body_limit  # noqa: PLW0603 (one app per worker process)
+    _body_limit = limit
+
+
+def linger_bytes() -> int:
+    """How many bytes of an answered body a lingering close reads and drops at most."""
+    return LINGER_LIMITS * (_body_limit() if _body_limit is not None else DEFAULT_BODY_LIMIT)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -176,7 +193,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def close_or_linger(self) -> None:
         """Close; or, while the request's body is still arriving, linger: shut the write side
         (the response is complete), then drop what arrives until the client closes, or
-        ``LINGER_BYTES`` or ``LINGER_SECONDS`` pass."""
+        ``linger_bytes()`` or ``LINGER_SECONDS`` pass."""
         transport = self.transport
         if transport.is_closing():
             return
@@ -184,7 +201,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._lingering = True
-        self._linger_left = LINGER_BYTES
+        self._linger_left = linger_bytes()
         self._arm(LINGER_SECONDS, self._linger_over)
         transport.write_eof()
         self.flow.resume_reading()  # uvicorn pauses reading when a body is not being read
