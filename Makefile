@@ -148,9 +148,9 @@ test-unit: setup ## Unit tests only
 test-integration: setup system-deps ## Integration tests: real storage emulators and processes on 127.0.0.1
 	$(BIN)/python -m pytest tests/integration -m integration
 
-DIFFERENTIAL_EXAMPLES ?= 200
+DIFFERENTIAL_EXAMPLES ?= 1000
 
-test-differential: setup ## Both engines over V1, V2 JSON, V2 binary and gRPC on $(DIFFERENTIAL_EXAMPLES) generated requests per estimator (make test runs 12; ~10 min)
+test-differential: setup ## Both engines over V1, V2 JSON, V2 binary and gRPC on $(DIFFERENTIAL_EXAMPLES) generated requests per estimator (make test runs 30; ~10 min)
 	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) $(BIN)/python -m pytest tests/integration/test_engines.py -m integration -k alike -s --timeout 3600
 
 SOAK_REQUESTS ?= 200000

@@ -8,7 +8,7 @@ limits, subnormals, missing numbers (``null`` in JSON, NaN in binary and gRPC), 
 missing and empty categories. All eight answers must agree: the same status, the same labels,
 probabilities (or values) within the ONNX check's tolerance across engines and identical
 across protocols for one engine. ``DIFFERENTIAL_EXAMPLES`` sets the examples per estimator
-(default 12; ``make test-differential`` runs 200).
+(default 30; ``make test-differential`` runs 1,000).
 
 The V2 binary bodies and gRPC messages are made by KServe's own client types
 (``InferRequest.to_rest`` / ``to_grpc``), what its ``InferenceRESTClient`` and
@@ -45,7 +45,7 @@ from trainer.train import run
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "30"))
 ENGINES = ("onnx", "sklearn")
 PROTOCOLS = ("v1-json", "v2-json", "v2-binary", "grpc")
 ESTIMATORS = [
