@@ -155,4 +155,5 @@ def non_finite(
     scores = probabilities if classifier else labels
     if scores is None:
         return 0
-    return int(np.size(scores) - np.count_nonzero(np.isfinite(scores)))
+    finite = np.isfinite(scores)
+    return 0 if finite.all() else int(finite.size - np.count_nonzero(finite))

@@ -54,6 +54,8 @@ class ModelVersion(Model):  # type: ignore[misc]
         self.metadata: ModelMetadata | None = None
         self.schema: FeatureSchema | None = None
         self.pipeline: Any = None
+        self.classifier = False
+        """A classifier with probabilities (its labels come from them), not a regressor."""
         self.load_error: str | None = "not loaded yet"
         self.version = "unknown"
         self.unloaded = False
@@ -110,6 +112,7 @@ class ModelVersion(Model):  # type: ignore[misc]
         self.metadata = metadata
         self.version = metadata.version
         self.pipeline = pipeline
+        self.classifier = metadata.target.classes is not None and hasattr(pipeline, "predict_proba")
         numeric = [f.name for f in metadata.features if f.kind == "numeric"]
         self.schema = FeatureSchema.from_metadata(
             metadata, self.settings.max_batch_rows, numeric_limits(pipeline, numeric)
@@ -182,7 +185,7 @@ class ModelVersion(Model):  # type: ignore[misc]
         and in range) raises ``BadOutput``, a 500, never a label made from it."""
         assert self.schema is not None
         assert self.metadata is not None
-        classifier = self.schema.classes is not None and hasattr(self.pipeline, "predict_proba")
+        classifier = self.classifier
         try:
             if self.engine is not None:
                 labels, proba = self.engine.predict(rows)

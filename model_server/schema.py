@@ -72,7 +72,7 @@ class FeatureSchema:
         low, high = self._bounds
         if by_feature:
             low, high = low[:, None], high[:, None]
-        return bool(np.all((matrix >= low) & (matrix <= high)))
+        return bool(((matrix >= low) & (matrix <= high)).all())
 
     def outputs(self) -> tuple[str, ...]:
         """Output names this model can return."""
