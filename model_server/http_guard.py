@@ -26,8 +26,10 @@ holds its connection forever. This protocol adds, per connection:
   ``ConnectionResetError`` instead of the 413 and its message. Like nginx's
   ``lingering_close``, the protocol shuts its write side (the response goes out whole, then
   EOF), reads and discards what still comes, and closes when the client closes, or after
-  ``LINGER_LIMITS`` times the body limit in bytes or ``LINGER_SECONDS``, whichever comes first
-  (a client 8x over the limit still reads its 413). It is safe against slow bodies: a lingering
+  ``LINGER_LIMITS`` times the body limit (at least ``LINGER_MIN_BYTES``) in bytes or
+  ``LINGER_SECONDS``, whichever comes first (a client 8x over the limit still reads its 413).
+  uvicorn's own 400 for a request it cannot parse lingers too; TLS connections (which cannot
+  shut one side) close at once. It is safe against slow bodies: a lingering
   connection holds no buffer (bytes are dropped as they arrive), no task and no admission slot,
   it still counts against ``max_connections``, and it ends within ``LINGER_SECONDS`` however
   slowly its bytes trickle in; and against fast ones: past the byte bound it is closed, so an
@@ -48,7 +50,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,9 @@ REQUEST_TIMEOUT = (
 LINGER_SECONDS = 10.0
 """The longest a connection answered before its body arrived keeps reading (nginx: 30 s)."""
 LINGER_LIMITS = 16
-"""The most bytes of such a body read and dropped, in body limits."""
+"""The most bytes of such a body read and dropped, in body limits ..."""
+LINGER_MIN_BYTES = 64 * 1024 * 1024
+"""... and at least this many (a 30 MB batch against a 1 MiB limit still reads its 413)."""
 DEFAULT_BODY_LIMIT = 4 * 1024 * 1024
 """The body limit before the app registers its own (``set_body_limit``)."""
 
@@ -104,7 +112,8 @@ def set_body_limit(limit: Callable[[], int] | None) -> None:
 
 def linger_bytes() -> int:
     """How many bytes of an answered body a lingering close reads and drops at most."""
-    return LINGER_LIMITS * (_body_limit() if _body_limit is not None else DEFAULT_BODY_LIMIT)
+    limit = _body_limit() if _body_limit is not None else DEFAULT_BODY_LIMIT
+    return max(LINGER_LIMITS * limit, LINGER_MIN_BYTES)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -210,7 +219,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = None
         self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request it cannot parse, with a lingering close: the rest of
+        its body may still be on its way."""
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(msg)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                msg.encode("ascii"),
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.close_or_linger()
+
+    # While lingering, the parser may still be inside the packet that made the answer (a shed
+    # request's small body, a pipelined request after it): nothing of it starts a request or
+    # moves a timer, and the end of the message closes, since nothing is left unread.
+
     def on_message_begin(self) -> None:
+        if self._lingering:
+            return
         super().on_message_begin()
         self._message_complete = False
         self._head_started = True
@@ -218,6 +251,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.header_timeout, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
+        if self._lingering:
+            return
         self._head_started = False
         self._arm(self.body_timeout, self._body_timed_out)
         if self._overloaded():
@@ -271,12 +306,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.close_or_linger()
 
     def on_body(self, body: bytes) -> None:
+        if self._lingering:
+            return
         super().on_body(body)
         if self._timer is not None:
             self._arm(self.body_timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._message_complete = True
+        if self._lingering:  # the whole body has passed: nothing unread, close
+            self._disarm()
+            self.transport.close()
+            return
         self._disarm()
         if self._dropping_body:  # a shed request's body has passed: on to the next request
             self._dropping_body = False

@@ -418,7 +418,9 @@ def test_1e308_over_v1_is_refused_by_both_engines(served: Any, engine: str) -> N
     assert 'code="400"' in counted
 
 
-def test_http_client_reads_the_413_of_a_body_8x_the_limit(served: Any, tmp_path: Path) -> None:
+def test_http_client_reads_the_413_of_a_body_8x_the_limit_and_of_30_mb(
+    served: Any, tmp_path: Path
+) -> None:
     """The issue's third defect: Python's http.client got ConnectionResetError for a body over
     the limit. The server lingers (reads and drops the rest), so the 413 and its message
     arrive."""
@@ -431,22 +433,23 @@ def test_http_client_reads_the_413_of_a_body_8x_the_limit(served: Any, tmp_path:
     args += ["--max-request-bytes", str(limit)]
     with ServerProcess(args, tmp_path) as server:
         row = b'{"x": 0.5, "count": 3, "wide": 100.0, "color": "red", "size": "m"}'
-        body = b'{"instances": [' + b", ".join([row] * (8 * limit // len(row))) + b"]}"
-        assert len(body) >= 8 * limit
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        try:
-            connection.request(
-                "POST",
-                f"/v1/models/{model.name}:predict",
-                body=body,
-                headers={"content-type": "application/json"},
-            )
-            response = connection.getresponse()
-            status, text = response.status, response.read()
-        finally:
-            connection.close()
-        assert status == 413
-        assert f"larger than the limit of {limit}" in orjson.loads(text)["error"]
+        for size in (8 * limit, 30_000_000):  # 8x the limit, and the issue's 30 MB batch
+            body = b'{"instances": [' + b", ".join([row] * (size // len(row))) + b"]}"
+            assert len(body) >= size
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                connection.request(
+                    "POST",
+                    f"/v1/models/{model.name}:predict",
+                    body=body,
+                    headers={"content-type": "application/json"},
+                )
+                response = connection.getresponse()
+                status, text = response.status, response.read()
+            finally:
+                connection.close()
+            assert status == 413
+            assert f"larger than the limit of {limit}" in orjson.loads(text)["error"]
         # the server is fine afterwards
         one = b'{"instances": [' + row + b"]}"
         ok = server.client.post(f"/v1/models/{model.name}:predict", content=one)
