@@ -23,7 +23,9 @@ __all__ = ["MISSING_CATEGORY", "agreement", "disagreement", "onnx_inputs", "sess
 PROBABILITY_TOLERANCE = 1e-4
 """Largest difference allowed between a probability from ONNX and from the pipeline."""
 REGRESSION_TOLERANCE = 1e-5
-"""Largest difference allowed for a regression output, relative to the largest output."""
+"""Largest difference allowed for a regression output, relative to the output itself or to the
+rows' typical output (their 90th percentile), whichever is larger: a few extreme rows do not
+loosen the check for the others."""
 
 
 class ColumnsLike(Protocol):
@@ -75,11 +77,14 @@ def agreement(
 ) -> dict[str, Any]:
     """How the ONNX model's ``labels`` (or values) and ``probabilities`` for ``rows`` agree with
     ``pipeline`` as the server's sklearn engine runs it (``values.pipeline_outputs``): every label
-    identical, probabilities within ``PROBABILITY_TOLERANCE``, regression outputs within
-    ``REGRESSION_TOLERANCE`` of the largest, and none NaN or infinite on either side. The
-    trainer records this check in metadata; the server repeats it at load."""
+    identical, probabilities within ``PROBABILITY_TOLERANCE``, each regression output within
+    ``REGRESSION_TOLERANCE`` of its size (or the typical one's), and none NaN or infinite on
+    either side. The trainer records this check in metadata; the server repeats it at load."""
     labels = np.asarray(labels).ravel()
-    expected_labels, expected_proba = pipeline_outputs(pipeline, rows, probabilities is not None)
+    classifier = probabilities is not None
+    regression = not classifier
+    over = 0
+    expected_labels, expected_proba = pipeline_outputs(pipeline, rows, classifier)
     if probabilities is not None:
         assert expected_proba is not None
         flipped = int(np.sum(labels.astype(str) != expected_labels.astype(str)))
@@ -87,9 +92,12 @@ def agreement(
         tolerance = PROBABILITY_TOLERANCE
     else:
         flipped = 0
-        difference = float(np.max(np.abs(labels.astype(np.float64) - expected_labels)))
-        tolerance = REGRESSION_TOLERANCE * max(1.0, float(np.max(np.abs(expected_labels))))
-    classifier = probabilities is not None
+        gaps = np.abs(labels.astype(np.float64) - expected_labels)
+        difference = float(np.max(gaps))
+        scale = typical_size(expected_labels)
+        allowed = REGRESSION_TOLERANCE * np.maximum(scale, np.abs(expected_labels))
+        over = int(np.count_nonzero(~(gaps <= allowed)))  # NaN is over
+        tolerance = REGRESSION_TOLERANCE * scale
     broken = non_finite(labels, probabilities, classifier) + non_finite(
         expected_labels, expected_proba, classifier
     )
@@ -98,17 +106,33 @@ def agreement(
         "labels_differing": flipped,
         "max_abs_difference": difference if math.isfinite(difference) else None,
         "tolerance": tolerance,
-        "passed": flipped == 0 and not broken and difference <= tolerance,
+        "passed": flipped == 0
+        and not broken
+        and (over == 0 if regression else difference <= tolerance),
     }
+    if regression:
+        check["values_over_tolerance"] = over
     if broken:
         check["non_finite_outputs"] = broken
     return check
+
+
+def typical_size(values: np.ndarray[Any, Any]) -> float:
+    """The 90th percentile of the finite values' magnitudes, at least 1."""
+    finite = np.abs(values[np.isfinite(values)])
+    return max(1.0, float(np.percentile(finite, 90))) if finite.size else 1.0
 
 
 def disagreement(check: dict[str, Any]) -> str:
     """Why a failed ``agreement`` check failed, in words."""
     if check.get("non_finite_outputs"):
         return f"{check['non_finite_outputs']} outputs are NaN or infinite"
+    if check.get("values_over_tolerance"):
+        return (
+            f"{check['values_over_tolerance']} of {check['rows']} values differ by more than "
+            f"{REGRESSION_TOLERANCE:g} of their size (largest difference "
+            f"{check['max_abs_difference']:.3g})"
+        )
     if check["labels_differing"]:
         return f"{check['labels_differing']} of {check['rows']} labels differ"
     return (

@@ -16,11 +16,12 @@ metadata), and is then imputed as training imputed it; for any other feature it 
 load-time check and the trainer's ONNX check all go through it.
 
 Numbers must be finite and within the range the model computes with (``numeric_limits``): after
-the pipeline's standardisation, within float32's range. Tree ensembles compare float32 values
-(scikit-learn casts their input to float32, and so does the ONNX graph before them), so a value
-past that range overflows to infinity; no real measurement is 3.4e38 standard deviations from
-its training mean, so the same limit holds for every estimator. The server refuses values
-outside it (400, naming the feature and the range) before either engine runs.
+the pipeline's standardisation, within float32's range. A random forest compares float32 values
+(scikit-learn casts its input to float32), and the ONNX graph casts to float32 before every tree
+ensemble, gradient boosting included, so a value past that range overflows to infinity; no
+real measurement is 3.4e38 standard deviations from its training mean, so the same limit holds
+for every estimator. The server refuses values outside it (400, naming the feature and the
+range) before either engine runs.
 
 Outputs: ``pipeline_outputs`` runs a pipeline as the server's sklearn engine does, a
 classifier's labels taken from its checked probabilities; ``non_finite`` says when an output
@@ -97,9 +98,13 @@ def edge_columns(
         if feature.kind == "numeric":
             low = feature.min if feature.min is not None else 0.0
             high = feature.max if feature.max is not None else 1.0
-            span = (high - low) or 1.0
             lowest, highest = limits.get(feature.name, (-LIMIT, LIMIT))
-            values: list[Any] = rng.uniform(low - 0.1 * span, high + 0.1 * span, rows).tolist()
+            with np.errstate(over="ignore"):  # a training range wider than float64's
+                margin = 0.1 * ((high - low) or 1.0)
+                start, stop = max(low - margin, lowest), min(high + margin, highest)
+            if not math.isfinite(stop - start):
+                start, stop = low / 2, high / 2
+            values: list[Any] = rng.uniform(start, stop, rows).tolist()
             edges: list[Any] = [lowest, highest, lowest / 2, highest / 2, 0.0, -0.0]
             edges += [float(low), float(high), round(low), round(high)]
             if feature.nullable:
@@ -134,9 +139,9 @@ def pipeline_outputs(
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
     """What the server's sklearn engine answers: a classifier's labels are the classes of its
     largest probabilities (first on a tie), so no label comes from a score that is not checked
-    (``non_finite``); this is how scikit-learn's forests and gradient boosting predict, and
-    differs from a logistic regression's sign of the decision only where the two
-    probabilities are equal in float64. A regressor's values as floats."""
+    (``non_finite``). This is how scikit-learn's random forests predict; gradient boosting and
+    logistic regression predict from their raw scores, which gives the same class except where
+    two probabilities are equal in float64. A regressor's values as floats."""
     # Values near the range's ends overflow scikit-learn's quick finiteness test (a sum) before
     # its exact one passes them; and any NaN or infinity in an output is checked, not warned of.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -78,7 +78,7 @@ def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: s
     nullable = name in schema.nullable
     for index, value in enumerate(values):
         place = f"feature {name!r} of {where} {index}"
-        if is_missing(value):
+        if is_missing(value) and (categorical or not isinstance(value, str)):
             if nullable:
                 continue
             what = (

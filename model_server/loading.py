@@ -29,7 +29,12 @@ from model_registry import Registry, RegistryError
 from model_registry.artifacts import load_model
 from model_registry.metadata import ModelMetadata
 from model_registry.registry import read_version_dir, read_version_dir_onnx
-from model_registry.values import non_finite, numeric_limits, pipeline_outputs
+from model_registry.values import (
+    MISSING_CATEGORY,
+    non_finite,
+    numeric_limits,
+    pipeline_outputs,
+)
 from model_server.engine import EngineRefused, OnnxEngine, onnx_engine, pin_threads
 from model_server.errors import BadOutput
 from model_server.schema import PREDICT, PREDICT_PROBA, FeatureSchema, Rows
@@ -105,6 +110,15 @@ class ModelVersion(Model):  # type: ignore[misc]
             known = isinstance(error, (RegistryError, OSError))
             log.error("%s", self.load_error, exc_info=None if known else error)
             return False
+        for feature in metadata.features:
+            if MISSING_CATEGORY in (feature.categories or []):
+                log.warning(
+                    'feature %r of %s %s was trained with "" as a category; "" in a request '
+                    "is a missing value now (retrain to make it one in training too)",
+                    feature.name,
+                    metadata.model_name,
+                    metadata.version,
+                )
         if self.settings.model_name and self.settings.model_name != metadata.model_name:
             log.info("serving %s %s as %r", metadata.model_name, metadata.version, self.name)
         else:
