@@ -149,9 +149,10 @@ test-integration: setup system-deps ## Integration tests: real storage emulators
 	$(BIN)/python -m pytest tests/integration -m integration
 
 DIFFERENTIAL_EXAMPLES ?= 1000
+DIFFERENTIAL_DATASETS ?= 100
 
-test-differential: setup ## Both engines over V1, V2 JSON, V2 binary and gRPC on $(DIFFERENTIAL_EXAMPLES) generated requests per estimator (make test runs 30; ~10 min)
-	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) $(BIN)/python -m pytest tests/integration/test_engines.py -m integration -k alike -s --timeout 3600
+test-differential: setup ## Both engines over V1, V2 JSON, V2 binary and gRPC on $(DIFFERENTIAL_EXAMPLES) generated requests per estimator and $(DIFFERENTIAL_DATASETS) generated data sets (make test: 30 and 6; ~15 min)
+	DIFFERENTIAL_EXAMPLES=$(DIFFERENTIAL_EXAMPLES) DIFFERENTIAL_DATASETS=$(DIFFERENTIAL_DATASETS) $(BIN)/python -m pytest tests/integration/test_engines.py -m integration -k alike -s --timeout 3600
 
 SOAK_REQUESTS ?= 200000
 

@@ -8,7 +8,12 @@ limits, subnormals, missing numbers (``null`` in JSON, NaN in binary and gRPC), 
 missing and empty categories. All eight answers must agree: the same status, the same labels,
 probabilities (or values) within the ONNX check's tolerance across engines and identical
 across protocols for one engine. ``DIFFERENTIAL_EXAMPLES`` sets the examples per estimator
-(default 30; ``make test-differential`` runs 1,000).
+(default 30; ``make test-differential`` runs 1,000). All-numeric models take the codec's
+matrix paths; V1 rows go as objects or lists, V2 as per-feature tensors or one [N, F] tensor,
+gRPC as raw or typed contents. A second property draws the training data itself (scales up to
+1e30, whole numbers, missing shares, categories missing as NaN or ``""``) and compares the two
+engines in process through every decoder (``DIFFERENTIAL_DATASETS``, default 6; 100 in
+``make test-differential``).
 
 The V2 binary bodies and gRPC messages are made by KServe's own client types
 (``InferRequest.to_rest`` / ``to_grpc``), what its ``InferenceRESTClient`` and
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +44,11 @@ from kserve.protocol.infer_type import InferResponse
 
 from model_registry import Registry
 from model_registry.metadata import ModelMetadata
-from model_registry.onnx_runtime import PROBABILITY_TOLERANCE, REGRESSION_TOLERANCE
+from model_registry.onnx_runtime import (
+    PROBABILITY_TOLERANCE,
+    REGRESSION_TOLERANCE,
+    typical_size,
+)
 from tests.integration.server_harness import ServerProcess
 from trainer.settings import TrainerSettings
 from trainer.train import run
@@ -56,6 +66,9 @@ ESTIMATORS = [
     ("regression", "ridge", {}),
     ("regression", "random-forest", {"n_estimators": "25"}),
     ("regression", "gradient-boosting", {"max_iter": "40"}),
+    # all-numeric models take the codec's matrix paths and feed ONNX one array
+    ("numeric", "logistic", {}),
+    ("numeric", "random-forest", {"n_estimators": "25"}),
 ]
 KNOWN = ("red", "green", "blue")
 SIZES = ("s", "m", "l")
@@ -65,7 +78,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def messy_frame(task: str, rows: int = 300, seed_: int = 5) -> pd.DataFrame:
     """Missing numbers, a whole-number column, a wide-ranged column, a category with missing
     values both as NaN and as ``""`` (read as missing by the trainer), a category without any;
-    three classes, or a numeric target."""
+    three classes, or a numeric target; ``numeric``: three classes from the numbers alone."""
     rng = np.random.default_rng(seed_)
     x = rng.normal(size=rows)
     x[rng.random(rows) < 0.06] = np.nan
@@ -79,12 +92,13 @@ def messy_frame(task: str, rows: int = 300, seed_: int = 5) -> pd.DataFrame:
     noisy = score + rng.normal(scale=0.4, size=rows)
     target: Any = (
         np.where(noisy > 2.4, "high", np.where(noisy > 1.4, "mid", "low"))
-        if task == "classification"
+        if task != "regression"
         else 3 * noisy
     )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {"x": x, "count": count, "wide": wide, "color": color, "size": size, "target": target}
     )
+    return frame.drop(columns=["color", "size"]) if task == "numeric" else frame
 
 
 @dataclass
@@ -117,7 +131,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serve
                 estimator=estimator,
                 param=params,
                 max_missing_fraction=0.2,
-                task=task,
+                task="regression" if task == "regression" else "classification",
             )
         )
         assert result.metadata is not None
@@ -179,35 +193,64 @@ NUMBERS = st.one_of(
 CATEGORIES = st.sampled_from([*KNOWN, *SIZES, "never-seen", "", None])
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One generated request: values by feature, and how each encoding sends them."""
+
+    columns: dict[str, list[Any]]
+    v1_lists: bool = False
+    """V1 rows as lists in feature order (else objects keyed by feature)."""
+    v2_matrix: bool = False
+    """All-numeric models: V2 as one [N, F] tensor (else one [N] tensor per feature)."""
+    grpc_typed: bool = False
+    """gRPC values in typed ``*_contents`` (else ``raw_input_contents``)."""
+
+
 @st.composite
-def requests(draw: st.DrawFn) -> dict[str, list[Any]]:
-    """Rows by feature: mostly ordinary values, with drawn oddities put in drawn places."""
-    count = draw(st.sampled_from([1, 1, 2, 5, 17, 300]))
+def requests(draw: st.DrawFn, names: tuple[str, ...]) -> Ask:
+    """Rows for features ``names``: mostly ordinary values, with drawn oddities in drawn
+    places; batches from one row to the server's 1,000-row limit."""
+    count = draw(st.sampled_from([1, 1, 2, 5, 17, 300, 1000]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    columns: dict[str, list[Any]] = {
+    ordinary: dict[str, list[Any]] = {
         "x": rng.normal(size=count).tolist(),
         "count": rng.integers(0, 40, size=count).tolist(),  # whole numbers, sent as such
         "wide": rng.lognormal(8, 2, size=count).tolist(),
         "color": rng.choice(KNOWN, size=count).tolist(),
         "size": rng.choice(SIZES, size=count).tolist(),
     }
+    columns = {name: ordinary[name] for name in names}
     for _ in range(draw(st.integers(0, 4))):
-        feature = draw(st.sampled_from(list(columns)))
+        feature = draw(st.sampled_from(names))
         row = draw(st.integers(0, count - 1))
         text = feature in ("color", "size")
         columns[feature][row] = draw(CATEGORIES if text else NUMBERS)
-    return columns
+    numeric = not {"color", "size"} & set(names)
+    return Ask(
+        columns,
+        v1_lists=draw(st.booleans()),
+        v2_matrix=numeric and draw(st.booleans()),
+        grpc_typed=draw(st.booleans()),
+    )
 
 
-def _v1(columns: dict[str, list[Any]], classifier: bool) -> bytes:
-    rows = [
-        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
-    ]
-    return orjson.dumps({"instances": rows, "return_probabilities": classifier})
+def _v1(ask: Ask, classifier: bool) -> bytes:
+    rows = [list(values) for values in zip(*ask.columns.values(), strict=True)]
+    instances: list[Any] = (
+        rows if ask.v1_lists else [dict(zip(ask.columns, r, strict=True)) for r in rows]
+    )
+    return orjson.dumps({"instances": instances, "return_probabilities": classifier})
 
 
-def _v2_json(columns: dict[str, list[Any]], metadata: ModelMetadata) -> bytes:
+def _v2_json(ask: Ask, metadata: ModelMetadata) -> bytes:
     kinds = {f.name: f.kind for f in metadata.features}
+    if ask.v2_matrix:
+        rows = [list(values) for values in zip(*ask.columns.values(), strict=True)]
+        flat = [v for row in rows for v in row]
+        shape = [len(rows), len(ask.columns)]
+        return orjson.dumps(
+            {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": shape, "data": flat}]}
+        )
     inputs = [
         {
             "name": name,
@@ -215,26 +258,53 @@ def _v2_json(columns: dict[str, list[Any]], metadata: ModelMetadata) -> bytes:
             "shape": [len(values)],
             "data": values,
         }
-        for name, values in columns.items()
+        for name, values in ask.columns.items()
     ]
     return orjson.dumps({"inputs": inputs})
 
 
-def _kserve_request(columns: dict[str, list[Any]], metadata: ModelMetadata) -> InferRequest:
-    """Binary tensors, as KServe's clients send them: a missing number is NaN, a missing
-    category ``""`` (a BYTES tensor has no null)."""
+def _arrays(ask: Ask, metadata: ModelMetadata) -> list[tuple[str, str, np.ndarray[Any, Any]]]:
+    """Tensors as binary data and gRPC carry them: a missing number is NaN, a missing category
+    ``""`` (a BYTES tensor has no null)."""
     kinds = {f.name: f.kind for f in metadata.features}
-    inputs = []
-    for name, values in columns.items():
+    if ask.v2_matrix:
+        rows = [list(values) for values in zip(*ask.columns.values(), strict=True)]
+        matrix = np.array([[math.nan if v is None else v for v in r] for r in rows], np.float64)
+        return [("input-0", "FP64", matrix)]
+    tensors = []
+    for name, values in ask.columns.items():
         if kinds[name] == "categorical":
             array = np.array(["" if v is None else v for v in values], dtype=object)
-            tensor = InferInput(name, [len(values)], "BYTES")
+            tensors.append((name, "BYTES", array))
         else:
             array = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-            tensor = InferInput(name, [len(values)], "FP64")
+            tensors.append((name, "FP64", array))
+    return tensors
+
+
+def _kserve_request(ask: Ask, metadata: ModelMetadata) -> InferRequest:
+    """Binary tensors, as KServe's clients send them."""
+    inputs = []
+    for name, datatype, array in _arrays(ask, metadata):
+        tensor = InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array, binary_data=True)
         inputs.append(tensor)
     return InferRequest(model_name=metadata.model_name, infer_inputs=inputs, request_id="t")
+
+
+def _grpc_request(ask: Ask, metadata: ModelMetadata) -> Any:
+    """KServe's gRPC message: raw contents as its client sends them, or typed contents."""
+    request = _kserve_request(ask, metadata).to_grpc()
+    if ask.grpc_typed:
+        del request.raw_input_contents[:]
+        for tensor, (_, datatype, array) in zip(
+            request.inputs, _arrays(ask, metadata), strict=True
+        ):
+            if datatype == "BYTES":
+                tensor.contents.bytes_contents.extend(v.encode() for v in array.ravel())
+            else:
+                tensor.contents.fp64_contents.extend(array.ravel().tolist())
+    return request
 
 
 @dataclass(frozen=True)
@@ -254,13 +324,12 @@ def _from_v2_outputs(outputs: list[dict[str, Any]], classifier: bool) -> Answer:
     return Answer(200, labels, np.asarray(proba["data"], dtype=np.float64).reshape(proba["shape"]))
 
 
-def ask(server: ServerProcess, protocol: str, body: dict[str, Any], served: Served) -> Answer:
+def ask(server: ServerProcess, protocol: str, body: Ask, served: Served) -> Answer:
     """One request in one encoding, answered."""
     name, metadata = served.name, served.metadata
     classifier = metadata.task == "classification"
-    columns = body
     if protocol == "grpc":
-        request = _kserve_request(columns, metadata).to_grpc()
+        request = _grpc_request(body, metadata)
         with grpc.insecure_channel(_grpc_address(server)) as channel:
             try:
                 reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
@@ -277,11 +346,11 @@ def ask(server: ServerProcess, protocol: str, body: dict[str, Any], served: Serv
         return _from_v2_outputs(outputs, classifier)
     headers = {"content-type": "application/json"}
     if protocol == "v1-json":
-        path, content = f"/v1/models/{name}:predict", _v1(columns, classifier)
+        path, content = f"/v1/models/{name}:predict", _v1(body, classifier)
     elif protocol == "v2-json":
-        path, content = f"/v2/models/{name}/infer", _v2_json(columns, metadata)
+        path, content = f"/v2/models/{name}/infer", _v2_json(body, metadata)
     else:
-        raw, json_length = _kserve_request(columns, metadata).to_rest()
+        raw, json_length = _kserve_request(body, metadata).to_rest()
         assert isinstance(raw, bytes)
         assert json_length is not None
         path, content = f"/v2/models/{name}/infer", raw
@@ -305,14 +374,19 @@ def assert_alike(answers: dict[tuple[str, str], Answer], served: Served) -> None
     assert len(set(statuses.values())) == 1, {k: (a.status, a.error) for k, a in answers.items()}
     status = next(iter(statuses.values()))
     assert status in (200, 400), answers
-    if status != 200:
+    if status != 200:  # refused alike: for the same feature, whatever the encoding
+        named = {key: re.findall(r"feature '([^']+)'", a.error)[:1] for key, a in answers.items()}
+        assert len({tuple(v) for v in named.values()}) == 1, answers
         return
     classifier = served.metadata.task == "classification"
     first = answers[("sklearn", "v1-json")]
     assert first.scores is not None
     assert np.isfinite(first.scores).all()
-    scale = 1.0 if classifier else max(1.0, float(np.max(np.abs(first.scores))))
-    tolerance = PROBABILITY_TOLERANCE if classifier else REGRESSION_TOLERANCE * scale
+    # probabilities: absolute; values: relative to each value or the typical one, as the check
+    atol = (
+        PROBABILITY_TOLERANCE if classifier else REGRESSION_TOLERANCE * typical_size(first.scores)
+    )
+    rtol = 0.0 if classifier else REGRESSION_TOLERANCE
     for (engine, protocol), answer in answers.items():
         assert answer.scores is not None
         reference = answers[(engine, "v1-json")]
@@ -322,13 +396,16 @@ def assert_alike(answers: dict[tuple[str, str], Answer], served: Served) -> None
         if classifier:
             assert [str(v) for v in answer.labels or []] == [str(v) for v in first.labels or []]
         np.testing.assert_allclose(
-            answer.scores, first.scores, rtol=0, atol=tolerance, err_msg=f"{engine} {protocol}"
+            answer.scores, first.scores, rtol=rtol, atol=atol, err_msg=f"{engine} {protocol}"
         )
 
 
-def answers_for(served: Served, columns: dict[str, list[Any]]) -> dict[tuple[str, str], Answer]:
+def answers_for(
+    served: Served, request: Ask | dict[str, list[Any]]
+) -> dict[tuple[str, str], Answer]:
+    body = request if isinstance(request, Ask) else Ask(request)
     return {
-        (engine, protocol): ask(served.servers[engine], protocol, columns, served)
+        (engine, protocol): ask(served.servers[engine], protocol, body, served)
         for engine in ENGINES
         for protocol in PROTOCOLS
     }
@@ -351,9 +428,9 @@ def test_both_engines_answer_alike_in_every_encoding(
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(requests())
-    def alike(columns: dict[str, list[Any]]) -> None:
-        answers = answers_for(model, columns)
+    @given(requests(tuple(model.metadata.feature_names)))
+    def alike(request: Ask) -> None:
+        answers = answers_for(model, request)
         assert_alike(answers, model)
         status = answers[("sklearn", "v1-json")].status
         seen[status] = seen.get(status, 0) + 1
@@ -385,8 +462,8 @@ def test_an_empty_category_over_binary_v2_is_missing_in_both_engines(served: Any
     answers = answers_for(model, empty)
     assert_alike(answers, model)
     for engine, server in model.servers.items():
-        by_null = ask(server, "v1-json", null, model)
-        by_unseen = ask(server, "v1-json", unseen, model)
+        by_null = ask(server, "v1-json", Ask(null), model)
+        by_unseen = ask(server, "v1-json", Ask(unseen), model)
         assert by_null.scores is not None
         assert by_unseen.scores is not None
         np.testing.assert_array_equal(answers[(engine, "v2-binary")].scores, by_null.scores)
@@ -488,3 +565,175 @@ def test_a_non_finite_output_from_a_finite_input_is_a_500_not_an_answer(
     log = server.log()
     assert f"{model.name} {broken.version} (sklearn engine) computed 1 NaN or infinite" in log
     assert 'code="500"' in exposition
+
+
+# -- generated data sets, in process --------------------------------------------------------
+
+DATASET_EXAMPLES = int(os.environ.get("DIFFERENTIAL_DATASETS", "6"))
+
+
+@st.composite
+def data_sets(draw: st.DrawFn) -> tuple[pd.DataFrame, str, str]:
+    """A training table: one to three numeric features at drawn scales (up to 1e30), whole
+    numbers or not, with drawn shares of missing values; zero to two categorical features
+    with two to five categories, missing as NaN or ``""``; a target for a drawn task; and an
+    estimator the trainer offers for it."""
+    rows = draw(st.integers(80, 240))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    frame: dict[str, Any] = {}
+    signal = np.zeros(rows)
+    for i in range(draw(st.integers(1, 3))):
+        scale = draw(st.sampled_from([1.0, 1e3, 1e6, 1e12, 1e30]))
+        values = rng.normal(size=rows)
+        signal += values
+        column = values * scale
+        if draw(st.booleans()):  # whole numbers
+            column = np.round(column)
+        column[rng.random(rows) < draw(st.sampled_from([0.0, 0.05, 0.15]))] = np.nan
+        frame[f"n{i}"] = column
+    for i in range(draw(st.integers(0, 2))):
+        names = np.array([f"c{i}-{k}" for k in range(draw(st.integers(2, 5)))], dtype=object)
+        text: Any = rng.choice(names, size=rows)
+        signal += (text == names[0]).astype(float)
+        share = draw(st.sampled_from([0.0, 0.05, 0.15]))
+        text[rng.random(rows) < share] = draw(st.sampled_from([np.nan, ""]))
+        frame[f"c{i}"] = text
+    task = draw(st.sampled_from(["classification", "regression"]))
+    noisy = signal + rng.normal(scale=0.5, size=rows)
+    frame["target"] = (
+        np.where(noisy > 0.5, "b", np.where(noisy < -0.5, "a", "m"))
+        if task == "classification"
+        else noisy * 10
+    )
+    estimators = {
+        "classification": ["logistic", "random-forest", "gradient-boosting"],
+        "regression": ["linear", "ridge", "random-forest", "gradient-boosting"],
+    }
+    return pd.DataFrame(frame), task, draw(st.sampled_from(estimators[task]))
+
+
+def _documents(columns: dict[str, list[Any]], metadata: ModelMetadata) -> dict[str, Any]:
+    """The same rows as a V1 document, a V2 JSON document and a parsed V2 binary body."""
+    from model_server.http_body import parse_document
+
+    request = Ask(columns)
+    raw, json_length = _kserve_request(request, metadata).to_rest()
+    assert isinstance(raw, bytes)
+    binary = parse_document({"inference-header-content-length": str(json_length)}, raw, "v2")
+    return {
+        "v1": orjson.loads(_v1(request, metadata.task == "classification")),
+        "v2-json": orjson.loads(_v2_json(request, metadata)),
+        "v2-binary": binary,
+    }
+
+
+def test_models_trained_on_generated_data_sets_answer_alike(tmp_path: Path) -> None:
+    """Hypothesis draws the training data too: each drawn table is trained (with its ONNX
+    check), both engines load it in process, and the same generated rows through each
+    decoder get the same answer from both, or the same refusal."""
+    from kserve.errors import InvalidInput
+
+    from model_server.model import SklearnModel
+    from model_server.settings import ModelServerSettings
+
+    outcomes: dict[str, int] = {}
+
+    @seed(2023)
+    @settings(
+        max_examples=DATASET_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(data_sets(), st.data())
+    def alike(drawn: tuple[pd.DataFrame, str, str], data: st.DataObject) -> None:
+        frame, task, estimator = drawn
+        index = sum(outcomes.values())
+        path = tmp_path / f"set{index}.parquet"
+        frame.to_parquet(path)
+        uri = str(tmp_path / f"registry{index}")
+        result = run(
+            TrainerSettings(
+                data_uri=str(path),
+                target="target",
+                model_name="generated",
+                registry_uri=uri,
+                estimator=estimator,
+                task=task,
+                max_missing_fraction=0.5,
+                min_rows=50,
+            )
+        )
+        assert result.metadata is not None
+        onnx = result.metadata.onnx
+        assert onnx is not None
+        if onnx.file is None:  # refused with its reason: the pipeline serves, nothing to compare
+            assert onnx.reason
+            outcomes["no onnx"] = outcomes.get("no onnx", 0) + 1
+            return
+        models = {}
+        for engine in ENGINES:
+            model = SklearnModel(
+                ModelServerSettings(
+                    registry_uri=uri, model_name="generated", model_version="latest", engine=engine
+                )
+            )
+            model.load()
+            assert model.engine_name == engine, model.load_error
+            models[engine] = model
+        names = tuple(result.metadata.feature_names)
+        for _ in range(3):
+            columns = _generated_rows(data, result.metadata, names)
+            for form, document in _documents(columns, result.metadata).items():
+                answers: dict[str, Any] = {}
+                for engine, model in models.items():
+                    try:
+                        answers[engine] = model.answer(document, "v1" if form == "v1" else "v2")
+                    except InvalidInput as error:
+                        answers[engine] = re.findall(r"feature '([^']+)'", str(error))[:1]
+                onnx_answer, pipeline_answer = answers["onnx"], answers["sklearn"]
+                if isinstance(pipeline_answer, list):
+                    assert onnx_answer == pipeline_answer, form
+                    continue
+                assert not isinstance(onnx_answer, list), (form, onnx_answer)
+                _assert_close(onnx_answer, pipeline_answer, result.metadata.task)
+        outcomes["compared"] = outcomes.get("compared", 0) + 1
+
+    alike()
+    print(f"generated data sets: {outcomes}")
+    assert outcomes.get("compared"), "no generated data set got an ONNX model to compare"
+
+
+def _generated_rows(
+    data: st.DataObject, metadata: ModelMetadata, names: tuple[str, ...]
+) -> dict[str, list[Any]]:
+    count = data.draw(st.sampled_from([1, 3, 40]))
+    features = {f.name: f for f in metadata.features}
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        feature = features[name]
+        if feature.kind == "categorical":
+            choices = [*(feature.categories or []), "never-seen", "", None]
+            columns[name] = [data.draw(st.sampled_from(choices)) for _ in range(count)]
+        else:
+            low = feature.min if feature.min is not None else 0.0
+            high = feature.max if feature.max is not None else 1.0
+            values = st.one_of(st.floats(low, high), st.sampled_from([0, 1, low, high]), NUMBERS)
+            columns[name] = [data.draw(values) for _ in range(count)]
+    return columns
+
+
+def _assert_close(onnx: Any, pipeline: Any, task: str) -> None:
+    if task == "classification":
+        assert [str(v) for v in onnx.labels] == [str(v) for v in pipeline.labels]
+        np.testing.assert_allclose(
+            onnx.probabilities, pipeline.probabilities, rtol=0, atol=PROBABILITY_TOLERANCE
+        )
+        return
+    expected = np.asarray(pipeline.labels, dtype=np.float64)
+    np.testing.assert_allclose(
+        np.asarray(onnx.labels, dtype=np.float64),
+        expected,
+        rtol=REGRESSION_TOLERANCE,
+        atol=REGRESSION_TOLERANCE * typical_size(expected),
+    )
