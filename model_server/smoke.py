@@ -1,9 +1,10 @@
 """Smoke-test a running model server: ``python -m model_server.smoke --url URL --model NAME``.
 
 Waits until ``/v2/models/NAME/ready`` answers 200, reads the model's V2 metadata, and makes one
-V2 inference with a row built from it (0.0 for numbers, "" for text: the pipeline imputes and
-ignores unknown categories). It is what the Helm chart's ``helm test`` pod runs, so it needs
-nothing beyond the standard library and the server image.
+V2 inference with a row built from it (0.0 for numbers, ``UNKNOWN`` for text: a category never
+seen in training, which the model encodes as none of the known ones; not ``""``, which means a
+missing value and is refused for a feature trained without any). It is what the Helm chart's
+``helm test`` pod runs, so it needs nothing beyond the standard library and the server image.
 
 Exit codes: 0 the inference answered, 1 it failed, 2 usage, 3 the model never became ready.
 """
@@ -56,6 +57,10 @@ def wait_ready(base: str, model: str, deadline_s: float, interval_s: float = 2.0
         time.sleep(interval_s)
 
 
+UNKNOWN = "smoke-test"
+"""The category the smoke row sends for every text feature."""
+
+
 def request_from_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """One V2 request with one plausible row, one 1-D tensor per declared input."""
     inputs = []
@@ -66,7 +71,7 @@ def request_from_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
                 "name": spec["name"],
                 "shape": [1],
                 "datatype": "BYTES" if is_text else "FP64",
-                "data": ["" if is_text else 0.0],
+                "data": [UNKNOWN if is_text else 0.0],
             }
         )
     if not inputs:
