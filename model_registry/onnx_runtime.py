@@ -18,14 +18,21 @@ import pandas as pd
 
 from model_registry.values import MISSING_CATEGORY, non_finite, pipeline_outputs
 
-__all__ = ["MISSING_CATEGORY", "agreement", "disagreement", "onnx_inputs", "session"]
+__all__ = [
+    "MISSING_CATEGORY",
+    "agreement",
+    "disagreement",
+    "largest_size",
+    "onnx_inputs",
+    "session",
+]
 
 PROBABILITY_TOLERANCE = 1e-4
 """Largest difference allowed between a probability from ONNX and from the pipeline."""
 REGRESSION_TOLERANCE = 1e-5
 """Largest difference allowed for a regression output, relative to the output itself or to the
-rows' typical output (their 90th percentile), whichever is larger: a few extreme rows do not
-loosen the check for the others."""
+largest output on ordinary rows (``scale``), whichever is larger: edge rows, whose outputs can
+reach 1e38, are held to the ordinary rows' scale, not to their own largest."""
 
 
 class ColumnsLike(Protocol):
@@ -74,12 +81,15 @@ def agreement(
     rows: pd.DataFrame,
     labels: np.ndarray[Any, Any],
     probabilities: np.ndarray[Any, Any] | None,
+    scale: float | None = None,
 ) -> dict[str, Any]:
     """How the ONNX model's ``labels`` (or values) and ``probabilities`` for ``rows`` agree with
     ``pipeline`` as the server's sklearn engine runs it (``values.pipeline_outputs``): every label
     identical, probabilities within ``PROBABILITY_TOLERANCE``, each regression output within
-    ``REGRESSION_TOLERANCE`` of its size (or the typical one's), and none NaN or infinite on
-    either side. The trainer records this check in metadata; the server repeats it at load."""
+    ``REGRESSION_TOLERANCE`` of its size or of ``scale`` (by default the largest output here, at
+    least 1; for edge rows, the ordinary rows' ``scale`` from their check), and none NaN or
+    infinite on either side. The trainer records this check in metadata; the server repeats it
+    at load."""
     labels = np.asarray(labels).ravel()
     classifier = probabilities is not None
     regression = not classifier
@@ -94,7 +104,8 @@ def agreement(
         flipped = 0
         gaps = np.abs(labels.astype(np.float64) - expected_labels)
         difference = float(np.max(gaps))
-        scale = typical_size(expected_labels)
+        if scale is None:
+            scale = largest_size(expected_labels)
         allowed = REGRESSION_TOLERANCE * np.maximum(scale, np.abs(expected_labels))
         over = int(np.count_nonzero(~(gaps <= allowed)))  # NaN is over
         tolerance = REGRESSION_TOLERANCE * scale
@@ -112,15 +123,16 @@ def agreement(
     }
     if regression:
         check["values_over_tolerance"] = over
+        check["scale"] = scale
     if broken:
         check["non_finite_outputs"] = broken
     return check
 
 
-def typical_size(values: np.ndarray[Any, Any]) -> float:
-    """The 90th percentile of the finite values' magnitudes, at least 1."""
+def largest_size(values: np.ndarray[Any, Any]) -> float:
+    """The largest finite magnitude among ``values``, at least 1."""
     finite = np.abs(values[np.isfinite(values)])
-    return max(1.0, float(np.percentile(finite, 90))) if finite.size else 1.0
+    return max(1.0, float(np.max(finite))) if finite.size else 1.0
 
 
 def disagreement(check: dict[str, Any]) -> str:

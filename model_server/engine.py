@@ -105,10 +105,12 @@ def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: in
         engine = OnnxEngine.open(blob, metadata, pipeline, threads)
         limits = numeric_limits(pipeline, engine.numeric)
         edges = frame_of(edge_columns(metadata.features, limits, seed=1), engine.categorical)
-        checks = {}
+        checks: dict[str, dict[str, Any]] = {}
+        scale = None  # edge rows are held to the probe rows' scale (regressors)
         for where, rows in (("probe rows", probe_rows(metadata)), ("edge rows", edges)):
             labels, proba = engine.predict(rows)
-            checks[where] = agreement(pipeline, rows, labels, proba)
+            checks[where] = agreement(pipeline, rows, labels, proba, scale)
+            scale = checks[where].get("scale")
     except Exception as error:  # a model ONNX Runtime cannot load or run
         raise EngineRefused(f"ONNX Runtime cannot run model.onnx: {error}") from error
     for where, check in checks.items():

@@ -86,6 +86,15 @@ class _LingeringClose:
     def close(self) -> None:
         self._protocol.close_or_linger()
 
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        """Written, unless the connection lingers: then its write side is shut, and a response
+        still being made (a pipelined request's) is dropped, as on a closed transport."""
+        if not self._protocol.lingering:
+            self._transport.write(data)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
@@ -211,9 +220,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._lingering = True
         self._linger_left = linger_bytes()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # uvicorn's 400 mid-request
+            cycle.disconnected = True  # the app's receive() says so: its task ends now
+            cycle.message_event.set()
         self._arm(LINGER_SECONDS, self._linger_over)
         transport.write_eof()
         self.flow.resume_reading()  # uvicorn pauses reading when a body is not being read
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering
 
     def _linger_over(self) -> None:
         self._timer = None

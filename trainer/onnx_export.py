@@ -12,8 +12,10 @@ copy of the pipeline that computes what the pipeline computes, in the same preci
 
 - numeric imputation is ``Where(IsNaN(x), median, x)`` in float64 (standard ONNX operators, our
   converter), and the scaler stays float64;
-- before a tree ensemble, a cast to float32: exactly what scikit-learn's trees do to their input,
-  so both compare the same float32 values with the split thresholds;
+- before a tree ensemble, a cast to float32: exactly what scikit-learn's forests and trees do to
+  their input, so both compare the same float32 values with the split thresholds (gradient
+  boosting compares float64 values with float64 thresholds: a value within float32 rounding of
+  a threshold can take the other branch in the graph, and then the check below refuses it);
 - the categorical imputer (``missing_values=nan``, which skl2onnx cannot convert for strings)
   becomes one that reads ``""`` as missing and fills in the same learned values.
 
@@ -21,7 +23,8 @@ Linear models then agree to about 1e-15, trees to float32 accumulation (about 1e
 probability). The compiled model is still only kept when it agrees with the pipeline on the
 check rows (``model_registry.onnx_runtime.agreement``): every label identical, every probability
 within ``PROBABILITY_TOLERANCE``, every regression output within ``REGRESSION_TOLERANCE`` times
-the largest output's magnitude.
+its own magnitude or the largest on the check rows, whichever is larger; and the same on edge
+rows (``model_registry.values.edge_columns``), held to the check rows' largest output.
 Otherwise the version is registered without ONNX, with the reason: a property of this model, not
 a training failure, and the server uses the pipeline.
 """
@@ -161,13 +164,19 @@ def convert(
     return bytes(model.SerializeToString())
 
 
-def compare(
-    pipeline: Pipeline, blob: bytes, rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+def compare(  # noqa: PLR0917 (the check's inputs)
+    pipeline: Pipeline,
+    blob: bytes,
+    rows: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    scale: float | None = None,
 ) -> dict[str, Any]:
-    """How the ONNX model and the pipeline agree on ``rows``: the check metadata records."""
+    """How the ONNX model and the pipeline agree on ``rows``: the check metadata records
+    (``scale``: a regressor's ordinary scale, for edge rows)."""
     outputs = session(blob).run(None, onnx_inputs(rows, numeric, categorical))
     classifier = hasattr(pipeline, "predict_proba")
-    return agreement(pipeline, rows, outputs[0], outputs[1] if classifier else None)
+    return agreement(pipeline, rows, outputs[0], outputs[1] if classifier else None, scale)
 
 
 def export(
@@ -177,9 +186,9 @@ def export(
     categorical: list[str],
     edges: pd.DataFrame | None = None,
 ) -> OnnxExport:
-    """Convert ``pipeline`` and check it on ``rows`` and, apart (a regression's tolerance is
-    relative to its largest output, which extremes would inflate), on ``edges``; no ONNX (with
-    the reason) if either fails."""
+    """Convert ``pipeline`` and check it on ``rows`` and, apart, on ``edges`` (held to the
+    scale of ``rows``' outputs, not to the extremes' own); no ONNX (with the reason) if either
+    fails."""
     import onnxruntime
     import skl2onnx
 
@@ -190,7 +199,8 @@ def export(
         blob = convert(pipeline, numeric, categorical, classifier)
         check = compare(pipeline, blob, rows, numeric, categorical)
         if edges is not None:
-            check["edges"] = compare(pipeline, blob, edges, numeric, categorical)
+            scale = check.get("scale")  # the ordinary rows' (regressors)
+            check["edges"] = compare(pipeline, blob, edges, numeric, categorical, scale)
     except Exception as error:  # any converter or runtime failure: no ONNX, with the reason
         reason = f"cannot convert to ONNX: {type(error).__name__}: {str(error)[:300]}"
         return OnnxExport(None, {"reason": reason, **versions})

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from model_registry import Registry
-from model_registry.onnx_runtime import agreement, onnx_inputs, session
+from model_registry.onnx_runtime import agreement, largest_size, onnx_inputs, session
 from model_registry.values import (
     LIMIT,
     category_array,
@@ -133,12 +133,16 @@ def test_pipeline_outputs_labels_are_the_models_own(model: Any) -> None:
 
 
 def test_a_regressor_off_on_missing_categories_fails_the_edge_check(tmp_path: Path) -> None:
-    """Edge rows hold extreme outputs (about 1e39 for a ridge at its range's ends). Against a
-    tolerance relative to the largest output, a graph that imputes a missing category wrongly
-    passed there; relative to each row's own size, it fails."""
+    """Edge rows hold extreme outputs (about 1e39 for a ridge at its range's ends), and with
+    ten numeric features more than a tenth of them do. Held to its own largest (or typical)
+    output, a graph that imputes a missing category wrongly passed there; held to the data
+    rows' scale, it fails."""
     from trainer import onnx_export
 
+    rng = np.random.default_rng(4)
     frame = mixed_frame(300)
+    for i in range(8):
+        frame[f"z{i}"] = rng.normal(size=len(frame))
     frame["target"] = frame["x1"] * 3 + np.where(frame["color"] == "red", 2.0, -1.0)
     frame = frame.drop(columns="label")
     frame.loc[::9, "color"] = np.nan
@@ -161,13 +165,20 @@ def test_a_regressor_off_on_missing_categories_fails_the_edge_check(tmp_path: Pa
     impute = wrong.named_steps["prep"].named_transformers_["categorical"].named_steps["impute"]
     fill = impute.statistics_[0]
     impute.statistics_ = np.array(["red" if fill != "red" else "blue"], dtype=object)
-    numeric, categorical = ["x1", "x2"], ["color"]
+    numeric = [f.name for f in meta.features if f.kind == "numeric"]
+    categorical = ["color"]
+    assert len(numeric) == 10
     graph = onnx_export.convert(wrong, numeric, categorical, classifier=False)
     edges = frame_of(edge_columns(meta.features, numeric_limits(pipeline, numeric)), categorical)
     outputs = session(graph).run(None, onnx_inputs(edges, numeric, categorical))
-    check = agreement(pipeline, edges, outputs[0], None)
     expected, _ = pipeline_outputs(pipeline, edges, classifier=False)
-    assert float(np.max(np.abs(expected))) > 1e30  # the extremes are there
-    assert check["max_abs_difference"] < 1e-5 * float(np.max(np.abs(expected)))  # old: passed
+    extreme = np.abs(expected) > 1e30
+    assert extreme.mean() > 0.1  # over a tenth of the rows: a 90th percentile would be extreme
+    features = frame.drop(columns="target")[list(meta.feature_names)]
+    scale = largest_size(pipeline_outputs(pipeline, features, classifier=False)[0])
+    check = agreement(pipeline, edges, outputs[0], None, scale)
     assert not check["passed"]
     assert check["values_over_tolerance"] > 0
+    assert check["scale"] == scale < 100
+    # held to the edge rows' own largest output, the same graph would have passed
+    assert agreement(pipeline, edges, outputs[0], None)["passed"]
