@@ -29,11 +29,11 @@ holds its connection forever. This protocol adds, per connection:
   ``LINGER_LIMITS`` times the body limit (at least ``LINGER_MIN_BYTES``) in bytes or
   ``LINGER_SECONDS``, whichever comes first (a client 8x over the limit still reads its 413).
   uvicorn's own 400 for a request it cannot parse lingers too; TLS connections (which cannot
-  shut one side) close at once. It is safe against slow bodies: a lingering
-  connection holds no buffer (bytes are dropped as they arrive), no task and no admission slot,
-  it still counts against ``max_connections``, and it ends within ``LINGER_SECONDS`` however
-  slowly its bytes trickle in; and against fast ones: past the byte bound it is closed, so an
-  endless body is not read to its end.
+  shut one side) close at once. It is safe against slow bodies: a lingering connection holds
+  no buffer (bytes are dropped as they arrive), no task (an unfinished request's task is told
+  the client is gone) and no admission slot, it still counts against ``max_connections``, and
+  it ends within ``LINGER_SECONDS`` however slowly its bytes trickle in; and against fast ones:
+  past the byte bound it is closed, so an endless body is not read to its end.
 
 ``uvicorn.Config.http`` takes a protocol class; ``server.py`` gives it this one through
 ``functools.partial`` with the limits, which pickles into spawned workers.
