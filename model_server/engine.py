@@ -31,6 +31,7 @@ from model_registry.onnx_runtime import (
     disagreement,
     onnx_inputs,
     session,
+    unsupported,
 )
 from model_registry.values import edge_columns, frame_of, numeric_limits
 
@@ -101,6 +102,9 @@ def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: in
     training ranges, and apart on edge rows as a client sends them, read as the codec reads
     them (``model_registry.values``: missing numbers and categories as null, NaN and ``""``,
     unseen categories, each numeric range's ends)."""
+    cannot = unsupported(pipeline)
+    if cannot is not None:
+        raise EngineRefused(cannot)
     try:
         engine = OnnxEngine.open(blob, metadata, pipeline, threads)
         limits = numeric_limits(pipeline, engine.numeric)

@@ -52,6 +52,7 @@ from model_registry.onnx_runtime import (
     disagreement,
     onnx_inputs,
     session,
+    unsupported,
 )
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,9 @@ def export(
     started = time.perf_counter()
     versions = {"skl2onnx": skl2onnx.__version__, "onnxruntime": onnxruntime.__version__}
     classifier = hasattr(pipeline, "predict_proba")
+    cannot = unsupported(pipeline)
+    if cannot is not None:
+        return OnnxExport(None, {"reason": f"not compiled: {cannot}", **versions})
     try:
         blob = convert(pipeline, numeric, categorical, classifier)
         check = compare(pipeline, blob, rows, numeric, categorical)

@@ -74,13 +74,14 @@ def test_categorical_columns_with_missing_and_unseen_values_export() -> None:
     assert np.abs(probabilities - pipeline.predict_proba(rows)).max() < 1e-4
 
 
-@pytest.mark.parametrize("estimator", ["random-forest", "gradient-boosting"])
+@pytest.mark.parametrize("estimator", ["random-forest"])
 @pytest.mark.parametrize("sample", ["breast-cancer", "diabetes"])
 def test_tree_ensembles_agree_because_the_graph_casts_where_sklearn_does(
     sample: Literal["breast-cancer", "diabetes"], estimator: str
 ) -> None:
     """Imputation and scaling in float64, then float32 into the trees (what scikit-learn's
-    trees do to their input): the same splits taken, answers equal to float32 accumulation."""
+    forests do to their input): the same splits taken, answers equal to float32 accumulation.
+    Gradient boosting compares in float64 and is not compiled (``unsupported``)."""
     frame = load_sample(sample).frame
     target = frame.columns[-1]
     task = "classification" if sample == "breast-cancer" else "regression"
@@ -108,6 +109,10 @@ def test_without_the_cast_a_float32_graph_would_fail_the_check(
             to_onnx(p, initial_types=types, target_opset=onnx_export.OPSET).SerializeToString()
         )
 
+    # skl2onnx's tree converter fails (uint32 attributes) when a float32 graph is the first it
+    # builds in a process; a double graph first sets it up
+    onnx_export.convert(pipeline, numeric, categorical, classifier=False)
+    monkeypatch.setattr(onnx_export, "unsupported", lambda pipeline: None)  # compile it anyway
     monkeypatch.setattr(onnx_export, "convert", float32_graph)
     monkeypatch.setattr(
         onnx_export,
