@@ -196,12 +196,10 @@ def _onnx_line(meta: ModelMetadata) -> str:
         return f"none: {onnx.reason}"
     extra = onnx.model_extra or {}
     check = extra.get("check") or {}
-    edge_rows = (check.get("edges") or {}).get("rows")
-    edges = f" and {edge_rows} edge rows" if edge_rows else ""
+    from model_registry.onnx_runtime import checked_on  # numpy and pandas: only when shown
+
     return (
-        f"{onnx.file} ({onnx.size_bytes} B, sha256 {onnx.sha256}), checked on "
-        f"{check.get('rows')} rows{edges}, largest difference "
-        f"{check.get('max_abs_difference', 0):.3g}"
+        f"{onnx.file} ({onnx.size_bytes} B, sha256 {onnx.sha256}), {checked_on(check)}"
         f"; skl2onnx {extra.get('skl2onnx')}, onnxruntime {extra.get('onnxruntime')}"
     )
 

@@ -21,6 +21,7 @@ from model_registry.values import MISSING_CATEGORY, non_finite, pipeline_outputs
 __all__ = [
     "MISSING_CATEGORY",
     "agreement",
+    "checked_on",
     "disagreement",
     "largest_size",
     "onnx_inputs",
@@ -155,6 +156,17 @@ def largest_size(values: np.ndarray[Any, Any]) -> float:
     """The largest finite magnitude among ``values``, at least 1."""
     finite = np.abs(values[np.isfinite(values)])
     return max(1.0, float(np.max(finite))) if finite.size else 1.0
+
+
+def checked_on(check: dict[str, Any]) -> str:
+    """What a passed check (metadata's ``onnx.check``) covered, in words: ``checked on 569 rows
+    and 256 edge rows, largest difference 3.33e-16``."""
+    edge_rows = (check.get("edges") or {}).get("rows")
+    edges = f" and {edge_rows} edge rows" if edge_rows else ""
+    return (
+        f"checked on {check.get('rows')} rows{edges}, largest difference "
+        f"{check.get('max_abs_difference') or 0:.3g}"
+    )
 
 
 def disagreement(check: dict[str, Any]) -> str:

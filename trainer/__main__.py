@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -45,11 +45,6 @@ examples:
 """
 
 
-def _edge_rows(check: dict[str, Any]) -> str:
-    edges = check.get("edges") or {}
-    return f" and {edges['rows']} edge rows" if edges.get("rows") else ""
-
-
 def _report(result: RunResult, output: str) -> None:
     if output == "json":
         sys.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -66,10 +61,9 @@ def _report(result: RunResult, output: str) -> None:
     onnx = result.metadata.onnx if result.metadata else None
     if onnx is not None and onnx.file is not None:
         check = (onnx.model_extra or {}).get("check") or {}
-        print(
-            f"  onnx:    {onnx.file} checked on {check.get('rows')} rows"
-            f"{_edge_rows(check)}, largest difference {check.get('max_abs_difference', 0):.3g}"
-        )
+        from model_registry.onnx_runtime import checked_on  # numpy: only with a result
+
+        print(f"  onnx:    {onnx.file} {checked_on(check)}")
     elif onnx is not None:
         print(f"  onnx:    none ({onnx.reason}); the server will use the pipeline")
 

@@ -425,6 +425,17 @@ def answers_for(
 # -- the property ----------------------------------------------------------------------------
 
 
+def bounded(examples: int) -> settings:
+    """Hypothesis settings for these slow, server-backed properties: ``examples`` of them, no
+    deadline, no example database (the regression cases are named tests)."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 @pytest.mark.parametrize(("task", "estimator", "params"), ESTIMATORS, ids=str)
 def test_both_engines_answer_alike_in_every_encoding(
     served: Any, task: str, estimator: str, params: dict[str, str]
@@ -433,12 +444,7 @@ def test_both_engines_answer_alike_in_every_encoding(
     seen: dict[int, int] = {}
 
     @seed(23)
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @bounded(EXAMPLES)
     @given(requests(tuple(model.metadata.feature_names)))
     def alike(request: Ask) -> None:
         answers = answers_for(model, request)
@@ -650,12 +656,7 @@ def test_models_trained_on_generated_data_sets_answer_alike(tmp_path: Path) -> N
     outcomes: dict[str, int] = {}
 
     @seed(2023)
-    @settings(
-        max_examples=DATASET_EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @bounded(DATASET_EXAMPLES)
     @given(data_sets(), st.data())
     def alike(drawn: tuple[pd.DataFrame, str, str], data: st.DataObject) -> None:
         frame, task, estimator = drawn

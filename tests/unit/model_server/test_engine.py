@@ -60,6 +60,20 @@ def serve(registry: Registry, name: str, **values: Any) -> SklearnModel:
     return model
 
 
+def publish_with_graph(registry: Registry, meta: Any, blob: bytes, graph: bytes) -> None:
+    """``meta``'s version again, as the next version, with ``graph`` as its model.onnx."""
+    import hashlib
+
+    document = meta.model_dump(mode="json", exclude={"model_name", "version", "created_at"})
+    document.pop("artifact")
+    document["onnx"] = {
+        "file": "model.onnx",
+        "sha256": hashlib.sha256(graph).hexdigest(),
+        "size_bytes": len(graph),
+    }
+    registry.publish(meta.model_name, blob, document, onnx=graph)
+
+
 def documents(model: SklearnModel) -> tuple[dict[str, Any], dict[str, Any]]:
     """A V1 and a V2 request for probe rows (missing values and an unseen category included)."""
     assert model.metadata is not None
@@ -226,7 +240,6 @@ def test_a_graph_that_parts_from_the_pipeline_only_at_the_edges_is_not_served(
     there, and softmax makes NaN of them) is refused at load
     by the edge rows: ``auto`` falls back to the pipeline with the reason, ``--engine onnx``
     stays not ready."""
-    import hashlib
 
     from trainer import onnx_export
 
@@ -248,14 +261,7 @@ def test_a_graph_that_parts_from_the_pipeline_only_at_the_edges_is_not_served(
     graph = onnx_export.convert(pipeline, numeric, categorical, classifier=True)
     ordinary = probe_rows(meta)
     assert onnx_export.compare(pipeline, graph, ordinary, numeric, categorical)["passed"]
-    document = meta.model_dump(mode="json", exclude={"model_name", "version", "created_at"})
-    document.pop("artifact")
-    document["onnx"] = {
-        "file": "model.onnx",
-        "sha256": hashlib.sha256(graph).hexdigest(),
-        "size_bytes": len(graph),
-    }
-    registry.publish(name, blob, document, onnx=graph)
+    publish_with_graph(registry, meta, blob, graph)
     auto = serve(registry, name)
     assert (auto.ready, auto.engine_name, auto.version) == (True, "sklearn", "v2")
     assert "model.onnx disagrees with the pipeline on edge rows" in caplog.text
@@ -289,16 +295,7 @@ def test_gradient_boosting_is_served_by_the_pipeline(
     pipeline = artifacts.load_model(blob, meta.artifact.format)
     numeric = [f.name for f in meta.features]
     graph = onnx_export.convert(pipeline, numeric, [], classifier=True)
-    document = meta.model_dump(mode="json", exclude={"model_name", "version", "created_at"})
-    document.pop("artifact")
-    import hashlib
-
-    document["onnx"] = {
-        "file": "model.onnx",
-        "sha256": hashlib.sha256(graph).hexdigest(),
-        "size_bytes": len(graph),
-    }
-    registry.publish(result.model_name, blob, document, onnx=graph)
+    publish_with_graph(registry, meta, blob, graph)
     auto = serve(registry, result.model_name)
     assert (auto.ready, auto.engine_name, auto.version) == (True, "sklearn", "v2")
     assert "float64 split thresholds" in caplog.text
