@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
 from model_registry.errors import InvalidName, NotFound, RegistryError
 from model_registry.metadata import ModelMetadata
-from model_registry.registry import LATEST, Registry, VersionStatus
+from model_registry.registry import LATEST, Registry, VersionStatus, normalize_version
 
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_REGISTRY_ERROR = 4
+
+SHOWN_NAMES = 20
+"""Most models, versions or aliases a not-found message lists."""
 
 EPILOG = f"""\
 environment:
@@ -118,6 +122,72 @@ def _status_json(status: VersionStatus) -> dict[str, Any]:
     }
 
 
+def _names(names: Sequence[str], *, newest: bool = False) -> str:
+    """``a, b, c``, at most ``SHOWN_NAMES`` of them: the first ones, or the last with ``newest``."""
+    if len(names) <= SHOWN_NAMES:
+        return ", ".join(names)
+    if newest:
+        return f"..., {', '.join(names[-SHOWN_NAMES:])} ({len(names)} in all)"
+    return f"{', '.join(names[:SHOWN_NAMES])}, ... ({len(names)} in all)"
+
+
+def _explain(registry: Registry, model: str, ref: str | None, error: NotFound) -> str:
+    """``error``'s message with what does exist: the model's published versions and aliases, or
+    the registry's models when the model has no version at all. Best effort: when looking
+    fails, the original message."""
+    try:
+        statuses = registry.statuses(model)
+        if not statuses:
+            models = registry.list_models()
+            known = f"models: {_names(models)}" if models else "the registry has no models"
+            return f"model {model!r} not found in {registry.uri}; {known}"
+        aliases = registry.aliases(model)
+    except RegistryError:
+        return str(error)
+    published = [s.version for s in statuses if s.ok]
+    known = "versions: " + (_names(published, newest=True) if published else "none published")
+    if aliases:
+        pointers = [f"{name} -> {version}" for name, version in sorted(aliases.items())]
+        known += f" (aliases: {_names(pointers)})"
+    return f"{_missing(model, ref, statuses, aliases) or error}; {known}"
+
+
+def _missing(
+    model: str, ref: str | None, statuses: Sequence[VersionStatus], aliases: dict[str, str]
+) -> str | None:
+    """What ``ref`` lacks, in words; None when it is there after all (a race: the registry's
+    own message then stands)."""
+    if ref is None or ref == LATEST:
+        return None if any(s.ok for s in statuses) else f"model {model!r} has no published versions"
+    version = normalize_version(ref)
+    via = ""
+    if version is None:
+        if ref not in aliases:
+            return f"model {model!r} has no alias {ref!r}"
+        version, via = aliases[ref], f" (alias {ref} points at it)"
+    status = next((s for s in statuses if s.version == version), None)
+    if status is None:
+        return f"model {model!r} has no version {version}{via}"
+    if not status.ok:
+        return f"model {model!r} version {version}{via} is {status.state}: {status.problem}"
+    return None
+
+
+@contextmanager
+def _explained(registry: Registry, model: str, ref: str | None = None) -> Iterator[None]:
+    """Turn a ``NotFound`` about ``model`` (and ``ref``) into one that lists what exists."""
+    try:
+        yield
+    except NotFound as error:
+        raise NotFound(_explain(registry, model, ref, error)) from error
+
+
+def _get(registry: Registry, model: str, ref: str) -> ModelMetadata:
+    """A published version's metadata; not found, an error that lists what exists."""
+    with _explained(registry, model, ref):
+        return registry.get(model, ref)
+
+
 def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
     if not args.model:
         models = registry.list_models()
@@ -139,7 +209,8 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
         _print_json({"model_name": args.model, "versions": rows, "aliases": aliases})
         return EXIT_OK
     if not statuses:
-        raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
+        with _explained(registry, args.model):
+            raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
     print(f"{'VERSION':<8} {'STATE':<10} {'CREATED (UTC)':<20} {'ALIASES':<20} METRICS / PROBLEM")
     for status in shown:
         meta = status.metadata
@@ -153,7 +224,7 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
 
 
 def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
-    meta = registry.get(args.model, args.ref)
+    meta = _get(registry, args.model, args.ref)
     if args.output == "json":
         _print_json(meta.model_dump(mode="json"))
         return EXIT_OK
@@ -208,14 +279,16 @@ def _cmd_alias(registry: Registry, args: argparse.Namespace) -> int:
     if args.delete:
         if not args.alias or args.ref:
             raise InvalidName("usage: alias MODEL ALIAS --delete")
-        version = registry.delete_alias(args.model, args.alias)
+        with _explained(registry, args.model, args.alias):
+            version = registry.delete_alias(args.model, args.alias)
         result = {"model_name": args.model, "alias": args.alias, "deleted": version}
         _print_json(result) if args.output == "json" else print(
             f"{args.model}: removed alias {args.alias} (was {version})"
         )
         return EXIT_OK
     if args.alias and args.ref:
-        version = registry.set_alias(args.model, args.alias, args.ref)
+        with _explained(registry, args.model, args.ref):
+            version = registry.set_alias(args.model, args.alias, args.ref)
         result = {"model_name": args.model, "alias": args.alias, "version": version}
         _print_json(result) if args.output == "json" else print(
             f"{args.model}: {args.alias} -> {version}"
@@ -233,9 +306,10 @@ def _cmd_alias(registry: Registry, args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(registry: Registry, args: argparse.Namespace) -> int:
-    statuses = registry.verify(args.model, args.ref)
-    if not statuses:
-        raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
+    with _explained(registry, args.model, args.ref):
+        statuses = registry.verify(args.model, args.ref)
+        if not statuses:
+            raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
     if args.output == "json":
         _print_json({"model_name": args.model, "versions": [_status_json(s) for s in statuses]})
     else:

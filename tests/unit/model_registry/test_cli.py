@@ -103,6 +103,71 @@ def test_errors_map_to_exit_codes(populated: Registry, capsys: pytest.CaptureFix
     assert "invalid model name" in err
 
 
+def test_missing_version_lists_the_versions_and_aliases(
+    populated: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    known = "versions: v1, v2 (aliases: production -> v1)"
+    assert run(populated, "show", "churn", "v7") == EXIT_NOT_FOUND
+    err = capsys.readouterr().err
+    assert err == f"model-registry: not found: model 'churn' has no version v7; {known}\n"
+    assert run(populated, "show", "churn", "staging") == EXIT_NOT_FOUND
+    assert f"model 'churn' has no alias 'staging'; {known}" in capsys.readouterr().err
+    assert run(populated, "verify", "churn", "9") == EXIT_NOT_FOUND
+    assert f"has no version v9; {known}" in capsys.readouterr().err
+    assert run(populated, "alias", "churn", "candidate", "v3") == EXIT_NOT_FOUND
+    assert f"has no version v3; {known}" in capsys.readouterr().err
+    assert run(populated, "alias", "churn", "candidate", "--delete") == EXIT_NOT_FOUND
+    assert f"has no alias 'candidate'; {known}" in capsys.readouterr().err
+
+
+def test_unfinished_version_says_why_it_is_missing(
+    populated: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populated.storage.create("churn/v3/.claim", b"{}")
+    populated.set_alias("churn", "candidate", "v2")
+    Path(populated.storage.path("churn/v2/model.skops")).write_bytes(b"longer")
+    assert run(populated, "show", "churn", "v3") == EXIT_NOT_FOUND
+    err = capsys.readouterr().err
+    assert "model 'churn' version v3 is incomplete: no metadata.json" in err
+    assert err.endswith("; versions: v1 (aliases: candidate -> v2, production -> v1)\n")
+    assert run(populated, "show", "churn", "candidate") == EXIT_NOT_FOUND
+    assert "version v2 (alias candidate points at it) is corrupt" in capsys.readouterr().err
+
+
+def test_many_versions_are_listed_newest_first_twenty(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for number in range(1, 23):
+        registry.publish("churn", str(number).encode(), metadata_body())
+    assert run(registry, "show", "churn", "v30") == EXIT_NOT_FOUND
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "versions: ..., v3, v4, " + ", ".join(f"v{n}" for n in range(5, 23)) + " (22 in all)\n"
+    )
+
+
+def test_unknown_model_lists_the_models(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(registry, "show", "churn") == EXIT_NOT_FOUND
+    assert f"model 'churn' not found in {registry.uri}; the registry has no models" in (
+        capsys.readouterr().err
+    )
+    for name in ["iris", "churn", *(f"m{n:02}" for n in range(25))]:
+        registry.publish(name, b"x", metadata_body())
+    for argv in (
+        ["show", "chrun"],
+        ["show", "chrun", "v1"],
+        ["list", "chrun"],
+        ["verify", "chrun"],
+        ["alias", "chrun", "production", "v1"],
+    ):
+        assert run(registry, *argv) == EXIT_NOT_FOUND, argv
+        err = capsys.readouterr().err
+        assert f"model 'chrun' not found in {registry.uri}; models: churn, iris, m00, " in err
+        assert ", m17, ... (27 in all)\n" in err
+
+
 def test_global_flags_go_before_or_after_the_command(
     populated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
