@@ -194,7 +194,7 @@ def test_inference_service_shape() -> None:
     assert "automountServiceAccountToken" not in mounted  # Knative refuses true: left out
     c = container(manifests)
     assert c["name"] == "kserve-container"
-    assert c["image"] == "model-serving/model-server:0.1.0"
+    assert c["image"] == "europe-docker.pkg.dev/my-project/model-serving/model-server:0.1.0"
     assert "--model-dir=/mnt/models" in c["args"]
     assert "--model-name=breast-cancer" in c["args"]
     assert c["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
@@ -468,6 +468,37 @@ def test_bad_values_are_refused_by_the_schema(helm: str, values: list[str], name
     message = str(refused.value)
     assert "schema" in message.lower() or "values don't meet" in message.lower(), message
     assert re.search(named, message), message
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
+    ("values", "missing", "named"),
+    [
+        (["image.repository="], "image.repository", "trainer.image.repository=REGISTRY"),
+        (["trainer.image.repository="], "trainer.image.repository", "image.repository=REGISTRY"),
+        (["image.repository=", "trainer.enabled=false"], "image.repository", "model-server$"),
+    ],
+)
+def test_a_release_without_an_image_repository_does_not_render(
+    helm: str, values: list[str], missing: str, named: str
+) -> None:
+    """No default image: one nobody pushed can never be pulled. The refusal names the value,
+    the other one a release needs (not the trainer's when it is off) and the build step."""
+    with pytest.raises(RenderError) as refused:
+        render(*values, helm=helm)
+    message = str(refused.value)
+    assert f"{missing} is required" in message, message
+    assert re.search(named, message, re.MULTILINE), message
+    assert "docker/server.Dockerfile" in message, message
+    if "trainer.enabled=false" in values:
+        assert "trainer.image" not in message, message
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_an_image_repository_with_a_tag_or_spaces_is_refused(helm: str) -> None:
+    for bad in ("image.repository=registry/model-server@sha256", "image.repository=my repo"):
+        with pytest.raises(RenderError, match="repository"):
+            render(bad, helm=helm)
 
 
 def test_the_validators_catch_mistakes() -> None:

@@ -107,4 +107,4 @@ async def test_helm_upgrades_after_a_rollout(kmock: ApiServer, tmp_path: Path) -
     again = release("model.version=v2", "image.tag=0.2.1")
     assert (await helm_apply(kmock, again)).status_code == 200
     image = kmock.objects[key].raw["spec"]["predictor"]["containers"][0]["image"]
-    assert image == "model-serving/model-server:0.2.1"
+    assert image == "europe-docker.pkg.dev/my-project/model-serving/model-server:0.2.1"

@@ -1,27 +1,67 @@
-"""The k8s/ kustomize base and overlays, built by real ``kubectl kustomize`` and validated."""
+"""The k8s/ kustomize base and overlays, built by real ``kubectl kustomize`` and validated, and
+the name-free patches of k8s/patches/.
+
+The base is a template that cannot be applied unedited (an invalid namespace and image): the
+tests build it as a user does, from their own kustomization that sets the namespace and image.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.k8s_manifests import ROOT, Manifest, kustomize, one, validate
 
 K8S = ROOT / "k8s"
 TARGETS = [K8S / "base", *sorted((K8S / "overlays").iterdir())]
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
-def built(path: Path) -> list[Manifest]:
-    return kustomize(path)
+def built(path: Path, components: tuple[Path, ...] = ()) -> list[Manifest]:
+    """``path`` built through a kustomization of the user's own, setting what the template
+    leaves to them: the namespace and the image."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": "models",
+                    "resources": [os.path.relpath(path, tmp)],
+                    "components": [os.path.relpath(c, tmp) for c in components],
+                    "images": [
+                        {
+                            "name": "REGISTRY/model-server",
+                            "newName": "europe-docker.pkg.dev/my-project/models/model-server",
+                        }
+                    ],
+                }
+            )
+        )
+        return kustomize(Path(tmp))
 
 
 def isvc(name: str) -> dict[str, Any]:
     path = K8S / name if name == "base" else K8S / "overlays" / name
     return one(built(path), "InferenceService")
+
+
+@pytest.mark.parametrize("path", TARGETS, ids=lambda p: p.name)
+def test_the_template_cannot_be_applied_unedited(path: Path) -> None:
+    """Straight from the repository, every build carries a namespace the API server refuses
+    (not a DNS label) and an image no registry serves (upper case), so `kubectl apply -k`
+    cannot create a stray model in someone's namespace or replace a release's spec."""
+    for manifest in kustomize(path):
+        assert not DNS_LABEL.fullmatch(manifest["metadata"]["namespace"]), manifest["kind"]
+    image = one(kustomize(path), "InferenceService")["spec"]["predictor"]["containers"][0]
+    assert image["image"].startswith("REGISTRY/"), image["image"]
 
 
 def storage_uri(manifest: dict[str, Any]) -> str:
@@ -30,20 +70,21 @@ def storage_uri(manifest: dict[str, Any]) -> str:
 
 
 def test_the_overlays_exist() -> None:
-    assert {p.name for p in TARGETS} == {"base", "canary", "experiment", "promote", "rollback"}
+    assert {p.name for p in TARGETS} == {"base", "canary", "experiment"}
 
 
 @pytest.mark.parametrize("path", TARGETS, ids=lambda p: p.name)
 def test_every_build_is_valid(path: Path) -> None:
     manifests = built(path)
     assert {m["kind"] for m in manifests} == {"InferenceService", "ServiceAccount"}
+    assert {m["metadata"]["namespace"] for m in manifests} == {"models"}
     assert [p for m in manifests for p in validate(m)] == []
 
 
 @pytest.mark.parametrize("path", TARGETS, ids=lambda p: p.name)
 def test_images_are_pinned(path: Path) -> None:
     image = one(built(path), "InferenceService")["spec"]["predictor"]["containers"][0]["image"]
-    assert image == "model-serving/model-server:0.1.0"
+    assert image == "europe-docker.pkg.dev/my-project/models/model-server:0.1.0"
 
 
 def test_canary_differs_from_base_only_in_storage_uri_and_percent() -> None:
@@ -61,28 +102,51 @@ def test_canary_differs_from_base_only_in_storage_uri_and_percent() -> None:
     assert undone == base
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as ``kubectl patch --type merge`` applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def patch_file(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((K8S / "patches" / f"{name}.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_patches_touch_only_the_percent() -> None:
+    """Name-free and spec-preserving: safe on a Helm release and on any model."""
+    assert patch_file("promote") == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert patch_file("rollback") == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+
+
 def test_promote_drops_the_percent_and_keeps_the_new_version() -> None:
-    promote, canary = isvc("promote"), isvc("canary")
-    assert "canaryTrafficPercent" not in promote["spec"]["predictor"]
-    assert storage_uri(promote) == storage_uri(canary)
+    canary = isvc("canary")
+    promoted = merge_patch(canary, patch_file("promote"))
+    assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
+    assert storage_uri(promoted) == storage_uri(canary)
+    assert list(validate(promoted)) == []
 
 
 def test_rollback_sends_everything_to_the_previous_revision() -> None:
-    rollback, canary = isvc("rollback"), isvc("canary")
-    assert rollback["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    assert storage_uri(rollback) == storage_uri(canary)
+    canary = isvc("canary")
+    rolled_back = merge_patch(canary, patch_file("rollback"))
+    assert rolled_back["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert storage_uri(rolled_back) == storage_uri(canary)
+    undone = copy.deepcopy(rolled_back)
+    undone["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    assert undone == canary  # nothing else moved
 
 
-def test_the_grpc_component_turns_grpc_on_with_one_h2c_port(tmp_path: Path) -> None:
-    def relative(path: Path) -> str:
-        return os.path.relpath(path, tmp_path)
-
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{relative(K8S / 'base')}]\n"
-        f"components: [{relative(K8S / 'components' / 'grpc')}]\n"
-    )
-    manifests = built(tmp_path)
+def test_the_grpc_component_turns_grpc_on_with_one_h2c_port() -> None:
+    manifests = built(K8S / "base", components=(K8S / "components" / "grpc",))
     assert [p for m in manifests for p in validate(m)] == []
     container = one(manifests, "InferenceService")["spec"]["predictor"]["containers"][0]
     assert container["args"][-2:] == ["--enable-grpc", "--grpc-port=8081"]

@@ -267,3 +267,37 @@ def test_alertmanager_config_groups_and_inhibits() -> None:
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
     assert set(inhibit["equal"]) == {"namespace", "model_name"}
+
+
+def runbook_sections() -> dict[str, str]:
+    text = (MONITORING / "RUNBOOK.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_alert_mitigation_checks_what_is_in_flight_first() -> None:
+    """A canary or an experiment in progress changes the right step: each alert's mitigation
+    starts by pointing at both status commands."""
+    sections = runbook_sections()
+    assert "model-rollout status NAME -n NS" in sections["Before any mitigation"]
+    assert "model-rollout experiment status NAME -n NS" in sections["Before any mitigation"]
+    for name in {r["alert"] for r in rules() if "alert" in r}:
+        mitigate = sections[name].split("**Mitigate.**", 1)
+        assert len(mitigate) == 2, f"{name}: no Mitigate paragraph"
+        first = mitigate[1].lstrip()
+        assert first.startswith("First [what is in flight](#before-any-mitigation)"), name
+
+
+def test_the_runbook_commands_are_safe_on_a_laptop_and_on_a_release() -> None:
+    """Every model-registry command names the registry (on an on-call laptop the default is
+    ./registry, which answers "not found"); the safe rollback comes first; no whole-object
+    kustomize apply that would replace a Helm release's spec."""
+    text = (MONITORING / "RUNBOOK.md").read_text()
+    calls = re.findall(r"model-registry [^`\n]*", text)
+    assert calls
+    for call in calls:
+        assert call.startswith("model-registry --registry-uri "), call
+    mitigations = runbook_sections()["Common mitigations"]
+    assert mitigations.index("model-rollout rollback NAME -n NS") < mitigations.index("kubectl")
+    assert "kubectl apply -n NS -k" not in text
+    assert not re.search(r"kubectl apply[^\n]*k8s/overlays/(rollback|promote)", text)

@@ -128,10 +128,20 @@ The predictor reads it itself, so it must be a URI the server's fsspec reads (gs
 {{- $uri }}
 {{- end }}
 
-{{/* An image reference from {repository, tag, digest}: the digest pins it, else the tag or appVersion. */}}
+{{/* An image reference from {repository, tag, digest}: the digest pins it, else the tag or
+appVersion. The repository has no default: an image nobody pushed can never be pulled, so a
+release without one fails to render, naming the values to set. */}}
 {{- define "model-serving.image" -}}
 {{- $image := index . 0 }}
 {{- $root := index . 1 }}
+{{- $value := index . 2 }}
+{{- if not $image.repository }}
+{{- $set := "image.repository=REGISTRY/model-server" }}
+{{- if $root.Values.trainer.enabled }}
+{{- $set = printf "%s,trainer.image.repository=REGISTRY/model-trainer" $set }}
+{{- end }}
+{{- fail (printf "%s is required: the registry path the image was pushed to. Build and push the images first (docker/server.Dockerfile, docker/trainer.Dockerfile; see Images in the chart README), then --set %s" $value $set) }}
+{{- end }}
 {{- if $image.digest }}
 {{- printf "%s@%s" $image.repository $image.digest }}
 {{- else }}
