@@ -118,6 +118,7 @@ def _status_json(status: VersionStatus) -> dict[str, Any]:
         "state": status.state,
         "problem": status.problem,
         "created_at": meta.created_at.isoformat() if meta else None,
+        "estimator": meta.training.estimator if meta else None,
         "metrics": meta.metrics if meta else None,
     }
 
@@ -211,7 +212,10 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
     if not statuses:
         with _explained(registry, args.model):
             raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
-    print(f"{'VERSION':<8} {'STATE':<10} {'CREATED (UTC)':<20} {'ALIASES':<20} METRICS / PROBLEM")
+    print(
+        f"{'VERSION':<8} {'STATE':<10} {'CREATED (UTC)':<20} {'ALIASES':<20} {'ESTIMATOR':<18} "
+        "METRICS / PROBLEM"
+    )
     for status in shown:
         meta = status.metadata
         created = meta.created_at.strftime("%Y-%m-%d %H:%M:%S") if meta else "-"
@@ -219,7 +223,11 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
             " ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items())) if meta else ""
         )
         tags = ",".join(by_version.get(status.version, [])) or "-"
-        print(f"{status.version:<8} {status.state:<10} {created:<20} {tags:<20} {detail}")
+        estimator = (meta.training.estimator if meta else None) or "-"
+        print(
+            f"{status.version:<8} {status.state:<10} {created:<20} {tags:<20} {estimator:<18} "
+            f"{detail}"
+        )
     return EXIT_OK
 
 

@@ -49,6 +49,25 @@ def test_list_models_and_versions(populated: Registry, capsys: pytest.CaptureFix
     assert "roc_auc=0.9500" in lines[2]
 
 
+def test_list_shows_each_versions_estimator(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.publish("churn", b"one", metadata_body())  # registered before estimators were named
+    for estimator in ("logistic", "random-forest"):
+        training = {**metadata_body()["training"], "estimator": estimator}
+        registry.publish("churn", estimator.encode(), metadata_body(training=training))
+    assert run(registry, "list", "churn") == EXIT_OK
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == (
+        ["VERSION", "STATE", "CREATED", "(UTC)", "ALIASES", "ESTIMATOR", "METRICS", "/", "PROBLEM"]
+    )
+    column = header.index("ESTIMATOR")
+    assert [row[column:].split()[0] for row in rows] == ["-", "logistic", "random-forest"]
+    assert run(registry, "-o", "json", "list", "churn") == EXIT_OK
+    doc = orjson.loads(capsys.readouterr().out)
+    assert [v["estimator"] for v in doc["versions"]] == [None, "logistic", "random-forest"]
+
+
 def test_list_json_for_scripts(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(populated, "--output", "json", "list", "churn") == EXIT_OK
     doc = orjson.loads(capsys.readouterr().out)
