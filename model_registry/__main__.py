@@ -23,6 +23,21 @@ EXIT_REGISTRY_ERROR = 4
 
 SHOWN_NAMES = 20
 """Most models, versions or aliases a not-found message lists."""
+TEXT_WIDTH = 100
+"""Where text output wraps long lists (parameters)."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "f1": True,
+    "roc_auc": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
+"""Which way each metric the trainer records improves (the trainer's own table,
+``trainer.evaluate.HIGHER_IS_BETTER``, which this package may not import; a test keeps the two
+the same). Metadata records the primary metric, not its direction."""
 
 EPILOG = f"""\
 environment:
@@ -244,6 +259,11 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
     print(f"uri:         {registry.version_uri(meta.model_name, meta.version)}")
     print(f"created:     {meta.created_at.isoformat()}")
     print(f"task:        {meta.task}   estimator: {meta.training.estimator}")
+    extra = meta.training.model_extra or {}
+    overrides = extra.get("param_overrides")
+    if isinstance(overrides, dict):
+        print(_wrapped("overrides:", _params_text(overrides)) if overrides else "overrides:   none")
+    print(_wrapped("parameters:", _params_text(meta.training.params) or ["none recorded"]))
     print(
         f"artifact:    {meta.artifact.file} ({meta.artifact.format}, {meta.artifact.size_bytes} B)"
     )
@@ -257,7 +277,16 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
     print(f"target:      {target.name}{classes}")
     print(f"training:    {meta.training.rows} rows from {meta.training.data_uri}")
     print(f"             in {meta.training.duration_seconds:.2f}s")
-    print("metrics:     " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items())))
+    metric, recorded = primary_metric(meta)
+    direction = _direction(metric)
+    print(
+        "metrics:     "
+        + "  ".join(f"{k}={v:.4f}" for k, v in sorted(meta.metrics.items()))
+        + f"  (primary: {metric}{'' if recorded else ' by default'}"
+        + (f", {direction}" if direction else "")
+        + ")"
+    )
+    print("gate:        " + _gate_text(extra.get("gate")))
     prov = meta.provenance
     print(
         f"provenance:  package {prov.package_version}, sklearn {prov.sklearn}, "
@@ -265,6 +294,65 @@ def _cmd_show(registry: Registry, args: argparse.Namespace) -> int:
     )
     print("onnx:        " + _onnx_line(meta))
     return EXIT_OK
+
+
+def primary_metric(meta: ModelMetadata) -> tuple[str, bool]:
+    """The version's primary metric, and whether its metadata recorded it (older versions did
+    not: then the trainer's default, roc_auc for binary classifiers, f1 for more classes and
+    rmse for regressors)."""
+    if meta.primary_metric:
+        return meta.primary_metric, True
+    if meta.task == "regression":
+        return "rmse", False
+    return ("roc_auc" if len(meta.target.classes or ()) == 2 else "f1"), False
+
+
+def _direction(metric: str) -> str | None:
+    """``higher is better``, ``lower is better``, or None for a metric not known here."""
+    if metric not in HIGHER_IS_BETTER:
+        return None
+    return "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+
+
+def _param_text(value: Any) -> str:
+    """A parameter value as ``--param`` takes it: JSON, but text that JSON would not read as
+    text (``gini``) bare."""
+    if isinstance(value, str) and value:
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return orjson.dumps(value).decode()
+
+
+def _params_text(params: dict[str, Any]) -> list[str]:
+    return [f"{name}={_param_text(value)}" for name, value in sorted(params.items())]
+
+
+def _wrapped(label: str, items: Sequence[str]) -> str:
+    """``label`` and ``items`` separated by spaces, wrapped at ``TEXT_WIDTH`` under the first
+    item (an item is never broken)."""
+    indent = " " * 13
+    lines = [f"{label:<13}"]
+    for item in items:
+        if len(lines[-1]) > len(indent) and len(lines[-1]) + 1 + len(item) > TEXT_WIDTH:
+            lines.append(indent)
+        lines[-1] += item if len(lines[-1]) == len(indent) else f" {item}"
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _gate_text(gate: Any) -> str:
+    """The champion gate's decision recorded at training, in words."""
+    if not isinstance(gate, dict):
+        return "not recorded"
+    if gate.get("accepted"):
+        verdict = "accepted"
+    elif gate.get("forced"):
+        verdict = "rejected, registered with --force"
+    else:
+        verdict = "rejected"
+    reason = gate.get("reason")
+    return f"{verdict}: {reason}" if reason else verdict
 
 
 def _onnx_line(meta: ModelMetadata) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,9 +14,49 @@ from model_registry.__main__ import (
     EXIT_OK,
     EXIT_USAGE,
     EXIT_VERIFY_FAILED,
+    HIGHER_IS_BETTER,
     main,
+    primary_metric,
 )
+from model_registry.metadata import Task
 from tests.conftest import metadata_body
+from trainer import evaluate
+
+FOREST_PARAMS = {
+    "bootstrap": True,
+    "class_weight": None,
+    "criterion": "gini",
+    "max_depth": 4,
+    "max_features": "sqrt",
+    "min_samples_leaf": 1,
+    "n_estimators": 50,
+    "n_jobs": -1,
+    "oob_score": False,
+    "random_state": 42,
+    "verbose": 0,
+    "warm_start": False,
+}
+FORCED_GATE = {
+    "accepted": False,
+    "reason": "worse than production by 0.0026: roc_auc 0.9934 vs production v1 0.9960 "
+    "(higher is better, tolerance 0, compared on same-holdout)",
+    "metric": "roc_auc",
+    "candidate": 0.9934,
+    "champion": 0.996,
+    "champion_version": "v1",
+    "basis": "same-holdout",
+    "forced": True,
+}
+
+
+def trained(estimator: str, params: dict[str, Any], **training: Any) -> dict[str, Any]:
+    """The training section as the trainer writes it."""
+    return {
+        **metadata_body()["training"],
+        "estimator": estimator,
+        "params": params,
+        **training,
+    }
 
 
 @pytest.fixture
@@ -91,6 +132,92 @@ def test_show_by_alias_as_json(populated: Registry, capsys: pytest.CaptureFixtur
     doc = orjson.loads(capsys.readouterr().out)
     assert doc["version"] == "v1"
     assert doc["artifact"]["format"] == "skops"
+
+
+def test_show_tells_parameters_and_gate(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training = trained(
+        "random-forest",
+        FOREST_PARAMS,
+        param_overrides={"max_depth": 4, "n_estimators": 50, "criterion": "1"},
+        gate=FORCED_GATE,
+    )
+    registry.publish(
+        "churn",
+        b"one",
+        metadata_body(
+            training=training,
+            primary_metric="roc_auc",
+            metrics={"roc_auc": 0.9934, "log_loss": 0.122},
+        ),
+    )
+    assert run(registry, "show", "churn") == EXIT_OK
+    out = capsys.readouterr().out
+    lines = {line[:13].strip(): line[13:] for line in out.splitlines() if line[:1] != " "}
+    assert lines["task:"] == "classification   estimator: random-forest"
+    # JSON values, as --param takes them; text that JSON would read otherwise is quoted.
+    assert lines["overrides:"] == 'criterion="1" max_depth=4 n_estimators=50'
+    assert lines["parameters:"].startswith("bootstrap=true class_weight=null criterion=gini ")
+    wrapped = ("parameters:  " + out.split("parameters:  ")[1].split("\nartifact:")[0]).splitlines()
+    assert [len(line) <= 100 for line in wrapped] == [True, True, True]
+    assert [line.split()[-1] for line in wrapped] == [
+        "max_features=sqrt",
+        "verbose=0",
+        "warm_start=false",
+    ]
+    assert wrapped[1].startswith(" " * 13 + "min_samples_leaf=1 ")
+    assert lines["metrics:"] == (
+        "log_loss=0.1220  roc_auc=0.9934  (primary: roc_auc, higher is better)"
+    )
+    assert lines["gate:"] == f"rejected, registered with --force: {FORCED_GATE['reason']}"
+
+
+def test_show_a_version_registered_before_parameters_and_gates(
+    populated: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(populated, "show", "churn", "v1") == EXIT_OK
+    lines = {line[:13].strip(): line[13:] for line in capsys.readouterr().out.splitlines()}
+    assert "overrides:" not in lines
+    assert lines["parameters:"] == "none recorded"
+    assert lines["metrics:"] == "roc_auc=0.9000  (primary: roc_auc by default, higher is better)"
+    assert lines["gate:"] == "not recorded"
+
+
+@pytest.mark.parametrize(
+    ("gate", "text"),
+    [
+        ({"accepted": True, "reason": "no production version"}, "accepted: no production version"),
+        ({"accepted": False, "forced": False, "reason": "worse"}, "rejected: worse"),
+        ({"accepted": True}, "accepted"),
+    ],
+)
+def test_show_gate_decisions(
+    registry: Registry, capsys: pytest.CaptureFixture[str], gate: dict[str, object], text: str
+) -> None:
+    training = trained("logistic", {"C": 1.0}, param_overrides={}, gate=gate)
+    registry.publish("churn", b"one", metadata_body(training=training))
+    assert run(registry, "show", "churn") == EXIT_OK
+    lines = {line[:13].strip(): line[13:] for line in capsys.readouterr().out.splitlines()}
+    assert lines["gate:"] == text
+    assert lines["overrides:"] == "none"
+    assert lines["parameters:"] == "C=1.0"
+
+
+def test_metric_directions_and_defaults_are_the_trainers(registry: Registry) -> None:
+    assert HIGHER_IS_BETTER == evaluate.HIGHER_IS_BETTER
+    cases: list[tuple[Task, list[int] | None]] = [
+        ("classification", [0, 1]),
+        ("classification", [0, 1, 2]),
+        ("regression", None),
+    ]
+    for task, classes in cases:
+        target = {"name": "y", "dtype": "int64", "classes": classes}
+        meta = registry.publish("churn", b"x", metadata_body(task=task, target=target))
+        default = evaluate.default_primary_metric(task, len(classes) if classes else None)
+        assert primary_metric(meta) == (default, False)
+    recorded = registry.publish("churn", b"x", metadata_body(primary_metric="accuracy"))
+    assert primary_metric(recorded) == ("accuracy", True)
 
 
 def test_alias_set_list_delete(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
