@@ -10,8 +10,11 @@ Missing values, in every encoding a client can use:
   in JSON too. No category can be named ``""``: the trainer reads ``""`` in training data as
   missing.
 
-Either is accepted only for a feature that had missing values in training (``nullable`` in
-metadata), and is then imputed as training imputed it; for any other feature it is refused.
+Either is accepted for every feature and imputed as training imputed it: the pipeline has an
+imputer for every feature (the median for a number, the most frequent category for a text
+feature), whether or not training had missing values for it, and the ONNX graph computes the same
+(``trainer.onnx_export``). ``nullable`` in metadata records whether training had any; it does not
+limit what a client may send.
 ``category_array`` is the one place a category column is normalised; the codec, the engines'
 load-time check and the trainer's ONNX check all go through it.
 
@@ -89,8 +92,9 @@ def edge_columns(
 ) -> dict[str, list[Any]]:
     """Values a client may send, by feature (``metadata.features``): numbers across each
     feature's training range and 10% past it, its computable range's two ends and values near
-    them, zero, whole numbers, and where missing values are allowed both ``null`` and NaN;
-    every known category, one never seen, and where allowed both ``null`` and ``""``. Used to
+    them, zero, whole numbers, and both ``null`` and NaN; every known category, one never seen,
+    and both ``null`` and ``""``. Missing values for every feature, whether or not training had
+    any (each is imputed, as training would), and a first row missing every feature. Used to
     check an ONNX model against its pipeline where they are most likely to part."""
     rng = np.random.default_rng(seed)
     columns: dict[str, list[Any]] = {}
@@ -106,17 +110,15 @@ def edge_columns(
                 start, stop = low / 2, high / 2
             values: list[Any] = rng.uniform(start, stop, rows).tolist()
             edges: list[Any] = [lowest, highest, lowest / 2, highest / 2, 0.0, -0.0]
-            edges += [float(low), float(high), round(low), round(high)]
-            if feature.nullable:
-                edges += [None, float("nan")]
+            edges += [float(low), float(high), round(low), round(high), None, float("nan")]
         else:
             choices = [*(feature.categories or []), "never-seen-in-training"]
             values = [str(v) for v in rng.choice(choices, size=rows)]
-            edges = list(choices)
-            if feature.nullable:
-                edges += [None, MISSING_CATEGORY]
-        for index, value in zip(rng.permutation(rows)[: len(edges)], edges, strict=False):
+            edges = [None, MISSING_CATEGORY, *choices]  # first: kept however many categories
+        places = rng.permutation(rows - 1)[: len(edges)] + 1  # row 0: every feature missing
+        for index, value in zip(places, edges, strict=False):
             values[int(index)] = value
+        values[0] = None
         columns[feature.name] = values
     return columns
 

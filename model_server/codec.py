@@ -2,26 +2,41 @@
 sent into validated rows (``model_server.schema.Rows``).
 
 Every client mistake raises ``kserve.errors.InvalidInput`` (HTTP 400) with a message naming the
-instance, feature or tensor at fault. ``codec_v1`` and ``codec_v2`` decode and encode each
-protocol's documents with these checks. Decoding is transport-free: it knows nothing of HTTP,
-gRPC, bodies or headers, nor of how a model is loaded or run.
+instance, feature or tensor at fault. A missing value (``model_registry.values``) is not a mistake,
+whatever the feature: it is taken, imputed by either engine as in training, and counted by feature
+in the decoded request (``Decoded.missing``). ``codec_v1`` and ``codec_v2`` decode and encode each
+protocol's documents with these checks. Decoding is transport-free: it knows nothing of HTTP, gRPC,
+bodies or headers, nor of how a model is loaded or run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from kserve.errors import InvalidInput
 
-from model_registry.values import LIMIT, category_array, is_missing
+from model_registry.values import LIMIT, MISSING_CATEGORY, category_array, is_missing
 from model_server.schema import PREDICT, Columns, FeatureSchema, Rows
 
 NUMBER = (int, float)
+IMPUTED = "which the model imputes as in training"
+JSON_MISSING = f"a value you do not have may be null, {IMPUTED}"
+"""What a V1 client may send for a value it does not have."""
+TENSOR_MISSING = (
+    'a value you do not have may be null (NaN in binary data and gRPC contents, "" for a text '
+    f"feature), {IMPUTED}"
+)
+"""What a V2 client may send for a value it does not have, in each encoding."""
+
+Missing = dict[str, int]
+"""How many values of each feature a request left missing (each imputed as in training);
+features with none are left out."""
+Checked = tuple[Rows, Missing]
+"""Validated rows and their missing values."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,8 @@ class Decoded:
     parameters: dict[str, Any] | None = None
     binary_outputs: frozenset[str] = frozenset()
     """Outputs to return as binary tensor data (REST binary extension)."""
+    missing: Missing = field(default_factory=dict)
+    """Missing values by feature, imputed by the engine as in training."""
 
 
 def describe(value: Any) -> str:
@@ -73,22 +90,13 @@ def _outside(schema: FeatureSchema, name: str, value: float) -> str | None:
 
 
 def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: str) -> InvalidInput:
-    """The first value of feature ``name`` that the model cannot take, as an error."""
+    """The first value of feature ``name`` that the model cannot take, as an error (a missing
+    value it takes, whatever the feature)."""
     categorical = name in schema.categorical
-    nullable = name in schema.nullable
     for index, value in enumerate(values):
         place = f"feature {name!r} of {where} {index}"
         if is_missing(value) and (categorical or not isinstance(value, str)):
-            if nullable:
-                continue
-            what = (
-                'the empty string "", which means a missing category'
-                if isinstance(value, str)
-                else describe(value)
-            )
-            return InvalidInput(
-                f"{place} is missing ({what}); the model was trained without missing values for it"
-            )
+            continue
         if categorical:
             if not isinstance(value, str):
                 return InvalidInput(f"{place} must be a string (a category), got {describe(value)}")
@@ -103,19 +111,23 @@ def _bad_value(schema: FeatureSchema, name: str, values: Sequence[Any], where: s
     return InvalidInput(f"feature {name!r} has a value the model cannot take")
 
 
-def _numbers(schema: FeatureSchema, name: str, array: np.ndarray[Any, Any]) -> bool:
-    """True when a float64 column is all in its feature's range, but for NaN (missing) where
-    the feature may be missing."""
+def _missing_numbers(schema: FeatureSchema, name: str, array: np.ndarray[Any, Any]) -> int | None:
+    """How many values of a float64 column are missing (NaN), or None when another is outside
+    its feature's range. Nothing more is computed when every value is in range."""
     low, high = schema.limit(name)
     good = (array >= low) & (array <= high)
-    if name in schema.nullable:
-        good |= np.isnan(array)
-    return bool(good.all())
+    if good.all():
+        return 0
+    missing = np.isnan(array)
+    return int(np.count_nonzero(missing)) if (good | missing).all() else None
 
 
-def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
-    """A validated column: float64 array for numbers, object array of str for categories
-    (NaN for a missing value, which ``null``, NaN and ``""`` are: ``model_registry.values``).
+def _column(
+    schema: FeatureSchema, name: str, values: Any, where: str
+) -> tuple[np.ndarray[Any, Any], int]:
+    """A validated column, and how many of its values are missing: float64 array for numbers,
+    object array of str for categories (NaN for a missing value, which ``null``, NaN and ``""``
+    are: ``model_registry.values``).
 
     ``values`` is a list (JSON) or an array (binary data); an array of numbers for a numeric
     feature is taken as is, anything else is checked value by value.
@@ -123,54 +135,63 @@ def _column(schema: FeatureSchema, name: str, values: Any, where: str) -> Any:
     if isinstance(values, np.ndarray):
         if name not in schema.categorical and values.dtype.kind in "iuf":
             array = values.astype(np.float64)
-            if _numbers(schema, name, array):
-                return array
+            missing = _missing_numbers(schema, name, array)
+            if missing is not None:
+                return array, missing
         values = values.tolist()
     kinds = {type(v) for v in values}
     if name in schema.categorical:
         if kinds <= {str, type(None)}:
-            column = category_array(values)
-            if name in schema.nullable or not pd.isna(column).any():
-                return column
+            missing = values.count(None) + values.count(MISSING_CATEGORY)
+            return category_array(values), missing
         raise _bad_value(schema, name, values, where)
-    allowed_num = {int, float, type(None)} if name in schema.nullable else {int, float}
-    if kinds <= allowed_num:
+    if kinds <= {int, float, type(None)}:
         array = np.array(values, dtype=np.float64)  # None -> nan
-        if _numbers(schema, name, array):
-            return array
+        missing = _missing_numbers(schema, name, array)
+        if missing is not None:
+            return array, missing
     raise _bad_value(schema, name, values, where)
 
 
-def rows_from_columns(schema: FeatureSchema, columns: Sequence[Any], where: str) -> Rows:
-    arrays = [
-        _column(schema, name, values, where)
-        for name, values in zip(schema.names, columns, strict=True)
-    ]
+def rows_from_columns(schema: FeatureSchema, columns: Sequence[Any], where: str) -> Checked:
+    arrays = []
+    missing: Missing = {}
+    for name, values in zip(schema.names, columns, strict=True):
+        array, count = _column(schema, name, values, where)
+        arrays.append(array)
+        if count:
+            missing[name] = count
     if schema.numeric_only:
-        return np.column_stack(arrays)
-    return Columns(dict(zip(schema.names, arrays, strict=True)), len(arrays[0]))
+        return np.column_stack(arrays), missing
+    return Columns(dict(zip(schema.names, arrays, strict=True)), len(arrays[0])), missing
 
 
-def numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Rows:
-    """A list of equal-length rows of plain numbers for an all-numeric model, as a matrix."""
+def numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Checked:
+    """A list of equal-length rows of plain numbers for an all-numeric model, as a matrix (in
+    range, so none missing: NaN is out of every range)."""
     kinds = {type(v) for row in rows for v in row}
     if kinds <= {int, float}:
         matrix = np.array(rows, dtype=np.float64)
         if schema.in_range(matrix):
-            return matrix
+            return matrix, {}
     return rows_from_columns(schema, list(zip(*rows, strict=True)), where)
 
 
 def name_mismatch(
-    expected: Sequence[str], given: Iterable[str], missing_label: str, unknown_label: str
+    expected: Sequence[str],
+    given: Iterable[str],
+    missing_label: str,
+    unknown_label: str,
+    missing_hint: str = "",
 ) -> str:
-    """``missing ...: a, b; unknown ...: c`` for names that do not match the model's."""
+    """``missing ...: a, b (hint); unknown ...: c`` for names that do not match the model's."""
     given_set = set(given)
     missing = [n for n in expected if n not in given_set]
     unknown = sorted(given_set - set(expected))
     parts = []
     if missing:
-        parts.append(f"{missing_label}: {', '.join(missing)}")
+        hint = f" ({missing_hint})" if missing_hint else ""
+        parts.append(f"{missing_label}: {', '.join(missing)}{hint}")
     if unknown:
         parts.append(f"{unknown_label}: {', '.join(unknown)}")
     return "; ".join(parts)

@@ -14,6 +14,8 @@ import numpy as np
 from kserve.errors import InvalidInput
 
 from model_server.codec import (
+    JSON_MISSING,
+    Checked,
     Decoded,
     check_rows,
     describe,
@@ -22,10 +24,10 @@ from model_server.codec import (
     rows_from_columns,
     some_names,
 )
-from model_server.schema import FeatureSchema, Rows
+from model_server.schema import FeatureSchema
 
 
-def _v1_objects(instances: list[Any], schema: FeatureSchema) -> Rows:
+def _v1_objects(instances: list[Any], schema: FeatureSchema) -> Checked:
     expected = set(schema.names)
     for index, row in enumerate(instances):
         if not isinstance(row, dict):
@@ -34,13 +36,19 @@ def _v1_objects(instances: list[Any], schema: FeatureSchema) -> Rows:
                 "when the first one is"
             )
         if row.keys() != expected:
-            problem = name_mismatch(schema.names, row, "missing features", "unknown features")
+            problem = name_mismatch(
+                schema.names,
+                row,
+                "missing features",
+                "unknown features",
+                f"send every feature; {JSON_MISSING}",
+            )
             raise InvalidInput(f"instance {index} has {problem}")
     columns = [[row[name] for row in instances] for name in schema.names]
     return rows_from_columns(schema, columns, "instance")
 
 
-def _v1_lists(instances: list[Any], schema: FeatureSchema) -> Rows:
+def _v1_lists(instances: list[Any], schema: FeatureSchema) -> Checked:
     width = len(schema.names)
     for index, row in enumerate(instances):
         if not isinstance(row, list):
@@ -51,7 +59,8 @@ def _v1_lists(instances: list[Any], schema: FeatureSchema) -> Rows:
         if len(row) != width:
             raise InvalidInput(
                 f"instance {index} has {len(row)} values; the model takes {width} features "
-                f"({some_names(schema.names)})"
+                f"({some_names(schema.names)}): send one for each, in this order; "
+                f"{JSON_MISSING}"
             )
     if schema.numeric_only:
         return numeric_matrix(schema, instances, "instance")
@@ -84,8 +93,10 @@ def decode_v1(body: Any, schema: FeatureSchema) -> Decoded:
             "'return_probabilities' is only for classifiers; this model is a regressor"
         )
     if isinstance(instances[0], dict):
-        return Decoded(_v1_objects(instances, schema), probabilities)
-    return Decoded(_v1_lists(instances, schema), probabilities)
+        rows, missing = _v1_objects(instances, schema)
+    else:
+        rows, missing = _v1_lists(instances, schema)
+    return Decoded(rows, probabilities, missing=missing)
 
 
 def encode_v1(

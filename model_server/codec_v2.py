@@ -21,13 +21,15 @@ from kserve.errors import InvalidInput
 from model_registry.values import MISSING_CATEGORY
 from model_server.codec import (
     NUMBER,
+    TENSOR_MISSING,
+    Checked,
     Decoded,
     check_rows,
     name_mismatch,
     numeric_matrix,
     rows_from_columns,
 )
-from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema, Rows
+from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema
 
 V2_NUMERIC = frozenset(
     {
@@ -175,7 +177,7 @@ def _requested_outputs(
     return tuple(dict.fromkeys(names)), frozenset(binary)
 
 
-def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
+def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Checked:
     """One [N, F] tensor holding every feature in model order."""
     name = tensor["name"]
     width = len(schema.names)
@@ -184,7 +186,7 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
     if columns != width:
         raise InvalidInput(
             f"input {name!r} has shape {shape}; the model takes {width} features, so send "
-            f"[N, {width}] (or one [N] tensor per feature, named by feature)"
+            f"[N, {width}] (or one [N] tensor per feature, named by feature); {TENSOR_MISSING}"
         )
     check_rows(rows, schema, f"input {name!r}")
     _check_datatype(schema, name, tensor.get("datatype"), schema.names)
@@ -193,7 +195,7 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Rows:
         if schema.numeric_only:
             matrix = values.reshape(rows, width).astype(np.float64)
             if schema.in_range(matrix):
-                return matrix
+                return matrix, {}
             return rows_from_columns(schema, list(matrix.T), "row")
         values = values.tolist()
     matrix_rows = [values[r * width : (r + 1) * width] for r in range(rows)]
@@ -206,7 +208,7 @@ _PLAIN_FLOATS = frozenset({"FP64", "FP32", "FP16"})
 _PLAIN_KINDS = frozenset({int, float})
 
 
-def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | None:
+def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Checked | None:
     """The common request, decoded in one step: every feature a JSON list in a tensor of one
     shape [N] or [N, 1] within the batch limit, numbers plain and finite in an FP tensor,
     categories strings in a BYTES tensor. An all-numeric model gets a column-major matrix, so
@@ -214,7 +216,8 @@ def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | 
 
     Anything else (None, NaN or "", numbers out of range, other types, integer datatypes,
     binary data, a bad shape) returns None and goes through the checks below, which name the
-    problem: this path accepts a subset of what they accept and builds the same rows."""
+    problem: this path accepts a subset of what they accept and builds the same rows, none
+    missing."""
     data = by_name[schema.names[0]].get("data")
     if type(data) is not list or not 0 < len(data) <= schema.max_rows:
         return None
@@ -246,16 +249,16 @@ def _plain(by_name: dict[str, dict[str, Any]], schema: FeatureSchema) -> Rows | 
     if not schema.in_range(matrix, by_feature=True):
         return None
     if schema.numeric_only:
-        return matrix.T
+        return matrix.T, {}
     numeric, text = iter(matrix), iter(categories)
     arrays = {
         name: np.array(next(text), dtype=object) if name in schema.categorical else next(numeric)
         for name in schema.names
     }
-    return Columns(arrays, rows)
+    return Columns(arrays, rows), {}
 
 
-def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows:
+def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Checked:
     """One [N] (or [N, 1]) tensor per feature, named by feature."""
     by_name = {t["name"]: t for t in inputs}
     if len(by_name) != len(inputs):
@@ -270,7 +273,11 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Rows
                 "feature, named by feature)"
             )
         problem = name_mismatch(
-            schema.names, by_name, "missing inputs for features", "unknown inputs"
+            schema.names,
+            by_name,
+            "missing inputs for features",
+            "unknown inputs",
+            f"send a tensor for every feature; {TENSOR_MISSING}",
         )
         raise InvalidInput(
             f"{problem}. Send one [N] tensor per feature, or one [N, {width}] tensor"
@@ -320,10 +327,12 @@ def decode_v2(body: Any, schema: FeatureSchema) -> Decoded:
             raise InvalidInput(f"input {index} must be an object with a string 'name'")
     first = inputs[0]
     if len(inputs) == 1 and isinstance(first.get("shape"), list) and len(first["shape"]) == 2:
-        frame = _v2_matrix(first, schema)
+        frame, missing = _v2_matrix(first, schema)
     else:
-        frame = _v2_per_feature(inputs, schema)
-    return Decoded(frame, PREDICT_PROBA in outputs, outputs, request_id, parameters, binary)
+        frame, missing = _v2_per_feature(inputs, schema)
+    return Decoded(
+        frame, PREDICT_PROBA in outputs, outputs, request_id, parameters, binary, missing
+    )
 
 
 @dataclass(frozen=True)

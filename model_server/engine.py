@@ -1,15 +1,14 @@
 """What computes predictions: ONNX Runtime on the version's ``model.onnx``, or the pipeline.
 
-``--engine auto`` (the default) uses ONNX Runtime when the version carries a checked
-``model.onnx`` (its sha256 verified on read) that also agrees with the skops pipeline at load,
-on probe rows and on edge rows (missing values in every form a client sends, unseen
-categories, range ends), else the pipeline, with the reason logged. ``--engine onnx`` refuses
-to serve (not ready, with the reason) without a usable ONNX model; ``--engine sklearn`` never
-uses it.
-ONNX Runtime gets ``--engine-threads`` intra-op threads (1: one core per worker). The pipeline
-gets ``n_jobs=1`` and one BLAS/OpenMP thread (threadpoolctl), so workers never oversubscribe the
-pod's cores: a forest's ``n_jobs=-1`` from training would otherwise start a thread per core in
-every worker for every request.
+``--engine auto`` (the default) uses ONNX Runtime when the version carries a checked ``model.onnx``
+(its sha256 verified on read) that also agrees with the skops pipeline at load, on probe rows and on
+edge rows (missing values for every feature in every form a client sends, unseen categories, range
+ends), else the pipeline, with the reason logged. ``--engine onnx`` refuses to serve (not ready,
+with the reason) without a usable ONNX model; ``--engine sklearn`` never uses it. ONNX Runtime gets
+``--engine-threads`` intra-op threads (1: one core per worker). The pipeline gets ``n_jobs=1`` and
+one BLAS/OpenMP thread (threadpoolctl), so workers never oversubscribe the pod's cores: a forest's
+``n_jobs=-1`` from training would otherwise start a thread per core in every worker for every
+request.
 
 Part of loading: it knows the version's metadata and pipeline, and nothing of request
 formats, transports or metrics.
@@ -100,8 +99,10 @@ def onnx_engine(blob: bytes, metadata: ModelMetadata, pipeline: Any, threads: in
     """An engine for ``blob`` after checking it against ``pipeline`` (the trainer's check,
     ``model_registry.onnx_runtime.agreement``, on other rows): on probe rows across the
     training ranges, and apart on edge rows as a client sends them, read as the codec reads
-    them (``model_registry.values``: missing numbers and categories as null, NaN and ``""``,
-    unseen categories, each numeric range's ends)."""
+    them (``model_registry.values.edge_columns``: missing numbers and categories as null, NaN
+    and ``""`` for every feature, unseen categories, each numeric range's ends). A version the
+    trainer checked before edge rows had missing values for every feature is checked on them
+    here."""
     cannot = unsupported(pipeline)
     if cannot is not None:
         raise EngineRefused(cannot)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,12 @@ PREDICTIONS = Counter(
     "model_server_predictions_total",
     "Predictions by predicted class (classifiers with at most 50 classes).",
     ["model_name", "model_version", "predicted_class"],
+)
+MISSING_VALUES = Counter(
+    "model_server_missing_values_total",
+    'Missing values in answered requests (null, NaN, or "" for a text feature), each imputed '
+    "as in training, by feature: whether or not training had missing values for it.",
+    ["model_name", "model_version", "feature"],
 )
 FEEDBACK = Counter(
     "model_server_feedback_total",
@@ -145,6 +151,7 @@ class ModelMetrics:
         model_name: str,
         model_version: str,
         classes: Iterable[Any] | None,
+        features: Iterable[str] = (),
     ) -> None:
         self.model_name, self.model_version = model_name, model_version
         self._durations = {  # gRPC's child is made on its first request, when it is on
@@ -159,6 +166,16 @@ class ModelMetrics:
             if 0 < len(class_list) <= MAX_CLASS_LABELS
             else {}
         )
+        self._missing = {  # every feature at 0 from the start: the model's names only
+            str(f): MISSING_VALUES.labels(model_name, model_version, str(f)) for f in features
+        }
+
+    def missing(self, counts: Mapping[str, int]) -> None:
+        """Count the missing values of one answered request, by feature."""
+        for feature, count in counts.items():
+            child = self._missing.get(feature)
+            if child is not None:
+                child.inc(count)
 
     def feedback(self, correct: int, incorrect: int, abs_errors: list[float]) -> None:
         """Count feedback outcomes; observe regressors' absolute errors."""

@@ -1,5 +1,6 @@
-"""What a loaded version takes and gives: its features (names, which are categories, which may
-be missing), its classes and outputs, and validated rows in the shape its engines take.
+"""What a loaded version takes and gives: its features (names, which are categories, each
+number's computable range), its classes and outputs, and validated rows in the shape its engines
+take. Any feature may be missing (``model_registry.values``): the engines impute it.
 
 Built from the version's registry metadata. The codec produces ``Rows``, the engines and the
 drift monitor consume them. This module knows nothing of request formats (V1, V2, binary
@@ -29,7 +30,6 @@ class FeatureSchema:
 
     names: tuple[str, ...]
     categorical: frozenset[str]
-    nullable: frozenset[str]
     classes: tuple[Any, ...] | None
     max_rows: int
     limits: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False)
@@ -46,7 +46,6 @@ class FeatureSchema:
         return cls(
             names=tuple(f.name for f in metadata.features),
             categorical=frozenset(f.name for f in metadata.features if f.kind == "categorical"),
-            nullable=frozenset(f.name for f in metadata.features if f.nullable),
             classes=tuple(metadata.target.classes) if metadata.target.classes is not None else None,
             max_rows=max_rows,
             limits=dict(limits or {}),

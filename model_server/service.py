@@ -2,13 +2,14 @@
 
 ``ModelService`` is given decoded requests by the transports (``http_routes``,
 ``grpc_service``). It checks the model and version asked for, picks the version or the
-experiment's side that answers, predicts, and counts: request and inference metrics, drift
-input, provenance lines, exposures, feedback. It also says whether the server is ready and why
-not, describes the model (Open Inference Protocol metadata), and keeps loading a version that
-did not load at start. (The model repository extension is ``model_server.repository``.) It
-speaks in HTTP-equivalent statuses (``errors.Refused``, as DESIGN.md's errors do) and names
-the ``x-model-version`` both transports send, but knows nothing of HTTP or gRPC machinery
-(frameworks, bodies, encodings, ASGI, protobuf), nor of processes beyond the worker roster.
+experiment's side that answers, predicts, and counts: request and inference metrics, missing
+values, drift input, provenance lines, exposures, feedback. It also says whether the server is
+ready and why not, describes the model (Open Inference Protocol metadata), and keeps loading a
+version that did not load at start. (The model repository extension is
+``model_server.repository``.) It speaks in HTTP-equivalent statuses (``errors.Refused``, as
+DESIGN.md's errors do) and names the ``x-model-version`` both transports send, but knows nothing
+of HTTP or gRPC machinery (frameworks, bodies, encodings, ASGI, protobuf), nor of processes
+beyond the worker roster.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class ModelService:
     def metrics(self) -> ModelMetrics:
         """Bound on first use: a worker writes metric values only once it serves requests."""
         schema = self.model.schema
-        return ModelMetrics(self.model.name, self.model.version, schema.classes if schema else None)
+        if schema is None:
+            return ModelMetrics(self.model.name, self.model.version, None)
+        return ModelMetrics(self.model.name, self.model.version, schema.classes, schema.names)
 
     def version_headers(self) -> dict[str, str]:
         """The answering version, as every response carries it (a header, trailing metadata)."""
@@ -221,9 +224,12 @@ class ModelService:
         return assignment.side
 
     def predict(self, document: Any, protocol: Literal["v1", "v2"]) -> Answer:
-        """Answer one request and record its inference metrics and drift input."""
+        """Answer one request and record its inference metrics, missing values and drift
+        input."""
         answer = self.model.answer(document, protocol)
         self.metrics.predicted(answer.labels, answer.inference_seconds)
+        if answer.decoded.missing:
+            self.metrics.missing(answer.decoded.missing)
         if self.drift is not None:
             self.drift.observe(answer.rows, answer.labels)
         return answer

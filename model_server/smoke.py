@@ -3,7 +3,7 @@
 Waits until ``/v2/models/NAME/ready`` answers 200, reads the model's V2 metadata, and makes one
 V2 inference with a row built from it (0.0 for numbers, ``UNKNOWN`` for text: a category never
 seen in training, which the model encodes as none of the known ones; not ``""``, which means a
-missing value and is refused for a feature trained without any). It is what the Helm chart's
+missing value, imputed). It is what the Helm chart's
 ``helm test`` pod runs, so it needs nothing beyond the standard library and the server image.
 
 Exit codes: 0 the inference answered, 1 it failed, 2 usage, 3 the model never became ready.

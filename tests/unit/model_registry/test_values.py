@@ -34,7 +34,7 @@ from trainer.pipeline import build_pipeline
 from trainer.settings import TrainerSettings
 from trainer.train import run
 
-SCHEMA = FeatureSchema(("a", "n", "c"), frozenset({"c"}), frozenset({"a", "c"}), None, max_rows=10)
+SCHEMA = FeatureSchema(("a", "n", "c"), frozenset({"c"}), None, max_rows=10)
 COLUMNS: dict[str, list[Any]] = {
     "a": [0.5, None, 2.0, -1.0, 3.0],
     "n": [1, 2, 3, 4, 5],  # whole numbers where floats are expected
@@ -182,3 +182,35 @@ def test_a_regressor_off_on_missing_categories_fails_the_edge_check(tmp_path: Pa
     assert check["scale"] == scale < 100
     # held to the edge rows' own largest output, the same graph would have passed
     assert agreement(pipeline, edges, outputs[0], None)["passed"]
+
+
+def test_edge_rows_hold_missing_values_for_every_feature() -> None:
+    """Whether or not training had missing values for a feature (``nullable``), a client may
+    send one and the server imputes it: the edge rows hold null and NaN for every number, null
+    and "" for every category, and a first row missing every feature."""
+    from model_registry.metadata import FeatureSpec
+
+    features = [
+        FeatureSpec(name="a", dtype="float64", kind="numeric", min=-1.0, max=5.0, nullable=True),
+        FeatureSpec(name="n", dtype="int64", kind="numeric", min=0.0, max=40.0),
+        FeatureSpec(name="c", dtype="object", kind="categorical", categories=["x", "y"]),
+        FeatureSpec(
+            name="many",
+            dtype="object",
+            kind="categorical",
+            categories=[f"k{i}" for i in range(300)],  # more categories than edge rows
+        ),
+    ]
+    columns = edge_columns(features, {"a": (-1e30, 1e30), "n": (-1e9, 1e9)}, rows=256)
+    assert all(len(values) == 256 for values in columns.values())
+    assert all(values[0] is None for values in columns.values())  # every feature missing
+    for name in ("a", "n"):
+        later = columns[name][1:]
+        assert None in later
+        assert any(isinstance(v, float) and math.isnan(v) for v in later)
+    for name in ("c", "many"):
+        assert None in columns[name][1:]
+        assert "" in columns[name]
+    frame = frame_of(columns, {"c", "many"})
+    assert frame.iloc[0].isna().all()
+    assert frame.isna().any().all()

@@ -15,9 +15,9 @@ from model_server.codec_v1 import decode_v1, encode_v1
 from model_server.codec_v2 import decode_v2, encode_v2, v2_outputs
 from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema
 
-NUMERIC = FeatureSchema(("a", "b"), frozenset(), frozenset(), ("no", "yes"), max_rows=10)
+NUMERIC = FeatureSchema(("a", "b"), frozenset(), ("no", "yes"), max_rows=10)
 EMPTY = np.empty((0, 2))
-MIXED = FeatureSchema(("a", "color"), frozenset({"color"}), frozenset({"a"}), None, max_rows=10)
+MIXED = FeatureSchema(("a", "color"), frozenset({"color"}), None, max_rows=10)
 
 
 def test_v1_lists_to_float_frame() -> None:
@@ -34,8 +34,9 @@ def test_v1_objects_in_model_order() -> None:
     assert decoded.probabilities is True
 
 
-def test_mixed_nullable_and_categorical() -> None:
+def test_mixed_missing_and_categorical() -> None:
     decoded = decode_v1({"instances": [[None, "red"], [2, "blue"]]}, MIXED)
+    assert decoded.missing == {"a": 1}
     assert isinstance(decoded.frame, Columns)  # arrays by feature: no pandas per request
     assert len(decoded.frame) == 2
     assert math.isnan(decoded.frame["a"][0])
@@ -50,19 +51,28 @@ def test_mixed_nullable_and_categorical() -> None:
 
 
 V1_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
-    (NUMERIC, {"instances": [[float("nan"), 1]]}, "feature 'a' of instance 0 is missing (nan)"),
     (
         NUMERIC,
         {"instances": [[1, float("inf")]]},
         "feature 'b' of instance 0 is not a finite number",
     ),
-    (NUMERIC, {"instances": [[1, 2], [3]]}, "instance 1 has 1 values"),
+    (
+        NUMERIC,
+        {"instances": [[1, 2], [3]]},
+        "instance 1 has 1 values; the model takes 2 features (a, b): send one for each, in this "
+        "order; a value you do not have may be null, which the model imputes as in training",
+    ),
     (NUMERIC, {"instances": [[1, 2], {"a": 1, "b": 2}]}, "instance 1 is an object"),
     (NUMERIC, {"instances": [{"a": 1, "b": 2}, [1, 2]]}, "instance 1 is a list"),
-    (NUMERIC, {"instances": [{"a": 1, "c": 2}]}, "missing features: b; unknown features: c"),
+    (
+        NUMERIC,
+        {"instances": [{"a": 1, "c": 2}]},
+        "instance 0 has missing features: b (send every feature; a value you do not have may be "
+        "null, which the model imputes as in training); unknown features: c",
+    ),
+    (NUMERIC, {"instances": [{"a": 1, "b": 2, "c": 2}]}, "instance 0 has unknown features: c"),
     (NUMERIC, {"instances": [[1, [2]]]}, "must be a number, got a list"),
     (NUMERIC, {"instances": [[1, 2]] * 11}, "batch of 11 rows is larger than the limit of 10"),
-    (MIXED, {"instances": [[1, None]]}, "feature 'color' of instance 0 is missing (null)"),
     (MIXED, {"instances": [[1, 5]]}, "must be a string (a category), got 5"),
     (MIXED, {"instances": [[float("inf"), "red"]]}, "feature 'a' of instance 0 is not a finite"),
     (MIXED, {"instances": [[1, "red"]], "return_probabilities": True}, "only for classifiers"),
@@ -201,8 +211,9 @@ def test_v2_arrays_from_binary_data_are_taken_as_they_are() -> None:
                 tensor("color", [2], "BYTES", np.array(["red", "blue"], dtype=object)),
             ]
         },
-        MIXED,  # 'a' is nullable here: NaN is a missing value, as in JSON's null
+        MIXED,  # NaN is a missing value, as JSON's null is
     )
+    assert columns.missing == {"a": 1}
     assert isinstance(columns.frame, Columns)
     assert columns.frame["color"].tolist() == ["red", "blue"]
     with pytest.raises(InvalidInput, match="feature 'b' of row 0 is not a finite number"):
@@ -321,7 +332,6 @@ def test_plain_per_feature_tensors_decode_to_the_checked_matrix(
     [
         (_per_feature([1.0], [True]), "feature 'b' of row 0 must be a number, got true"),
         (_per_feature(["1.5"], [2.0]), "feature 'a' of row 0 must be a number, got the string"),
-        (_per_feature([None], [2.0]), "feature 'a' of row 0 is missing (null)"),
         (_per_feature([1.0], [float("inf")]), "feature 'b' of row 0 is not a finite number"),
         (_per_feature([1.0], [2.0], shape=[1.0]), "input 'a' needs a 'shape'"),
         (_per_feature([1.0], [2.0], shape=[True]), "input 'a' needs a 'shape'"),
@@ -371,8 +381,7 @@ def test_plain_mixed_tensors_decode_to_the_checked_columns(
 @pytest.mark.parametrize(
     ("request_body", "outcome"),
     [
-        (_mixed([None], ["red"]), {"a": [math.nan], "color": ["red"]}),  # 'a' is nullable
-        (_mixed([1.0], [None]), "feature 'color' of row 0 is missing (null)"),
+        (_mixed([None], ["red"]), {"a": [math.nan], "color": ["red"]}),
         (_mixed([1.0], [3]), "feature 'color' of row 0 must be a string (a category), got 3"),
         (_mixed([1.0], ["red"], "FP64"), "input 'color' is FP64, but feature 'color' is categ"),
     ],
@@ -393,7 +402,6 @@ def test_what_the_plain_path_does_not_take_of_a_mixed_model_is_checked_as_before
 LIMITED = FeatureSchema(
     ("a", "color", "size"),
     frozenset({"color", "size"}),
-    frozenset({"a", "color"}),
     ("no", "yes"),
     max_rows=10,
     limits={"a": (-100.0, 300.0)},
@@ -435,11 +443,6 @@ def test_an_empty_category_is_missing_like_null(document: dict[str, Any]) -> Non
     ("document", "message"),
     [
         (
-            {"instances": [[1.0, "red", ""]]},
-            "feature 'size' of instance 0 is missing (the empty string \"\", which means a "
-            "missing category); the model was trained without missing values for it",
-        ),
-        (
             {"instances": [[1e308, "red", "s"]]},
             "feature 'a' of instance 0 is 1e+308, outside the range this model computes with, "
             "-100 to 300",
@@ -450,17 +453,13 @@ def test_an_empty_category_is_missing_like_null(document: dict[str, Any]) -> Non
         ),
     ],
 )
-def test_empty_categories_and_numbers_out_of_range_are_refused(
-    document: dict[str, Any], message: str
-) -> None:
+def test_numbers_out_of_range_are_refused(document: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=re.escape(message)):
         decode_v1(document, LIMITED)
 
 
 def test_numbers_at_the_range_ends_are_taken_on_every_path() -> None:
-    numeric = FeatureSchema(
-        ("a", "b"), frozenset(), frozenset(), None, 10, limits={"a": (-1.0, 1.0)}
-    )
+    numeric = FeatureSchema(("a", "b"), frozenset(), None, 10, limits={"a": (-1.0, 1.0)})
     taken = decode_v1({"instances": [[1.0, 1e300], [-1.0, -1e300]]}, numeric).frame
     assert isinstance(taken, np.ndarray)
     assert taken.tolist() == [[1.0, 1e300], [-1.0, -1e300]]
@@ -470,3 +469,172 @@ def test_numbers_at_the_range_ends_are_taken_on_every_path() -> None:
     binary = {**tensor, "data": np.array([[1.5, 0.0]])}
     with pytest.raises(InvalidInput, match=r"feature 'a' of row 0 is 1\.5, outside"):
         decode_v2({"inputs": [binary]}, numeric)
+
+
+# -- a missing value for any feature: taken in every encoding, counted by feature -----------
+
+
+def _kserve_request(columns: dict[str, list[Any]], schema: FeatureSchema, matrix: bool) -> Any:
+    """KServe's client request for ``columns``: a missing number is NaN and a missing category
+    ``""``, as binary data and gRPC carry them (no null there)."""
+    from kserve import InferInput, InferRequest
+
+    def array(name: str) -> np.ndarray[Any, Any]:
+        values = columns[name]
+        if name in schema.categorical:
+            return np.array(["" if v is None else v for v in values], dtype=object)
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+    if matrix:
+        tensors = [("input-0", "FP64", np.column_stack([array(n) for n in schema.names]))]
+    else:
+        tensors = [
+            (n, "BYTES" if n in schema.categorical else "FP64", array(n)) for n in schema.names
+        ]
+    inputs = []
+    for name, datatype, values in tensors:
+        tensor = InferInput(name, list(values.shape), datatype)
+        tensor.set_data_from_numpy(values, binary_data=True)
+        inputs.append(tensor)
+    return InferRequest(model_name="m", infer_inputs=inputs)
+
+
+def _encoded(encoding: str, columns: dict[str, list[Any]], schema: FeatureSchema) -> Decoded:
+    """``columns`` sent in ``encoding`` and decoded as the server decodes it."""
+    from model_server.grpc_service import request_document
+    from model_server.tensors import read_binary_request
+
+    rows = [list(r) for r in zip(*(columns[n] for n in schema.names), strict=True)]
+    matrix = encoding.endswith("matrix")
+    if encoding == "v1-lists":
+        return decode_v1({"instances": rows}, schema)
+    if encoding == "v1-objects":
+        return decode_v1(
+            {"instances": [dict(zip(schema.names, r, strict=True)) for r in rows]}, schema
+        )
+    if encoding == "v2-json":
+        inputs = [
+            tensor(n, [len(rows)], "BYTES" if n in schema.categorical else "FP64", columns[n])
+            for n in schema.names
+        ]
+        return decode_v2({"inputs": inputs}, schema)
+    if encoding == "v2-json-matrix":
+        flat = [v for r in rows for v in r]
+        return decode_v2(
+            {"inputs": [tensor("x", [len(rows), len(schema.names)], "FP64", flat)]}, schema
+        )
+    request = _kserve_request(columns, schema, matrix)
+    if encoding.startswith("v2-binary"):
+        body, length = request.to_rest()
+        return decode_v2(read_binary_request(body, str(length)), schema)
+    message = request.to_grpc()
+    if encoding.startswith("grpc-typed"):
+        del message.raw_input_contents[:]
+        for each, values in zip(
+            message.inputs, [i.as_numpy() for i in request.inputs], strict=True
+        ):
+            if each.datatype == "BYTES":
+                each.contents.bytes_contents.extend(
+                    v if isinstance(v, bytes) else str(v).encode() for v in values.ravel()
+                )
+            else:
+                each.contents.fp64_contents.extend(values.ravel().tolist())
+    return decode_v2(request_document(message), schema)
+
+
+ENCODINGS = ["v1-lists", "v1-objects", "v2-json", "v2-binary", "grpc-raw", "grpc-typed"]
+MATRIX_ENCODINGS = ["v2-json-matrix", "v2-binary-matrix", "grpc-raw-matrix", "grpc-typed-matrix"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_missing_number_and_category_are_taken_and_counted_in_every_encoding(
+    encoding: str,
+) -> None:
+    """Whatever the feature (the schema no longer knows which had missing values in training):
+    null, NaN or "" is a missing value, imputed by the engine, counted by feature."""
+    columns: dict[str, list[Any]] = {
+        "a": [None, 2.0, None, 4.0],
+        "color": ["red", None, "", "blue"],
+    }
+    if encoding.startswith(("v2-binary", "grpc")):
+        columns["color"] = ["red", "", "", "blue"]  # a BYTES tensor has no null
+    decoded = _encoded(encoding, columns, MIXED)
+    assert decoded.missing == {"a": 2, "color": 2}
+    frame = decoded.frame
+    assert isinstance(frame, Columns)
+    assert np.isnan(frame["a"]).tolist() == [True, False, True, False]
+    assert frame["a"][1] == 2.0
+    assert [v if isinstance(v, str) else "missing" for v in frame["color"]] == [
+        "red",
+        "missing",
+        "missing",
+        "blue",
+    ]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS + MATRIX_ENCODINGS)
+def test_missing_numbers_of_an_all_numeric_model_are_counted_in_every_encoding(
+    encoding: str,
+) -> None:
+    decoded = _encoded(encoding, {"a": [None, 1.0, 2.5], "b": [None, None, 3.0]}, NUMERIC)
+    assert decoded.missing == {"a": 1, "b": 2}
+    assert isinstance(decoded.frame, np.ndarray)
+    assert np.isnan(decoded.frame).tolist() == [[True, True], [False, True], [False, False]]
+    assert decoded.frame[2].tolist() == [2.5, 3.0]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS + MATRIX_ENCODINGS)
+def test_requests_with_nothing_missing_count_nothing(encoding: str) -> None:
+    decoded = _encoded(encoding, {"a": [0.5, 1.0], "b": [2, 3.0]}, NUMERIC)
+    assert decoded.missing == {}
+    if encoding in ENCODINGS:
+        mixed = _encoded(encoding, {"a": [0.5, 1.0], "color": ["red", "x"]}, MIXED)
+        assert mixed.missing == {}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"instances": [[None, "red", "s"], [1e308, "", "s"]]}, "feature 'a' of instance 1 is"),
+        ({"instances": [["", None, ""]]}, "feature 'a' of instance 0 must be a number, got the"),
+        ({"instances": [[None, None, 5]]}, "feature 'size' of instance 0 must be a string"),
+    ],
+)
+def test_a_missing_value_does_not_hide_a_bad_one(document: dict[str, Any], message: str) -> None:
+    """A missing value is taken; anything else wrong in the request is still a 400 naming it
+    ("" is missing only for a text feature: for a number it is not a number)."""
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        decode_v1(document, LIMITED)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"inputs": [tensor("a", [1], "FP64", [1.0])]},
+            "missing inputs for features: color (send a tensor for every feature; a value you do "
+            'not have may be null (NaN in binary data and gRPC contents, "" for a text feature), '
+            "which the model imputes as in training). Send one [N] tensor per feature",
+        ),
+        (
+            {"inputs": [tensor("a", [1], "FP64", [1.0]), tensor("c", [1], "BYTES", ["x"])]},
+            "missing inputs for features: color (send a tensor for every feature; ",
+        ),
+    ],
+)
+def test_a_missing_tensor_says_a_missing_value_may_be_sent(
+    document: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        decode_v2(document, MIXED)
+
+
+def test_a_matrix_of_the_wrong_width_says_a_missing_value_may_be_sent() -> None:
+    with pytest.raises(InvalidInput) as error:
+        decode_v2({"inputs": [tensor("x", [1, 3], "FP64", [1.0, 2.0, 3.0])]}, NUMERIC)
+    assert str(error.value) == (
+        "input 'x' has shape [1, 3]; the model takes 2 features, so send [N, 2] (or one [N] "
+        "tensor per feature, named by feature); a value you do not have may be null (NaN in "
+        'binary data and gRPC contents, "" for a text feature), which the model imputes as in '
+        "training"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,71 @@ def test_gradient_boosting_is_served_by_the_pipeline(
     refused = serve(registry, result.model_name, engine="onnx")
     assert not refused.ready
     assert "--engine onnx" in str(refused.load_error)
+
+
+def _imputed(pipeline: Any, row: dict[str, Any]) -> pd.DataFrame:
+    """``row`` with each missing value filled in as the pipeline's imputers fill it: the median
+    of a number, the most frequent category."""
+    prep = pipeline.named_steps["prep"]
+    filled = dict(row)
+    for name, transformer, columns in prep.transformers_:
+        if name not in ("numeric", "categorical"):
+            continue
+        statistics = transformer.named_steps["impute"].statistics_
+        for column, value in zip(columns, statistics, strict=True):
+            if filled[column] is None:
+                filled[column] = value
+    return pd.DataFrame([filled])
+
+
+@pytest.mark.parametrize("engine", ["onnx", "sklearn"])
+def test_a_null_for_a_feature_trained_without_missing_values_is_imputed_as_in_training(
+    registry: Registry, tmp_path: Path, engine: str
+) -> None:
+    """Training had no missing value at all (``nullable`` false for every feature): a null for
+    any of them is imputed by the pipeline's own imputer (the median, the most frequent
+    category), and both engines answer what the pipeline answers for the imputed row."""
+    data = tmp_path / "complete.csv"
+    mixed_frame(300).to_csv(data, index=False)
+    settings = TrainerSettings(
+        data_uri=str(data), target="label", model_name="complete", registry_uri=registry.uri
+    )
+    result = run(settings, registry)
+    assert result.metadata is not None
+    assert not any(f.nullable for f in result.metadata.features)
+    model = serve(registry, result.model_name, engine=engine)
+    assert model.engine_name == engine, model.load_error
+    for row in (
+        {"x1": None, "x2": 4.0, "color": "red"},
+        {"x1": 0.2, "x2": None, "color": None},
+        {"x1": None, "x2": None, "color": None},
+    ):
+        expected = model.pipeline.predict_proba(_imputed(model.pipeline, row))
+        answer = model.answer({"instances": [row], "return_probabilities": True}, "v1")
+        np.testing.assert_allclose(answer.body["probabilities"], expected, rtol=0, atol=1e-6)
+        assert answer.decoded.missing == {k: 1 for k, v in row.items() if v is None}
+
+
+def test_a_graph_that_imputes_a_feature_trained_without_missing_values_wrongly_is_refused(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version checked by the trainer before edge rows had missing values for every feature
+    (here: a graph that fills x2, which training never had missing, with the wrong value; its
+    probe rows have no missing x2, so they agree) is checked on those rows at load: ``auto``
+    serves the pipeline, with the reason."""
+    from trainer import onnx_export
+
+    name = train(registry, "shop", "logistic", tmp_path)  # color had missing values; x1, x2 not
+    meta, blob = registry.read_artifact(name)
+    assert {f.name: f.nullable for f in meta.features} == {"x1": False, "x2": False, "color": True}
+    pipeline = artifacts.load_model(blob, meta.artifact.format)
+    wrong = copy.deepcopy(pipeline)
+    impute = wrong.named_steps["prep"].named_transformers_["numeric"].named_steps["impute"]
+    impute.statistics_ = impute.statistics_ + np.array([0.0, 100.0])  # x2's median, far off
+    numeric, categorical = ["x1", "x2"], ["color"]
+    graph = onnx_export.convert(wrong, numeric, categorical, classifier=True)
+    assert onnx_export.compare(pipeline, graph, probe_rows(meta), numeric, categorical)["passed"]
+    publish_with_graph(registry, meta, blob, graph)
+    auto = serve(registry, name)
+    assert (auto.ready, auto.engine_name, auto.version) == (True, "sklearn", "v2")
+    assert "model.onnx disagrees with the pipeline on edge rows" in caplog.text

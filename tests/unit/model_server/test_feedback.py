@@ -10,9 +10,9 @@ from kserve.errors import InvalidInput
 from model_server.feedback import decode_feedback
 from model_server.schema import FeatureSchema
 
-CLASSIFIER = FeatureSchema(("a",), frozenset(), frozenset(), ("benign", "malignant"), max_rows=5)
-INT_CLASSES = FeatureSchema(("a",), frozenset(), frozenset(), (0, 1), max_rows=5)
-REGRESSOR = FeatureSchema(("a",), frozenset(), frozenset(), None, max_rows=5)
+CLASSIFIER = FeatureSchema(("a",), frozenset(), ("benign", "malignant"), max_rows=5)
+INT_CLASSES = FeatureSchema(("a",), frozenset(), (0, 1), max_rows=5)
+REGRESSOR = FeatureSchema(("a",), frozenset(), None, max_rows=5)
 
 
 def test_classifier_outcomes() -> None:
