@@ -1,4 +1,4 @@
-"""``model-registry``: list, show, alias and verify registered model versions."""
+"""``model-registry``: list, show, compare, alias and verify registered model versions."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from model_registry.errors import InvalidName, NotFound, RegistryError
-from model_registry.metadata import ModelMetadata
+from model_registry.metadata import FeatureSpec, ModelMetadata
 from model_registry.registry import LATEST, Registry, VersionStatus, normalize_version
 
 EXIT_OK = 0
@@ -55,8 +55,32 @@ examples:
   model-registry list
   model-registry list breast-cancer --all
   model-registry show breast-cancer production --output json
+  model-registry compare breast-cancer production latest
   model-registry alias breast-cancer production v3
   model-registry verify breast-cancer
+"""
+
+
+COMPARE_DESCRIPTION = """\
+Compare version B of a model with version A, side by side:
+- held-out metrics and their difference (B - A); which version is better by the model's
+  primary metric (for rmse, mae and log_loss lower is better, for the others higher)
+- the estimator and its parameters (those that differ; * marks one set with --param)
+- training rows, and the data's URI and sha256
+- the feature schema: features added, removed, changed in kind or dtype, or reordered
+- the engine a server would run (ONNX Runtime on a checked model.onnx, or the pipeline)
+- the champion gate's decision recorded when each version was trained
+Each version may be v3, 3, an alias (production) or latest, as show takes them."""
+
+COMPARE_EPILOG = """\
+examples:
+  # is the newest version better than the one in production?
+  model-registry compare breast-cancer production latest
+  model-registry compare breast-cancer v2 v3
+  model-registry compare breast-cancer production candidate -o json | jq .better_version
+
+exit codes: 0 compared (whichever is better), 2 bad arguments, 3 a model or version not
+found, 4 storage or registry error
 """
 
 
@@ -103,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("model")
     show.add_argument("ref", nargs="?", default=LATEST, help="v3, 3, an alias, or latest (default)")
 
+    compare = commands.add_parser(
+        "compare",
+        help="compare two versions: metrics, parameters, data, features, engine, gate",
+        description=COMPARE_DESCRIPTION,
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("model", help="model name")
+    compare.add_argument(
+        "a", metavar="VERSION_A", help="the version compared with: v3, 3, an alias or latest"
+    )
+    compare.add_argument(
+        "b", metavar="VERSION_B", help="the version compared (differences are B - A): likewise"
+    )
+
     alias = commands.add_parser(
         "alias", help="list aliases, or point one at a version (verified first)"
     )
@@ -116,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("model")
     verify.add_argument("ref", nargs="?", help="v3, 3, an alias or latest; omit for every version")
-    for command in (ls, show, alias, verify):
+    for command in (ls, show, compare, alias, verify):
         global_flags(command, suppress=True)
     return parser
 
@@ -371,6 +410,350 @@ def _onnx_line(meta: ModelMetadata) -> str:
     )
 
 
+def _cmd_compare(registry: Registry, args: argparse.Namespace) -> int:
+    a = _get(registry, args.model, args.a)
+    b = _get(registry, args.model, args.b)
+    aliases = registry.aliases(args.model)
+    report = comparison(a, b, refs=(args.a, args.b), aliases=aliases)
+    if args.output == "json":
+        _print_json(report)
+    else:
+        print("\n".join(_comparison_lines(report)))
+    return EXIT_OK
+
+
+Side = Literal["a", "b", "same"]
+
+
+def _better(metric: str, a: float | None, b: float | None) -> Side | None:
+    """Which side is better by ``metric``; None when one lacks it or its direction is unknown."""
+    if a is None or b is None or metric not in HIGHER_IS_BETTER:
+        return None
+    if a == b:
+        return "same"
+    return "b" if (b > a) == HIGHER_IS_BETTER[metric] else "a"
+
+
+def _judged_by(a: ModelMetadata, b: ModelMetadata) -> tuple[str, str | None]:
+    """The primary metric to compare by, and a note when it is not simply both versions' own."""
+    (metric_a, recorded_a), (metric_b, recorded_b) = primary_metric(a), primary_metric(b)
+    if metric_a == metric_b:
+        unrecorded = [m.version for m, r in ((a, recorded_a), (b, recorded_b)) if not r]
+        if not unrecorded:
+            return metric_a, None
+        return metric_a, (
+            f"{metric_a}, the trainer's default for the task: "
+            f"{' and '.join(dict.fromkeys(unrecorded))} recorded no primary metric"
+        )
+    measured = [m for m in (metric_b, metric_a) if m in a.metrics and m in b.metrics]
+    metric = measured[0] if measured else metric_b
+    return metric, (
+        f"the versions' primary metrics differ ({a.version}: {metric_a}, {b.version}: "
+        f"{metric_b}); compared by {metric}"
+    )
+
+
+def _verdict(metric: str, a: ModelMetadata, b: ModelMetadata) -> tuple[Side | None, str]:
+    value_a, value_b = a.metrics.get(metric), b.metrics.get(metric)
+    missing = [m.version for m, v in ((a, value_a), (b, value_b)) if v is None]
+    if missing:
+        return None, f"none: {' and '.join(dict.fromkeys(missing))} recorded no {metric}"
+    assert value_a is not None
+    assert value_b is not None
+    direction = _direction(metric)
+    if direction is None:
+        return None, f"none: which way {metric} improves is not known here"
+    better = _better(metric, value_a, value_b)
+    if better == "same":
+        return better, f"neither: both have {metric} {value_a:.4f}"
+    winner = a.version if better == "a" else b.version
+    return better, (
+        f"{winner} is better by {metric} ({direction}): {a.version} {value_a:.4f}, "
+        f"{b.version} {value_b:.4f}"
+    )
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    return bool(x == y) and isinstance(x, bool) == isinstance(y, bool)
+
+
+def _feature_changes(a: ModelMetadata, b: ModelMetadata) -> dict[str, Any]:
+    """What a client of A must change to call B: features added, removed, changed in kind or
+    dtype, and whether the common ones come in another order (V1 rows given as lists)."""
+    in_a = {f.name: f for f in a.features}
+    in_b = {f.name: f for f in b.features}
+
+    def spec(feature: FeatureSpec) -> dict[str, str]:
+        return {"name": feature.name, "kind": feature.kind, "dtype": feature.dtype}
+
+    changed = [
+        {"name": f.name, "a": spec(f), "b": spec(in_b[f.name])}
+        for f in a.features
+        if f.name in in_b and (f.kind, f.dtype) != (in_b[f.name].kind, in_b[f.name].dtype)
+    ]
+    added = [spec(f) for f in b.features if f.name not in in_a]
+    removed = [spec(f) for f in a.features if f.name not in in_b]
+    reordered = [n for n in a.feature_names if n in in_b] != [
+        n for n in b.feature_names if n in in_a
+    ]
+    return {
+        "same": not (added or removed or changed or reordered),
+        "count": {"a": len(a.features), "b": len(b.features)},
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+        "reordered": reordered,
+    }
+
+
+def _engine(meta: ModelMetadata) -> dict[str, Any]:
+    """What a server with the default engine (auto) runs, as far as metadata tells: ONNX Runtime
+    on a checked ``model.onnx`` (the server checks it again at load), else the pipeline."""
+    onnx = meta.onnx
+    if onnx is None or onnx.file is None:
+        reason = onnx.reason if onnx is not None else "registered before ONNX export"
+        return {"engine": "sklearn", "onnx": None, "note": f"no model.onnx: {reason}"}
+    described = {"file": onnx.file, "sha256": onnx.sha256, "size_bytes": onnx.size_bytes}
+    if meta.training.estimator == "gradient-boosting":  # model_registry.onnx_runtime.unsupported
+        return {
+            "engine": "sklearn",
+            "onnx": described,
+            "note": f"{onnx.file} is not used: the server runs gradient boosting with the "
+            "pipeline (float64 thresholds)",
+        }
+    from model_registry.onnx_runtime import checked_on  # numpy and pandas: only when shown
+
+    check = (onnx.model_extra or {}).get("check") or {}
+    return {"engine": "onnx", "onnx": described, "note": f"{onnx.file} {checked_on(check)}"}
+
+
+def comparison(
+    a: ModelMetadata, b: ModelMetadata, *, refs: tuple[str, str], aliases: dict[str, str]
+) -> dict[str, Any]:
+    """Version B of a model against version A: the document ``compare -o json`` prints, and the
+    text output shows."""
+    metric, note = _judged_by(a, b)
+    better, summary = _verdict(metric, a, b)
+    names = sorted(set(a.metrics) | set(b.metrics), key=lambda name: (name != metric, name))
+    metrics = {}
+    for name in names:
+        value_a, value_b = a.metrics.get(name), b.metrics.get(name)
+        metrics[name] = {
+            "a": value_a,
+            "b": value_b,
+            "difference": None if value_a is None or value_b is None else value_b - value_a,
+            "higher_is_better": HIGHER_IS_BETTER.get(name),
+            "better": _better(name, value_a, value_b),
+        }
+    params_a, params_b = a.training.params, b.training.params
+    extra_a, extra_b = a.training.model_extra or {}, b.training.model_extra or {}
+
+    def side(meta: ModelMetadata, ref: str) -> dict[str, Any]:
+        return {
+            "ref": ref,
+            "version": meta.version,
+            "aliases": sorted(k for k, v in aliases.items() if v == meta.version),
+            "created_at": meta.created_at.isoformat(),
+        }
+
+    def data(meta: ModelMetadata) -> dict[str, Any]:
+        training = meta.training
+        return {
+            "rows": training.rows,
+            "test_rows": training.test_rows,
+            "data_uri": training.data_uri,
+            "data_sha256": training.data_sha256,
+        }
+
+    def target(meta: ModelMetadata) -> dict[str, Any]:
+        return {"name": meta.target.name, "classes": meta.target.classes}
+
+    return {
+        "model_name": a.model_name,
+        "a": side(a, refs[0]),
+        "b": side(b, refs[1]),
+        "primary_metric": {
+            "name": metric,
+            "higher_is_better": HIGHER_IS_BETTER.get(metric),
+            "note": note,
+        },
+        "better": better,
+        "better_version": {"a": a.version, "b": b.version}.get(better or ""),
+        "verdict": summary,
+        "metrics": metrics,
+        "estimator": {"a": a.training.estimator, "b": b.training.estimator},
+        "params": {
+            "differing": sorted(
+                name
+                for name in set(params_a) | set(params_b)
+                if name not in params_a
+                or name not in params_b
+                or not _same_value(params_a[name], params_b[name])
+            ),
+            "overrides": {"a": extra_a.get("param_overrides"), "b": extra_b.get("param_overrides")},
+            "a": params_a,
+            "b": params_b,
+        },
+        "training": {
+            "a": data(a),
+            "b": data(b),
+            "same_data": a.training.data_sha256 == b.training.data_sha256,
+        },
+        "features": _feature_changes(a, b),
+        "target": {"same": target(a) == target(b), "a": target(a), "b": target(b)},
+        "engine": {"a": _engine(a), "b": _engine(b)},
+        "gate": {"a": extra_a.get("gate"), "b": extra_b.get("gate")},
+    }
+
+
+LABEL = 13
+"""Width of the labels of ``show`` and ``compare`` (``metrics:     ``)."""
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows in columns two spaces apart, the second where the values of labelled lines start."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths[0] = max(widths[0], LABEL - 2)
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _labelled(label: str, values: Sequence[str]) -> list[str]:
+    """``label:`` then each value on a line of its own, aligned."""
+    return [f"{label + ':' if i == 0 else '':<{LABEL}}{value}" for i, value in enumerate(values)]
+
+
+def _number(value: float | None, sign: str = "") -> str:
+    return "-" if value is None else f"{value:{sign}.4f}"
+
+
+def _comparison_lines(report: dict[str, Any]) -> list[str]:
+    """``comparison``'s document for people."""
+    a, b = report["a"], report["b"]
+    va, vb = a["version"], b["version"]
+
+    def named(side: dict[str, Any]) -> str:
+        aliases = side["aliases"]
+        return str(side["version"]) + (f" ({', '.join(aliases)})" if aliases else "")
+
+    def both(section: dict[str, Any], field: str | None = None) -> list[str]:
+        values = [section[key] if field is None else section[key][field] for key in ("a", "b")]
+        return ["-" if value is None else str(value) for value in values]
+
+    lines = [f"model:       {report['model_name']}"]
+    if va == vb:
+        lines.append(f"{'':<{LABEL}}(A and B are both {named(a)})")
+    lines.append(f"verdict:     {report['verdict']}")
+    if report["primary_metric"]["note"]:
+        lines.append(f"{'':<{LABEL}}({report['primary_metric']['note']})")
+    training, engine, gate = report["training"], report["engine"], report["gate"]
+    summary = [
+        ["", named(a), named(b)],
+        ["created", *(created[:19].replace("T", " ") for created in both(report, "created_at"))],
+        ["estimator", *both(report["estimator"])],
+        ["rows", *both(training, "rows")],
+        ["test rows", *both(training, "test_rows")],
+        ["engine", *both(engine, "engine")],
+    ]
+    return [
+        *lines,
+        "",
+        *_table(summary),
+        "",
+        *_metric_lines(report, va, vb),
+        "",
+        *_param_lines(report["params"], va, vb),
+        "",
+        *_data_lines(training, va, vb),
+        *_feature_lines(report, va, vb),
+        *_labelled(
+            "engine",
+            [f"{v}: {engine[k]['engine']}, {engine[k]['note']}" for k, v in (("a", va), ("b", vb))],
+        ),
+        *_labelled("gate", [f"{v}: {_gate_text(gate[k])}" for k, v in (("a", va), ("b", vb))]),
+    ]
+
+
+def _metric_lines(report: dict[str, Any], va: str, vb: str) -> list[str]:
+    primary = report["primary_metric"]["name"]
+    winners = {"a": va, "b": vb, "same": "same"}
+    rows = [["METRIC", va, vb, f"{vb} - {va}", "BETTER"]]
+    for name, metric in report["metrics"].items():
+        rows.append(
+            [
+                name + (" *" if name == primary else ""),
+                _number(metric["a"]),
+                _number(metric["b"]),
+                _number(metric["difference"], "+"),
+                winners.get(metric["better"] or "", "-"),
+            ]
+        )
+    return [*_table(rows), f"{'':<{LABEL}}(* the primary metric)"]
+
+
+def _param_lines(params: dict[str, Any], va: str, vb: str) -> list[str]:
+    if not (params["a"] or params["b"]):
+        return ["parameters:  none recorded"]
+    if not params["differing"]:
+        return [f"parameters:  the same ({len(params['a'])})"]
+    rows = [["PARAMETER", va, vb]]
+    for name in params["differing"]:
+        cells = [name]
+        for key in ("a", "b"):
+            cell = _param_text(params[key][name]) if name in params[key] else "-"
+            overridden = name in (params["overrides"][key] or {})
+            cells.append(cell + (" *" if overridden else ""))
+        rows.append(cells)
+    same = len(set(params["a"]) & set(params["b"]) - set(params["differing"]))
+    return [*_table(rows), f"{'':<{LABEL}}(* set with --param; {same} more the same)"]
+
+
+def _data_lines(training: dict[str, Any], va: str, vb: str) -> list[str]:
+    a, b = training["a"], training["b"]
+    if (a["data_uri"], a["data_sha256"]) == (b["data_uri"], b["data_sha256"]):
+        return [f"data:        the same: {a['data_uri']} (sha256 {a['data_sha256']})"]
+    lines = [f"{v}: {d['data_uri']} (sha256 {d['data_sha256']})" for v, d in ((va, a), (vb, b))]
+    if training["same_data"]:
+        lines.append("(the same bytes at two URIs)")
+    elif a["data_uri"] == b["data_uri"]:
+        lines.append("(the data at this URI changed between the two)")
+    return _labelled("data", lines)
+
+
+def _feature_lines(report: dict[str, Any], va: str, vb: str) -> list[str]:
+    features = report["features"]
+    count = features["count"]
+    if features["same"]:
+        lines = [f"features:    the same {count['a']}"]
+    else:
+        changes = [
+            *(f"{vb} adds {f['name']} ({f['kind']}, {f['dtype']})" for f in features["added"]),
+            *(f"{vb} drops {f['name']} ({f['kind']}, {f['dtype']})" for f in features["removed"]),
+            *(
+                f"{f['name']} is {f['a']['kind']} {f['a']['dtype']} in {va}, "
+                f"{f['b']['kind']} {f['b']['dtype']} in {vb}"
+                for f in features["changed"]
+            ),
+        ]
+        if features["reordered"]:
+            changes.append(f"the features they share come in another order in {vb}")
+        summary = f"differ ({count['a']} in {va}, {count['b']} in {vb}):"
+        lines = _labelled("features", [summary, *changes])
+    target = report["target"]
+    if not target["same"]:
+        lines += _labelled(
+            "target",
+            [
+                f"{version}: {t['name']}"
+                + (f" classes={t['classes']}" if t["classes"] is not None else "")
+                for version, t in ((va, target["a"]), (vb, target["b"]))
+            ],
+        )
+    return lines
+
+
 def _cmd_alias(registry: Registry, args: argparse.Namespace) -> int:
     if args.delete:
         if not args.alias or args.ref:
@@ -416,7 +799,13 @@ def _cmd_verify(registry: Registry, args: argparse.Namespace) -> int:
     return EXIT_OK if all(s.ok for s in statuses) else EXIT_VERIFY_FAILED
 
 
-COMMANDS = {"list": _cmd_list, "show": _cmd_show, "alias": _cmd_alias, "verify": _cmd_verify}
+COMMANDS = {
+    "list": _cmd_list,
+    "show": _cmd_show,
+    "compare": _cmd_compare,
+    "alias": _cmd_alias,
+    "verify": _cmd_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
