@@ -259,13 +259,13 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> int:
     by_version: dict[str, list[str]] = {}
     for name, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(name)
+    if not statuses:  # the same exit code for text and JSON: a script can tell
+        with _explained(registry, args.model):
+            raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
     if args.output == "json":
         rows = [{**_status_json(s), "aliases": by_version.get(s.version, [])} for s in shown]
         _print_json({"model_name": args.model, "versions": rows, "aliases": aliases})
         return EXIT_OK
-    if not statuses:
-        with _explained(registry, args.model):
-            raise NotFound(f"model {args.model!r} has no versions in {registry.uri}")
     print(
         f"{'VERSION':<8} {'STATE':<10} {'CREATED (UTC)':<20} {'ALIASES':<20} {'ESTIMATOR':<18} "
         "METRICS / PROBLEM"
@@ -822,6 +822,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryError as error:
         print(f"model-registry: error: {error}", file=sys.stderr)
         return EXIT_REGISTRY_ERROR
+    except BrokenPipeError:  # `model-registry show ... | head`: the reader has what it wanted
+        # Python would report the pipe again while flushing stdout at exit: point it elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

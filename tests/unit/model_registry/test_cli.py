@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +249,27 @@ def test_errors_map_to_exit_codes(populated: Registry, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "no version v7" in err or "v7" in err
     assert "invalid model name" in err
+    # JSON output gets the same exit code as text: a script can tell "no such model"
+    assert run(populated, "list", "nope", "-o", "json") == EXIT_NOT_FOUND
+    assert run(populated, "list", "nope") == EXIT_NOT_FOUND
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(populated: Registry) -> None:
+    """`model-registry show ... | head -1`: the pipe closes before the output is written."""
+    command = [sys.executable, "-m", "model_registry", "--registry-uri", populated.uri]
+    process = subprocess.Popen(
+        [*command, "show", "churn", "v1", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # before the process has imported anything, let alone written
+    with process.stderr:
+        error = process.stderr.read().decode()
+    assert process.wait(timeout=60) == EXIT_OK, error
+    assert "Traceback" not in error, error
+    assert "BrokenPipe" not in error, error
 
 
 def test_missing_version_lists_the_versions_and_aliases(
