@@ -27,10 +27,12 @@ import grpc
 import httpx
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from model_registry import Registry
 from serving_common.net import free_port
 from tests.integration.server_harness import ServerProcess, metric_samples
 
@@ -404,6 +406,150 @@ def test_grpc_categorical_bytes_contents(shop: Served) -> None:
     response = stub.ModelInfer(request)
     proba = np.frombuffer(response.raw_output_contents[1], "<f8").tolist()
     assert proba == rest["outputs"][1]["data"]
+
+
+# -- a missing value for a feature trained without any: imputed in every encoding ----------
+
+SHOP_MISSING: list[dict[str, Any]] = [
+    {"x1": None, "x2": 3.0, "color": "red"},
+    {"x1": 0.5, "x2": None, "color": None},
+    {"x1": None, "x2": None, "color": None},
+]
+"""Rows with missing values; the shop model was trained without any (every feature)."""
+
+
+def _imputed(pipeline: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``rows`` with each missing value filled in as training's imputers fill it: the median of
+    a number, the most frequent category."""
+    prep = pipeline.named_steps["prep"]
+    fill = {
+        column: value
+        for name, transformer, columns in prep.transformers_
+        if name in ("numeric", "categorical")
+        for column, value in zip(
+            columns, transformer.named_steps["impute"].statistics_, strict=True
+        )
+    }
+    return pd.DataFrame([{k: fill[k] if v is None else v for k, v in r.items()} for r in rows])
+
+
+def _shop_tensors(rows: list[dict[str, Any]]) -> list[tuple[str, str, np.ndarray[Any, Any]]]:
+    """Binary data and gRPC have no null: a missing number is NaN, a missing category ``""``."""
+    return [
+        ("x1", "FP64", np.array([np.nan if r["x1"] is None else r["x1"] for r in rows])),
+        ("x2", "FP64", np.array([np.nan if r["x2"] is None else r["x2"] for r in rows])),
+        ("color", "BYTES", np.array([r["color"] or "" for r in rows], dtype=object)),
+    ]
+
+
+def _shop_answers(shop: Served, rows: list[dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+    """(labels, probabilities) for ``rows`` over V1 objects and lists, V2 JSON and binary, and
+    gRPC raw and typed contents."""
+    from kserve import InferInput, InferRequest
+
+    answers: dict[str, tuple[Any, Any]] = {}
+    for form, instances in (
+        ("v1-objects", rows),
+        ("v1-lists", [[r["x1"], r["x2"], r["color"]] for r in rows]),
+    ):
+        reply = shop.post(
+            "/v1/models/shop:predict", {"instances": instances, "return_probabilities": True}
+        )
+        assert reply.status_code == 200, reply.text
+        answers[form] = (reply.json()["predictions"], reply.json()["probabilities"])
+    names = [("x1", "FP64"), ("x2", "FP64"), ("color", "BYTES")]
+    v2 = {
+        "inputs": [
+            {"name": n, "datatype": d, "shape": [len(rows)], "data": [r[n] for r in rows]}
+            for n, d in names
+        ]
+    }
+    reply = shop.post("/v2/models/shop/infer", v2)
+    assert reply.status_code == 200, reply.text
+    predict, proba = reply.json()["outputs"]
+    answers["v2-json"] = (predict["data"], np.reshape(proba["data"], proba["shape"]))
+    inputs = []
+    for name, datatype, array in _shop_tensors(rows):
+        tensor = InferInput(name, [len(rows)], datatype)
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    request = InferRequest(model_name="shop", infer_inputs=inputs)
+    body, length = request.to_rest()
+    assert isinstance(body, bytes)
+    reply = shop.client.post(
+        "/v2/models/shop/infer",
+        content=body,
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(length),
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    predict, proba = reply.json()["outputs"]
+    answers["v2-binary"] = (predict["data"], np.reshape(proba["data"], proba["shape"]))
+    _, stub = shop.stub()
+    for raw in (True, False):
+        message = pb.ModelInferRequest(model_name="shop")
+        for name, datatype, array in _shop_tensors(rows):
+            tensor = message.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
+            if datatype == "BYTES":
+                encoded = [v.encode() for v in array]
+                if raw:
+                    message.raw_input_contents.append(
+                        b"".join(len(v).to_bytes(4, "little") + v for v in encoded)
+                    )
+                else:
+                    tensor.contents.bytes_contents.extend(encoded)
+            elif raw:
+                message.raw_input_contents.append(array.astype("<f8").tobytes())
+            else:
+                tensor.contents.fp64_contents.extend(array.tolist())
+        response = stub.ModelInfer(message)
+        labels = [v.decode() for v in _bytes_elements(response.raw_output_contents[0], len(rows))]
+        probabilities = np.frombuffer(response.raw_output_contents[1], "<f8").reshape(-1, 2)
+        answers["grpc-raw" if raw else "grpc-typed"] = (labels, probabilities)
+    return answers
+
+
+def _bytes_elements(blob: bytes, count: int) -> list[bytes]:
+    """A BYTES tensor's elements, each after its 4-byte little-endian length."""
+    elements, at = [], 0
+    for _ in range(count):
+        size = int.from_bytes(blob[at : at + 4], "little")
+        elements.append(blob[at + 4 : at + 4 + size])
+        at += 4 + size
+    return elements
+
+
+def test_a_null_for_a_feature_trained_without_missing_values_is_imputed_in_every_encoding(
+    shop: Served, registry_uri: str
+) -> None:
+    """The shop model had no missing value in training (``nullable`` false for every feature).
+    A null (NaN in binary data and gRPC, "" for the category there) is answered 200, over V1,
+    V2 JSON, V2 binary and gRPC, with what the pipeline answers for the row its imputers fill
+    in (the median of a number, the most frequent category), and counted per feature in
+    ``model_server_missing_values_total``."""
+    metadata, pipeline = Registry(registry_uri).load_model("shop")
+    assert not any(f.nullable for f in metadata.features)
+    expected = pipeline.predict_proba(_imputed(pipeline, SHOP_MISSING))
+    labels = pipeline.classes_.take(np.argmax(expected, axis=1)).tolist()
+    engine = shop.client.get("/v2/models/shop").json()["parameters"]["engine"]
+    before = metric_samples(shop.client.get("/metrics").text, "model_server_missing_values_total")
+    answers = _shop_answers(shop, SHOP_MISSING)
+    for form, (predicted, probabilities) in answers.items():
+        assert predicted == labels, (form, engine)
+        np.testing.assert_allclose(
+            probabilities, expected, rtol=0, atol=1e-4, err_msg=f"{form} ({engine})"
+        )
+    after = metric_samples(shop.client.get("/metrics").text, "model_server_missing_values_total")
+    counted = {
+        dict(labels_)["feature"]: value - before.get(labels_, 0.0)
+        for labels_, value in after.items()
+    }
+    # each form sent two missing values of each feature
+    assert counted == dict.fromkeys(("x1", "x2", "color"), 2.0 * len(answers))
+    version = Registry(registry_uri).get("shop").version
+    assert {dict(k)["model_version"] for k in after} == {version}
 
 
 def _grpc_error(stub: Any, request: pb.ModelInferRequest) -> tuple[grpc.StatusCode, str]:

@@ -5,7 +5,9 @@ JSON, V2 binary tensors and gRPC (issue 23).
 A property-based test (``hypothesis``) draws the requests: batches of one row to 300, numbers
 across the training range and past it, whole numbers, values near float32's and float64's
 limits, subnormals, missing numbers (``null`` in JSON, NaN in binary and gRPC), known, unseen,
-missing and empty categories. All eight answers must agree: the same status, the same labels,
+missing and empty categories, and now and then a row missing every feature: a missing value for
+any feature, whether or not training had one for it, which both engines impute as training
+did. All eight answers must agree: the same status, the same labels,
 probabilities (or values) within the ONNX check's tolerance across engines and identical
 across protocols for one engine. ``DIFFERENTIAL_EXAMPLES`` sets the examples per estimator
 (default 30; ``make test-differential`` runs 1,000). All-numeric models take the codec's
@@ -236,6 +238,10 @@ def requests(draw: st.DrawFn, names: tuple[str, ...]) -> Ask:
         row = draw(st.integers(0, count - 1))
         text = feature in ("color", "size")
         columns[feature][row] = draw(CATEGORIES if text else NUMBERS)
+    if draw(st.integers(0, 4)) == 0:  # a row missing every feature: each imputed
+        row = draw(st.integers(0, count - 1))
+        for feature in names:
+            columns[feature][row] = None
     numeric = not {"color", "size"} & set(names)
     return Ask(
         columns,
@@ -487,12 +493,36 @@ def test_an_empty_category_over_binary_v2_is_missing_in_both_engines(served: Any
         assert not np.array_equal(by_null.scores, by_unseen.scores)  # missing is not unknown
 
 
-def test_a_missing_category_for_a_feature_trained_without_any_is_refused(served: Any) -> None:
+def test_missing_values_for_features_trained_without_any_are_imputed_alike(served: Any) -> None:
+    """``size``, ``count`` and ``wide`` had no missing value in training (``x`` and ``color``
+    did): a missing value for any of them is imputed as training would, the most frequent size,
+    the median count or width, by both engines in every encoding (once a 400)."""
     model = served("classification", "random-forest", {"n_estimators": "25"})
-    answers = answers_for(model, {**ORDINARY, "size": [""]})
-    assert {a.status for a in answers.values()} == {400}
-    assert "'size'" in answers[("onnx", "v1-json")].error
-    assert "missing" in answers[("onnx", "v1-json")].error
+    uri = model.servers["sklearn"].args[model.servers["sklearn"].args.index("--registry-uri") + 1]
+    metadata, pipeline = Registry(uri).load_model(model.name)
+    nullable = {f.name for f in metadata.features if f.nullable}
+    assert nullable == {"x", "color"}
+    prep = pipeline.named_steps["prep"]
+    fill = {
+        column: value
+        for name, transformer, columns in prep.transformers_
+        if name in ("numeric", "categorical")
+        for column, value in zip(
+            columns, transformer.named_steps["impute"].statistics_, strict=True
+        )
+    }
+    for missing in ({"size": [""]}, {"size": [None]}, {"count": [None]}, {"wide": [None]}, None):
+        request = {**ORDINARY, **missing} if missing else {name: [None] for name in ORDINARY}
+        answers = answers_for(model, request)
+        assert_alike(answers, model)
+        assert answers[("onnx", "v1-json")].status == 200
+        row = {k: fill[k] if v[0] in (None, "") else v[0] for k, v in request.items()}
+        expected = pipeline.predict_proba(pd.DataFrame([row])[list(metadata.feature_names)])
+        for key, answer in answers.items():
+            assert answer.scores is not None
+            np.testing.assert_allclose(
+                answer.scores, expected, rtol=0, atol=PROBABILITY_TOLERANCE, err_msg=str(key)
+            )
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
@@ -25,6 +27,14 @@ CANCER = "breast-cancer"
 ROW = [14.0, 19.0, 91.0, 650.0, 0.096, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40.0, 0.007,
        0.025, 0.03, 0.011, 0.02, 0.0038, 16.0, 25.0, 107.0, 880.0, 0.13, 0.25, 0.27, 0.11, 0.29,
        0.084]  # fmt: skip
+FEATURES = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness",
+            "mean_compactness", "mean_concavity", "mean_concave_points", "mean_symmetry",
+            "mean_fractal_dimension", "radius_error", "texture_error", "perimeter_error",
+            "area_error", "smoothness_error", "compactness_error", "concavity_error",
+            "concave_points_error", "symmetry_error", "fractal_dimension_error", "worst_radius",
+            "worst_texture", "worst_perimeter", "worst_area", "worst_smoothness",
+            "worst_compactness", "worst_concavity", "worst_concave_points", "worst_symmetry",
+            "worst_fractal_dimension"]  # fmt: skip
 
 
 def cancer_args(registry_uri: str, *extra: str) -> list[str]:
@@ -206,6 +216,15 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         "instance 0 has 29 values; the model takes 30",
     ),
     (
+        "too few features: what to send",
+        V1,
+        {"instances": [ROW[:29]]},
+        {},
+        400,
+        "send one for each, in this order; a value you do not have may be null, which the model "
+        "imputes as in training",
+    ),
+    (
         "too many features",
         V1,
         {"instances": [ROW, [*ROW, 1.0]]},
@@ -231,7 +250,6 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         "feature 'mean_perimeter' of instance 0 must be a number",
     ),
     ("boolean value", V1, {"instances": [[True, *ROW[1:]]]}, {}, 400, "must be a number, got true"),
-    ("null value", V1, {"instances": [[None, *ROW[1:]]]}, {}, 400, "is missing (null)"),
     (
         "infinite value",
         V1,
@@ -248,6 +266,15 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "missing features: mean_radius",
+    ),
+    (
+        "missing feature: what to send",
+        V1,
+        {"instances": [dict.fromkeys(FEATURES[1:], 1.0)]},
+        {},
+        400,
+        "instance 0 has missing features: mean_radius (send every feature; a value you do not "
+        "have may be null, which the model imputes as in training)",
     ),
     (
         "bad probability flag",
@@ -308,6 +335,20 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "missing inputs for features: mean_texture",
+    ),
+    (
+        "v2 missing feature tensor: what to send",
+        V2,
+        {
+            "inputs": [
+                {"name": n, "shape": [1], "datatype": "FP64", "data": [1.0]} for n in FEATURES[:-1]
+            ]
+        },
+        {},
+        400,
+        "missing inputs for features: worst_fractal_dimension (send a tensor for every feature; "
+        'a value you do not have may be null (NaN in binary data and gRPC contents, "" for a '
+        "text feature), which the model imputes as in training)",
     ),
     (
         "v2 unknown output",
@@ -419,6 +460,81 @@ def test_categorical_bad_inputs(
         return
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+
+
+# -- missing values ----------------------------------------------------------------------------
+
+
+def test_a_null_for_a_feature_trained_without_missing_values_is_imputed_by_the_pipeline(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    """The breast-cancer model had no missing value in training. Served by the pipeline
+    (``--engine sklearn``; ONNX Runtime serves the shop model in test_clients.py), a null (NaN in
+    binary data) for any feature is answered 200 over V1 and V2 with what the pipeline answers
+    for the row with the training median in its place, and counted per feature."""
+    metadata, pipeline = Registry(registry_uri).load_model(CANCER)
+    assert not any(f.nullable for f in metadata.features)
+    assert metadata.feature_names == FEATURES
+    impute = pipeline.named_steps["prep"].named_transformers_["numeric"].named_steps["impute"]
+    medians = impute.statistics_.tolist()
+    rows: list[list[Any]] = [[None, *ROW[1:]], [*ROW[:5], None, *ROW[6:]], [None] * 30]
+    imputed = [[medians[i] if v is None else v for i, v in enumerate(r)] for r in rows]
+    expected = pipeline.predict_proba(pd.DataFrame(imputed, columns=FEATURES))
+    labels = pipeline.classes_.take(np.argmax(expected, axis=1)).tolist()
+    with_nan = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype="<f8")
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [3, 30],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": with_nan.nbytes},
+                }
+            ]
+        }
+    )
+    binary = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)),
+    }
+    per_feature = {
+        "inputs": [
+            {"name": n, "shape": [3], "datatype": "FP64", "data": [r[i] for r in rows]}
+            for i, n in enumerate(FEATURES)
+        ]
+    }
+    args = cancer_args(registry_uri, "--engine", "sklearn")
+    with ServerProcess(args, tmp_path) as process:
+        answers = {}
+        for form, instances in (
+            ("v1-lists", rows),
+            ("v1-objects", [dict(zip(FEATURES, r, strict=True)) for r in rows]),
+        ):
+            reply = process.post(V1, {"instances": instances, "return_probabilities": True})
+            assert reply.status_code == 200, reply.text
+            answers[form] = (reply.json()["predictions"], reply.json()["probabilities"])
+        for form, reply in (
+            ("v2-matrix", process.post(V2, v2_matrix(rows))),
+            ("v2-per-feature", process.post(V2, per_feature)),
+            (
+                "v2-binary",
+                process.client.post(V2, content=head + with_nan.tobytes(), headers=binary),
+            ),
+        ):
+            assert reply.status_code == 200, reply.text
+            predict, proba = reply.json()["outputs"]
+            answers[form] = (predict["data"], np.reshape(proba["data"], proba["shape"]))
+        text = process.client.get("/metrics").text
+    for form, (predicted, probabilities) in answers.items():
+        assert predicted == labels, form
+        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-12, err_msg=form)
+    counted = {
+        dict(labels_)["feature"]: value
+        for labels_, value in metric_samples(text, "model_server_missing_values_total").items()
+    }
+    per_form = {n: 2.0 if n in ("mean_radius", "mean_compactness") else 1.0 for n in FEATURES}
+    assert counted == {n: count * len(answers) for n, count in per_form.items()}
 
 
 # -- failed load, metrics, workers, shutdown ---------------------------------------------------
