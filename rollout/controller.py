@@ -153,6 +153,18 @@ def apply(target: Target, state: RolloutState, decision: Decision, printer: Prin
     return phase_code[1] if phase_code else None
 
 
+def outcome(state: RolloutState) -> str:
+    """What a final verdict leaves serving, said once (the event's kind names the verdict)."""
+    if state.phase == "promoted":
+        return f"{state.model} serves {state.treatment_version} to all traffic"
+    if state.phase == "rolled_back":
+        return (
+            f"{state.model} serves {state.control_version} to all traffic again; "
+            f"{state.treatment_version} is rejected"
+        )
+    return f"{state.model} stays at {state.percent}%: a person must look"
+
+
 def run_loop(
     target: Target,
     prometheus: Prometheus,
@@ -189,7 +201,7 @@ def run_loop(
         )
         code = apply(target, state, decision, printer)
         if code is not None:
-            printer.event(state.phase, f"{state.model}: {state.phase.replace('_', ' ')}")
+            printer.event(state.phase, outcome(state))
             return code
     state.phase = "halted"
     state.last_reasons = [f"no verdict after {settings.max_rounds} rounds"]

@@ -100,6 +100,17 @@ class Measurements:
     control: Side | None = None
     treatment: Side | None = None
     custom: tuple[Custom, ...] = ()
+    window: str | None = None
+    """The analysis window the sides were measured over (a PromQL duration)."""
+
+
+@dataclass(frozen=True)
+class Requests:
+    """How many requests each side answered over the analysis window (None: no series)."""
+
+    control: float | None
+    treatment: float | None
+    window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,15 @@ class Decision:
     """canaryTrafficPercent to set (None: remove the field; unchanged for hold and halt)."""
     reasons: tuple[str, ...]
     checks: tuple[Check, ...] = field(default=())
+    requests: Requests | None = None
+    """The traffic the decision saw, when Prometheus answered."""
+
+
+def milliseconds(seconds: float) -> str:
+    """A latency in milliseconds with the digits that matter: ``0.42 ms``, ``4.2 ms``,
+    ``42 ms``, ``420 ms`` (a sub-millisecond latency is not ``0 ms``)."""
+    ms = seconds * 1000
+    return f"{ms:.0f} ms" if ms == 0 or abs(ms) >= 10 else f"{ms:.2g} ms"
 
 
 def z_test(treatment: Side, control: Side, confidence: float) -> tuple[str, float]:
@@ -165,7 +185,7 @@ def _checks(t: Side, c: Side, policy: Policy) -> tuple[list[Check], bool]:
     ):
         if value is not None:
             checks.append(
-                Check(name, value <= limit, f"{value * 1000:.0f} ms (limit {limit * 1000:.0f} ms)")
+                Check(name, value <= limit, f"{milliseconds(value)} (limit {milliseconds(limit)})")
             )
     if t.p95_seconds is not None and c.p95_seconds is not None:
         bound = c.p95_seconds * policy.max_latency_ratio + policy.latency_slack_seconds
@@ -173,8 +193,8 @@ def _checks(t: Side, c: Side, policy: Policy) -> tuple[list[Check], bool]:
             Check(
                 "p95 latency vs control",
                 t.p95_seconds <= bound,
-                f"treatment {t.p95_seconds * 1000:.0f} ms vs control "
-                f"{c.p95_seconds * 1000:.0f} ms (limit {bound * 1000:.0f} ms)",
+                f"treatment {milliseconds(t.p95_seconds)} vs control "
+                f"{milliseconds(c.p95_seconds)} (limit {milliseconds(bound)})",
             )
         )
     keep_running = False
@@ -187,7 +207,23 @@ def _checks(t: Side, c: Side, policy: Policy) -> tuple[list[Check], bool]:
 
 
 def decide(state: State, measured: Measurements, policy: Policy) -> Decision:
-    """The next action of a canary at ``state`` given this round's ``measured`` evidence."""
+    """The next action of a canary at ``state`` given this round's ``measured`` evidence,
+    with the requests each side answered in the window (when Prometheus answered)."""
+    decision = _decide(state, measured, policy)
+    if not measured.prometheus_up:
+        return decision
+    t, c = measured.treatment, measured.control
+    return replace(
+        decision,
+        requests=Requests(
+            control=c.requests if c else None,
+            treatment=t.requests if t else None,
+            window=measured.window,
+        ),
+    )
+
+
+def _decide(state: State, measured: Measurements, policy: Policy) -> Decision:
     if not measured.prometheus_up:
         return Decision(Action.HALT, state, None, ("Prometheus is unreachable: no evidence",))
     if not measured.treatment_ready:

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from rollout.decision import Decision
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_HALTED, EXIT_PAUSED = 0, 1, 2, 3, 4, 5
-EXIT_CODES_HELP = (
-    "exit codes: 0 promoted (or done), 1 error, 2 usage, 3 rolled back, 4 halted (no data, "
-    "Prometheus down, too many rounds), 5 paused"
-)
+EXIT_CODES_HELP = """\
+exit codes:
+  0 promoted (or done), 1 error, 2 usage, 3 rolled back, 4 halted (no data, Prometheus down,
+  too many rounds), 5 paused"""
+REHEARSE_EXIT_CODES_HELP = """\
+exit codes:
+  0 the outcome expected (--expect; by default rollback when a treatment fault is given, else
+    promote), 1 error, or promoted when a rollback was expected, 2 usage, 3 rolled back when a
+    promotion was expected, 4 halted (no data, Prometheus down, too many rounds)"""
 
 
 class Step(Protocol):
@@ -45,6 +51,7 @@ class Printer:
 
     def decision(self, state: Step, decision: Decision) -> None:
         checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks]
+        requests = decision.requests
         if self.output == "json":
             self.event(
                 "decision",
@@ -53,13 +60,25 @@ class Printer:
                 reasons=list(decision.reasons),
                 checks=checks,
                 failed_rounds=decision.state.failed_rounds,
+                requests=None if requests is None else asdict(requests),
             )
             return
         where = f"at {state.percent}%" if state.percent is not None else ""
-        self.event("decision", f"{decision.action.value.upper()} {where}".strip())
+        line = f"{decision.action.value.upper()} {where}".strip()
+        if requests is not None:
+            over = f" over {requests.window}" if requests.window else ""
+            line += (
+                f" (requests{over}: control {_count(requests.control)}, "
+                f"treatment {_count(requests.treatment)})"
+            )
+        self.event("decision", line)
         for check in decision.checks:
             mark = "ok  " if check.passed else "FAIL"
             print(f"    {mark} {check.name}: {check.detail}", file=self.stream)
         for reason in decision.reasons:
             print(f"    - {reason}", file=self.stream)
         self.stream.flush()
+
+
+def _count(requests: float | None) -> str:
+    return "none" if requests is None else f"{requests:.0f}"

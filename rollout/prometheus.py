@@ -160,4 +160,5 @@ def measure(
         control=control_side,
         treatment=treatment_side,
         custom=tuple(results),
+        window=window,
     )
