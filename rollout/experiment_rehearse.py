@@ -5,33 +5,48 @@ local Prometheus scraping it every second, and a bounded locust population of us
 ids whose conversion rate in the treatment is the control's times (1 + ``--lift``): the planted
 truth. The analysis ``experiment status`` prints is read from Prometheus every few seconds, as
 people would read it every day, until it decides (ship or rollback) or the outcome budget runs
-out (keep-running). A real lift should ship; no lift should keep running; a harm should roll back.
-It knows nothing of Kubernetes, the commands or the canary rehearsal; what it shares with the
-latter is in ``rollout.local``.
+out (keep-running, saying which bound stopped it). A real lift should ship; no lift should keep
+running; a harm should roll back. It knows nothing of Kubernetes, the commands or the canary
+rehearsal; what it shares with the latter is in ``rollout.local``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts, report_for, show
-from rollout.local import ROOT, prometheus_binary, start_prometheus, stop_all
+from rollout.local import (
+    ROOT,
+    Children,
+    RehearsalError,
+    absolute_uri,
+    prometheus_binary,
+    ready_detail,
+    resolve_versions,
+    start_prometheus,
+)
 from rollout.output import EXIT_ERROR, EXIT_USAGE, Printer
-from rollout.prometheus import Prometheus
+from rollout.prometheus import Prometheus, PrometheusError
 from rollout.settings import RolloutSettings
-from serving_common.net import free_port, wait_ready
+from serving_common.net import free_port
+
+SERVER_SECONDS = 120.0
+"""How long the server may take to load both versions."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rehearsal")
-    group.add_argument("--registry-uri", default="./registry", help="registry (./registry)")
+    group.add_argument(
+        "--registry-uri",
+        type=absolute_uri,
+        default="./registry",
+        help="registry: a path (relative to this directory), file://, gs:// or s3:// URI "
+        "(./registry)",
+    )
     group.add_argument("--model", default="breast-cancer", help="model name (breast-cancer)")
     group.add_argument("--control", required=True, help="control version, e.g. v1")
     group.add_argument("--treatment", required=True, help="treatment version, e.g. v2")
@@ -61,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-seconds", type=float, default=180.0, help="stop after this long (180)"
     )
     group.add_argument("--look-seconds", type=float, default=3.0, help="time between looks (3)")
+    group.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the work directory with every process's log when the rehearsal ends well "
+        "too (it is kept, and each log named, when it fails)",
+    )
 
 
 def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
@@ -74,56 +95,72 @@ def rehearse(args: argparse.Namespace, settings: RolloutSettings, printer: Print
             file=sys.stderr,
         )
         return EXIT_USAGE
+    try:
+        versions = resolve_versions(
+            args.registry_uri, args.model, {"control": args.control, "treatment": args.treatment}
+        )
+    except RehearsalError as error:
+        print(f"model-rollout: error: {error}", file=sys.stderr)
+        return error.code
     if settings.experiment_window == "30d":  # nothing older than this run exists
         settings = settings.model_copy(update={"experiment_window": "1h"})
-    processes: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="experiment-") as tmp:
-        try:
-            return _run(args, settings, printer, prometheus_bin, Path(tmp), processes)
-        finally:
-            stop_all(processes)
+    with Children("experiment-", keep=args.keep_logs) as children:
+        return _run(args, versions, settings, printer, prometheus_bin, children)
+
+
+def stopped_by(args: argparse.Namespace, outcomes: int, elapsed: float) -> str:
+    """Why a rehearsal that still says keep-running stopped looking."""
+    if outcomes >= args.max_outcomes:
+        bound = f"reached --max-outcomes {args.max_outcomes} ({outcomes} outcomes)"
+    else:
+        bound = f"reached --max-seconds {args.max_seconds:g} ({outcomes} outcomes)"
+    planted = (
+        "an A/A experiment (--lift 0) is expected to keep running"
+        if args.lift == 0
+        else f"the planted lift ({args.lift:+g}) was not detected yet: more outcomes "
+        "(--max-outcomes, --max-seconds) or a larger --lift decide sooner"
+    )
+    return f"{bound} after {elapsed:.0f}s without a decision; {planted}"
 
 
 def _run(  # noqa: PLR0917 (the rehearsal's parts)
     args: argparse.Namespace,
+    versions: dict[str, str],
     settings: RolloutSettings,
     printer: Printer,
     prometheus_bin: str,
-    work: Path,
-    processes: list[subprocess.Popen[bytes]],
+    children: Children,
 ) -> int:
-    def start(command: list[str], log: str, env: dict[str, str] | None = None) -> Any:
-        with (work / log).open("wb") as handle:
-            process = subprocess.Popen(  # noqa: S603 (our own commands)
-                command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-            )
-        processes.append(process)
-        return process
-
+    control, treatment = versions["control"], versions["treatment"]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start(
+    children.start(
+        "server",
         [
             sys.executable, "-m", "model_server", "--registry-uri", args.registry_uri,
-            "--model-name", args.model, "--model-version", args.control,
-            "--experiment", args.experiment, "--experiment-treatment", args.treatment,
+            "--model-name", args.model, "--model-version", control,
+            "--experiment", args.experiment, "--experiment-treatment", treatment,
             "--experiment-percent", str(args.percent), "--no-drift",
             "--host", "127.0.0.1", "--http-port", str(port),
         ],
-        "server.log",
     )  # fmt: skip
-    if not wait_ready(f"{url}/v2/models/{args.model}/ready", server, 120):
-        log = (work / "server.log").read_text(errors="replace")[-2000:]
-        print(f"model-rollout: error: the model server did not start:\n{log}", file=sys.stderr)
-        return EXIT_ERROR
     printer.event(
         "server",
-        f"{args.model}: {args.control} (control) and {args.treatment} (treatment, "
+        f"loading {args.model} {control} (control) and {treatment} (treatment) from "
+        f"{args.registry_uri}",
+    )
+    ready = f"{url}/v2/models/{args.model}/ready"
+    why = children.wait("the server loading", lambda: ready_detail(ready), printer, SERVER_SECONDS)
+    if why is not None:
+        return children.fail(f"the model server did not start: {why}", "server")
+    printer.event(
+        "server",
+        f"{args.model}: {control} (control) and {treatment} (treatment, "
         f"{args.percent:g}% of users) in experiment {args.experiment} on {url}",
     )
-    prometheus_url = start_prometheus(prometheus_bin, [url], work, start)
-    if prometheus_url is None:
-        return EXIT_ERROR
+    prometheus_url = start_prometheus(prometheus_bin, [url], children, printer)
+    if isinstance(prometheus_url, int):
+        return prometheus_url
     printer.event("prometheus", f"scraping every second on {prometheus_url}")
     env = {
         **os.environ,
@@ -133,17 +170,17 @@ def _run(  # noqa: PLR0917 (the rehearsal's parts)
         "EXPERIMENT_LIFT": str(args.lift),
         "LOADTEST_REGISTRY_URI": args.registry_uri,
         "LOADTEST_MODEL": args.model,
-        "LOADTEST_VERSION": args.control,
+        "LOADTEST_VERSION": control,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    start(
+    children.start(
+        "locust",
         [
             sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "experiment.py"),
             "--headless", "--host", url, "--users", str(args.users),
             "--spawn-rate", str(args.users), "--run-time", f"{int(args.max_seconds) + 10}s",
             "--stop-timeout", "2", "--only-summary",
         ],
-        "locust.log",
         env,
     )  # fmt: skip
     printer.event(
@@ -151,17 +188,28 @@ def _run(  # noqa: PLR0917 (the rehearsal's parts)
         f"locust, {args.users} users over {args.population} ids, true rates "
         f"{args.base_rate:g} (control) and {args.base_rate * (1 + args.lift):.4g} (treatment)",
     )
-    deadline = time.monotonic() + args.max_seconds
+    started = time.monotonic()
+    deadline = started + args.max_seconds
     report: dict[str, Any] | None = None
+    waiting_said = started
+    outcomes = 0
     with Prometheus(prometheus_url) as prometheus:
         while time.monotonic() < deadline:
             time.sleep(args.look_seconds)
+            gone = children.exited()
+            if gone is not None:
+                code = children.processes[gone].returncode
+                return children.fail(f"the {gone} process exited (code {code})", gone)
             try:
                 counts = read_counts(
                     prometheus, args.model, args.experiment, window=settings.experiment_window
                 )
-            except NoExperiment:
-                continue  # not scraped yet
+            except (NoExperiment, PrometheusError) as error:  # not scraped yet
+                now = time.monotonic()
+                if now - waiting_said >= 10:
+                    printer.event("waiting", f"the first outcomes ({now - started:.0f}s): {error}")
+                    waiting_said = now
+                continue
             report = report_for(counts, settings)
             outcomes = report["control"]["outcomes"] + report["treatment"]["outcomes"]
             printer.event(
@@ -172,7 +220,10 @@ def _run(  # noqa: PLR0917 (the rehearsal's parts)
             if report["decision"] != "keep-running" or outcomes >= args.max_outcomes:
                 break
     if report is None:
-        print("model-rollout: error: no outcome reached Prometheus", file=sys.stderr)
-        return EXIT_ERROR
+        return children.fail(
+            f"no outcome reached Prometheus in {args.max_seconds:g}s (--max-seconds)", "locust"
+        )
+    if report["decision"] == "keep-running":
+        printer.event("stopped", stopped_by(args, outcomes, time.monotonic() - started))
     show(report, printer)
     return EXIT_FOR[report["decision"]]

@@ -196,16 +196,28 @@ def test_each_user_stays_in_one_variant_and_outcomes_are_counted(
     assert not any(u in log.read_text() for u in users)  # raw keys are never logged
 
 
-def rehearse(registry: str, *extra: str) -> tuple[int, dict[str, Any]]:
+def rehearse_lines(registry: str, *extra: str) -> tuple[int, list[dict[str, Any]], str]:
+    """``experiment rehearse`` run as a user would: from the directory holding the registry
+    (outside the repository), naming it relatively."""
+    where = Path(registry).parent
+    assert not where.resolve().is_relative_to(Path(__file__).resolve().parents[2])
     command = [
-        sys.executable, "-m", "rollout", "experiment", "rehearse", "--registry-uri", registry,
+        sys.executable, "-m", "rollout", "experiment", "rehearse",
+        "--registry-uri", f"./{Path(registry).name}",
         "--control", "v1", "--treatment", "v2", "--users", "6", "--max-seconds", "60",
         "--max-outcomes", "5000", "-o", "json", *extra,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=150, check=False, cwd=where
+    )
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, done.stdout + done.stderr
-    return done.returncode, lines[-1]
+    return done.returncode, lines, done.stderr
+
+
+def rehearse(registry: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    code, lines, err = rehearse_lines(registry, *extra)
+    assert lines, err
+    return code, lines[-1]
 
 
 def test_rehearsal_ships_a_real_lift(registry: str) -> None:
@@ -217,15 +229,33 @@ def test_rehearsal_ships_a_real_lift(registry: str) -> None:
 
 
 def test_rehearsal_keeps_running_without_a_lift_and_rolls_back_a_harm(registry: str) -> None:
-    code, report = rehearse(
+    code, lines, err = rehearse_lines(
         registry, "--lift", "0", "--max-outcomes", "3000", "--experiment-alpha", "0.01"
     )
+    report = lines[-1]
     # No lift: mSPRT stops wrongly in at most alpha (1% here) of experiments (simulated in
     # tests/unit), however often it looks.
-    assert (code, report["decision"]) == (4, "keep-running"), report
+    assert (code, report["decision"]) == (4, "keep-running"), (report, err)
     assert report["control"]["outcomes"] + report["treatment"]["outcomes"] >= 3000
+    stopped = lines[-2]  # why it stopped without a decision, before the report
+    assert stopped["event"] == "stopped"
+    assert stopped["message"].startswith("reached --max-outcomes 3000 (")
+    assert stopped["message"].endswith(
+        "without a decision; an A/A experiment (--lift 0) is expected to keep running"
+    )
     code, report = rehearse(registry, "--lift", "-0.6", "--percent", "40")
     assert (code, report["decision"]) == (3, "rollback"), report
+
+
+def test_a_rehearsal_of_a_missing_version_fails_at_once_naming_the_versions(
+    registry: str,
+) -> None:
+    code, lines, err = rehearse_lines(registry, "--control", "production", "--treatment", "v7")
+    assert (code, lines) == (2, [])
+    assert err == (
+        f"model-rollout: error: --treatment v7: model 'breast-cancer' has no version v7 in "
+        f"{Path(registry).resolve()}; it has v1, v2\n"
+    )
 
 
 def test_grpc_assigns_by_the_same_user_key_in_metadata(server: tuple[str, Path]) -> None:
