@@ -4,7 +4,9 @@
 ``run`` reads the InferenceService and its rollout ConfigMap once (the chart's rollout defaults
 fill in the settings no flag or ``ROLLOUT_*`` gave), then runs the command: a patch, an Event and
 the saved state, one analysis round, or the analysis loop (``rollout.controller``) on the
-InferenceService's canary split. It is given parsed arguments and knows nothing of how they are
+InferenceService's canary split. ``promote`` and ``rollback`` with ``--dry-run`` read nothing
+(their patch is the same whatever the service says); every other dry run says why it needs the
+cluster when there is none. It is given parsed arguments and knows nothing of how they are
 parsed, of the experiment commands or of the rehearsals.
 """
 
@@ -21,6 +23,7 @@ from rollout.isvc import (
     INTERVAL_KEY,
     STEPS_KEY,
     VERSION_IN_URI,
+    KubeError,
     check_knative_mode,
     configmap_name,
     kubectl_line,
@@ -117,8 +120,36 @@ def release_defaults(settings: RolloutSettings, data: dict[str, str]) -> Rollout
     return merged
 
 
+DRY_RUN_READS = {
+    "start": "the patch sends the predictor's container list whole (a merge patch replaces "
+    "lists) with only STORAGE_URI changed and the resourceVersion read, --version is placed "
+    "next to the storage URI it serves now, and the control is the rolled-out revision",
+    "pause": "what it writes is the saved rollout state (the NAME-rollout ConfigMap) with its "
+    "phase changed",
+    "resume": "it continues the saved rollout, reading the service, its state and Prometheus "
+    "every round",
+}
+"""Why a command's ``--dry-run`` still reads the cluster (promote and rollback do not)."""
+
+
 def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
-    api = api_client(settings.kubeconfig, settings.context)
+    if settings.dry_run and args.command in {"promote", "rollback"}:
+        # The patch is the same whatever the service says: print it, read nothing.
+        percent = None if args.command == "promote" else 0
+        patch = percent_patch(percent)
+        send_patch(None, args.name, patch, f"{args.command} {args.name}", settings, printer)
+        return EXIT_PROMOTED
+    try:
+        api = api_client(settings.kubeconfig, settings.context)
+    except KubeError as error:
+        if not settings.dry_run:
+            raise
+        why = DRY_RUN_READS.get(args.command, "it only reads: --dry-run changes nothing there")
+        raise KubeError(
+            f"{args.command} --dry-run needs the cluster: it reads inferenceservice "
+            f"{settings.namespace}/{args.name} first, because {why}; {error}. Without a "
+            "cluster, promote and rollback --dry-run print their patches"
+        ) from error
     try:
         isvcs = InferenceServices(api, settings.namespace)
         isvc = isvcs.get(args.name)
@@ -143,17 +174,17 @@ def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -
 
 
 def _manual(ctx: Context, command: str) -> int:
+    """Promote or roll back now (``run`` prints a dry run's patch without reading anything)."""
     percent = None if command == "promote" else 0
     ctx.send(percent_patch(percent), f"{command} {ctx.name}")
-    if not ctx.settings.dry_run:
-        if ctx.state is not None:
-            ctx.state.phase = "promoted" if percent is None else "rolled_back"
-            ctx.state.percent = percent
-            ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
-        reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
-        ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
-        if percent is None and ctx.state is not None:
-            ctx.printer.event("next", release_hint(ctx.name, ctx.state.treatment_version))
+    if ctx.state is not None:
+        ctx.state.phase = "promoted" if percent is None else "rolled_back"
+        ctx.state.percent = percent
+        ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
+    reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
+    ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
+    if percent is None and ctx.state is not None:
+        ctx.printer.event("next", release_hint(ctx.name, ctx.state.treatment_version))
     return EXIT_PROMOTED
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts, report_for, show
 from rollout.isvc import (
     STORAGE_URI,
     VERSION_IN_URI,
+    KubeError,
     check_knative_mode,
     env_patch,
     experiment_env,
@@ -48,11 +50,45 @@ VARIABLES = {
 """The predictor's experiment settings (``model_server.settings``), by what they say."""
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """``experiment`` and its commands on the main parser's subcommands; returns the parser of
-    ``experiment rehearse``, whose own arguments the rehearsal adds (``rollout.__main__``)."""
+CONNECTION = ("namespace", "context", "kubeconfig", "output")
+ISVC = "breast-cancer -n models"
+EXAMPLES = {
+    "start": (
+        f"model-rollout experiment start {ISVC} --experiment checkout-2026-11 --treatment v2 "
+        "--percent 30",
+        f"model-rollout experiment start {ISVC} --experiment checkout-2026-11 --treatment v2 "
+        "--dry-run",
+    ),
+    "status": (
+        f"model-rollout experiment status {ISVC} --prometheus-url http://prometheus:9090",
+        f"model-rollout experiment status {ISVC} -o json",
+    ),
+    "stop": (
+        f"model-rollout experiment stop {ISVC} --ship   # or --rollback",
+        f"model-rollout experiment stop {ISVC} --rollback --dry-run",
+    ),
+    "rehearse": (
+        "model-rollout experiment rehearse --control v1 --treatment v2 --lift 0.3   # ships",
+        "model-rollout experiment rehearse --registry-uri ./registry --model churn "
+        "--control v1 --treatment v2 --lift 0   # A/A: keeps running",
+    ),
+}
+SHOWN = {
+    "start": (*CONNECTION, "dry_run"),
+    "status": (*CONNECTION, "prometheus_url", "experiment_window", "experiment_alpha"),
+    "stop": (*CONNECTION, "dry_run"),
+    "rehearse": ("output", "experiment_alpha", "experiment_min_outcomes", "experiment_metric"),
+}
+"""The settings each experiment command's help lists (every other one is accepted too)."""
+
+
+def add_parser(
+    commands: Any, rehearsal: Callable[[argparse.ArgumentParser], None]
+) -> argparse.ArgumentParser:
+    """``experiment`` and its commands on the main parser's subcommands; ``rehearsal`` adds
+    ``experiment rehearse``'s own arguments (``rollout.__main__`` passes the rehearsal's)."""
     summary = "A/B experiments: sticky per-user variants, analysed with an always-valid test"
-    parser = commands.add_parser(
+    parser: argparse.ArgumentParser = commands.add_parser(
         "experiment",
         help=summary,
         description=summary + ".",
@@ -61,20 +97,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+    made: dict[str, argparse.ArgumentParser] = {}
 
     def command(name: str, text: str, *, isvc: bool = True) -> argparse.ArgumentParser:
-        made: argparse.ArgumentParser = sub.add_parser(
+        lines = "".join(f"  {line}\n" for line in EXAMPLES[name])
+        made[name] = sub.add_parser(
             name,
             help=text,
             description=text,
-            epilog=EXIT_CODES,
+            epilog=f"examples:\n{lines}\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
         if isvc:
-            made.add_argument("name", metavar="NAME", help="InferenceService (model) name")
-        add_settings(made, suppress=True)
-        return made
+            made[name].add_argument("name", metavar="NAME", help="InferenceService (model) name")
+        return made[name]
 
     start = command(
         "start", "serve control and treatment in the predictor, each user sticky to one"
@@ -97,18 +134,32 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     ending = stop.add_mutually_exclusive_group(required=True)
     ending.add_argument("--ship", action="store_true", help="serve the treatment from now on")
     ending.add_argument("--rollback", action="store_true", help="serve the control only")
-    return command(
+    rehearse = command(
         "rehearse",
         "a real server with both versions, Prometheus and a locust population with a planted "
         "lift, analysed until a decision",
         isvc=False,
     )
+    rehearsal(rehearse)
+    for name, made_parser in made.items():  # after each command's own flags, in its help too
+        add_settings(made_parser, suppress=True, shown=SHOWN[name])
+    return rehearse
 
 
 def run(args: argparse.Namespace, settings: RolloutSettings, printer: Printer) -> int:
     """One ``experiment`` command on a cluster: start, stop or status (``model-rollout``'s main
     runs ``experiment rehearse`` itself, and maps Kubernetes and usage errors)."""
-    api = api_client(settings.kubeconfig, settings.context)
+    try:
+        api = api_client(settings.kubeconfig, settings.context)
+    except KubeError as error:
+        if not settings.dry_run:
+            raise
+        raise KubeError(
+            f"experiment {args.experiment_command} --dry-run needs the cluster: it reads "
+            f"inferenceservice {settings.namespace}/{args.name} first, because the patch sends "
+            "the predictor's container list whole (a merge patch replaces lists) with only its "
+            f"experiment variables changed; {error}"
+        ) from error
     try:
         isvcs = InferenceServices(api, settings.namespace)
         isvc = isvcs.get(args.name)

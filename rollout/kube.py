@@ -3,11 +3,12 @@ ConfigMaps, record what was done as Events, and drive the canary split for the a
 
 Only merge patches (``application/merge-patch+json``, built by ``rollout.isvc``) sent with the
 field manager ``model-rollout``, or with ``--dry-run`` printed as the equivalent ``kubectl
-patch`` line. Forbidden (403), not found (404) and conflicts (409) become :class:`KubeError`
-with what to do about them. A ConfigMap model-rollout creates is owned by the InferenceService,
-so deleting the InferenceService removes it. It knows nothing of argparse, Prometheus, the
-decision or the commands; ``kubernetes`` is imported where it is used, so that the commands
-that never call the API (``--help``, the rehearsals) start without it.
+patch`` line. Forbidden (403), not found (404), conflicts (409) and an API server that does
+not answer become :class:`KubeError` with what to do about them. A ConfigMap model-rollout
+creates is owned by the InferenceService, so deleting the InferenceService removes it. It knows
+nothing of argparse, Prometheus, the decision or the commands; ``kubernetes`` is imported
+where it is used, so that the commands that never call the API (``--help``, the rehearsals, a
+dry-run promote or rollback) start without it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from rollout.settings import RolloutSettings
 
 if TYPE_CHECKING:
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
 
 class InferenceServices:
@@ -49,9 +49,17 @@ class InferenceServices:
         self.core = client.CoreV1Api(api)
 
     def _explain(
-        self, error: ApiException, verb: str, name: str, kind: str = "inferenceservice"
+        self, error: Exception, verb: str, name: str, kind: str = "inferenceservice"
     ) -> KubeError:
+        from kubernetes.client.exceptions import ApiException
+
         where = f"{kind} {self.namespace}/{name}"
+        if not isinstance(error, ApiException):  # urllib3's: no answer at all
+            host = self.core.api_client.configuration.host
+            reason = getattr(error, "reason", None) or error
+            return KubeError(
+                f"cannot reach the Kubernetes API at {host} to {verb} {where}: {reason}"
+            )
         if error.status == 404:
             return KubeError(f"{where} not found (is the namespace right?)", 404)
         if error.status == 403:
@@ -65,8 +73,6 @@ class InferenceServices:
         return KubeError(f"cannot {verb} {where}: HTTP {error.status} {error.reason}", error.status)
 
     def get(self, name: str) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             isvc = cast(
                 dict[str, Any],
@@ -74,13 +80,11 @@ class InferenceServices:
                     GROUP, VERSION, self.namespace, PLURAL, name
                 ),
             )
-        except ApiException as error:
+        except failures() as error:
             raise self._explain(error, "get", name) from error
         return isvc
 
     def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             isvc = cast(
                 dict[str, Any],
@@ -94,7 +98,7 @@ class InferenceServices:
                     field_manager=FIELD_MANAGER,
                 ),
             )
-        except ApiException as error:
+        except failures() as error:
             raise self._explain(error, "patch", name) from error
         return isvc
 
@@ -103,13 +107,11 @@ class InferenceServices:
 
     def rollout_configmap(self, name: str) -> dict[str, Any] | None:
         """The rollout ConfigMap of ``name`` (None if there is none yet)."""
-        from kubernetes.client.exceptions import ApiException
-
         cm_name = configmap_name(name)
         try:
             configmap = self.core.read_namespaced_config_map(cm_name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
+        except failures() as error:
+            if getattr(error, "status", None) == 404:
                 return None
             raise self._explain(error, "get", cm_name, "configmap") from error
         return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(configmap))
@@ -126,8 +128,6 @@ class InferenceServices:
     ) -> dict[str, Any]:
         """Write the state into ``NAME-rollout``, creating it (owned by ``owner``, the
         InferenceService) when the chart did not. Returns the ConfigMap as written."""
-        from kubernetes.client.exceptions import ApiException
-
         cm_name = configmap_name(name)
         try:
             written = self.core.patch_namespaced_config_map(
@@ -136,8 +136,8 @@ class InferenceServices:
                 state_patch(state, resource_version),
                 field_manager=FIELD_MANAGER,
             )
-        except ApiException as error:
-            if error.status != 404 or resource_version:
+        except failures() as error:
+            if getattr(error, "status", None) != 404 or resource_version:
                 raise self._explain(error, "patch", cm_name, "configmap") from error
             written = self._create_configmap(name, state, owner or self.get(name))
         return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(written))
@@ -146,7 +146,6 @@ class InferenceServices:
         self, name: str, state: dict[str, Any], owner: dict[str, Any]
     ) -> client.V1ConfigMap:
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         meta = owner.get("metadata", {})
         body = client.V1ConfigMap(
@@ -173,13 +172,12 @@ class InferenceServices:
             return self.core.create_namespaced_config_map(
                 self.namespace, body, field_manager=FIELD_MANAGER
             )
-        except ApiException as error:
+        except failures() as error:
             raise self._explain(error, "create", configmap_name(name), "configmap") from error
 
     def record_event(self, name: str, reason: str, message: str, warning: bool = False) -> None:
         """An Event on the InferenceService (``kubectl describe`` and ``get events`` show it)."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         now = datetime.now(UTC)
         event = client.CoreV1Event(
@@ -201,8 +199,17 @@ class InferenceServices:
         )
         try:
             self.core.create_namespaced_event(self.namespace, event)
-        except ApiException as error:
+        except failures() as error:
             raise self._explain(error, "record an event on", name) from error
+
+
+def failures() -> tuple[type[Exception], ...]:
+    """What a call through the client raises: the API's refusals (``ApiException``), and
+    urllib3's errors when the API server does not answer at all (unreachable, TLS, timeout)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    return ApiException, HTTPError
 
 
 def api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:

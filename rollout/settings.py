@@ -8,7 +8,9 @@ the commands, the analysis, Kubernetes or Prometheus.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Literal, get_origin
+import textwrap
+from collections.abc import Collection
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,37 +107,94 @@ class RolloutSettings(BaseSettings):
         )
 
 
-def add_settings(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+SHORT = {"namespace": ("-n",), "output": ("-o",)}
+"""kubectl's short flags for the settings that have one."""
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: the command's help with every setting listed, then exit."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str, hidden: dict[argparse.Action, str]
+    ) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show this help with every setting, then exit",
+        )
+        self.hidden = hidden
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        for action, text in self.hidden.items():
+            action.help = text
+        parser.print_help()
+        parser.exit()
+
+
+def add_settings(
+    parser: argparse.ArgumentParser,
+    suppress: bool = False,
+    shown: Collection[str] | None = None,
+) -> None:
     """Every RolloutSettings field as a --kebab-case flag (default: environment, then default).
 
     They are accepted before and after the command, as kubectl's are (``model-rollout -n models
     status NAME``); on a command's parser they default to SUPPRESS so that a flag given before
-    the command is not reset to None by the command's parser."""
-    group = parser.add_argument_group("settings (each also ROLLOUT_<NAME>)")
+    the command is not reset to None by the command's parser. With ``shown`` (field names), the
+    parser's help lists only those, after the command's own flags: the rest are accepted all
+    the same, and ``--help-all`` lists every one."""
+    fields = RolloutSettings.model_fields
+    note = None
+    if shown is not None:
+        note = textwrap.fill(
+            f"The ones this command uses most. The other {len(fields) - len(shown)} settings "
+            "(thresholds, latency limits, custom queries, ...) are accepted here too, before "
+            "or after the command: --help-all lists every setting.",
+            76,
+        )
+    group = parser.add_argument_group("settings (each also ROLLOUT_<NAME>)", note)
     unset = argparse.SUPPRESS if suppress else None
-    for name, info in RolloutSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+    hidden: dict[argparse.Action, str] = {}
+    for name, info in fields.items():
+        flags = [*SHORT.get(name, ()), "--" + name.replace("_", "-")]
         helptext = (info.description or "").replace("%", "%%")
         default = info.get_default(call_default_factory=True)
         helptext += f" (default: {default})" if default not in (None, []) else ""
         if info.annotation is bool:
-            group.add_argument(
-                flag,
+            action = group.add_argument(
+                *flags,
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=unset,
                 help=helptext,
             )
         elif get_origin(info.annotation) is list and name == "custom_query":
-            group.add_argument(
-                flag, dest=name, action="append", metavar="CHECK", default=unset, help=helptext
+            action = group.add_argument(
+                *flags, dest=name, action="append", metavar="CHECK", default=unset, help=helptext
             )
         else:
-            group.add_argument(flag, dest=name, metavar=name.upper(), default=unset, help=helptext)
-    group.add_argument("-n", dest="namespace", default=unset, help="same as --namespace")
-    group.add_argument(
-        "-o", dest="output", choices=["text", "json"], default=unset, help="same as --output"
-    )
+            choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else None
+            action = group.add_argument(
+                *flags,
+                dest=name,
+                metavar=None if choices else name.upper(),
+                choices=choices,
+                default=unset,
+                help=helptext,
+            )
+        if shown is not None and name not in shown:
+            hidden[action] = action.help or ""
+            action.help = argparse.SUPPRESS
+    if shown is not None:
+        parser.add_argument("--help-all", action=_HelpAll, hidden=hidden)
 
 
 def settings_from(args: argparse.Namespace) -> RolloutSettings:

@@ -399,3 +399,135 @@ def test_settings_go_before_or_after_the_command() -> None:
     both = settings_from(parser.parse_args(["-n", "a", "status", NAME, "-n", "b"]))
     assert both.namespace == "b"
     assert settings_from(parser.parse_args(["status", NAME])).namespace == "default"
+
+
+def help_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "own"),
+    [
+        (["start", "--help"], ["--version", "--storage-uri"]),
+        (["rehearse", "--help"], ["--control", "--treatment-fault-error-ratio", "--expect"]),
+        (["experiment", "rehearse", "--help"], ["--control", "--lift", "--max-outcomes"]),
+        (["experiment", "start", "--help"], ["--experiment", "--treatment", "--percent"]),
+        (["promote", "--help"], ["NAME"]),
+    ],
+)
+def test_a_command_help_shows_its_own_flags_and_examples_then_a_few_settings(
+    capsys: pytest.CaptureFixture[str], argv: list[str], own: list[str]
+) -> None:
+    text = help_of(capsys, *argv)
+    settings_at = text.index("settings (each also ROLLOUT_<NAME>)")
+    assert all(0 < text.index(flag) < settings_at for flag in own), text
+    assert "--help-all lists every setting" in text
+    assert "--max-p95-ms" not in text  # the long tail waits for --help-all
+    examples = text.index("examples:\n  model-rollout ")
+    assert settings_at < examples < text.index("exit codes:")
+    assert len(text.splitlines()) < 90
+
+
+def test_help_all_and_the_top_level_help_list_every_setting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rollout.settings import RolloutSettings
+
+    flags = ["--" + name.replace("_", "-") for name in RolloutSettings.model_fields]
+    for argv in (["start", "--help-all"], ["experiment", "status", "--help-all"], ["--help"]):
+        text = help_of(capsys, *argv)
+        assert all(flag in text for flag in flags), [f for f in flags if f not in text]
+    rehearse = help_of(capsys, "rehearse", "--help")
+    assert "rolled back when a\n    promotion was expected" in rehearse  # its own exit codes
+    assert "--interval-seconds 10" in rehearse  # and its own quick defaults
+
+
+def test_a_setting_left_out_of_a_command_help_is_still_taken_there() -> None:
+    from rollout.__main__ import build_parser
+    from rollout.settings import settings_from
+
+    parser = build_parser()
+    args = parser.parse_args(["start", NAME, "--version", "v2", "--max-p95-ms", "300",
+                              "--custom-query", "q=up<=1", "-o", "json"])  # fmt: skip
+    settings = settings_from(args)
+    assert (settings.max_p95_ms, settings.custom_query, settings.output) == (
+        300.0,
+        ["q=up<=1"],
+        "json",
+    )
+    rehearsal = settings_from(parser.parse_args(
+        ["rehearse", "--control", "v1", "--treatment", "v2", "--max-error-ratio", "0.2"]
+    ))  # fmt: skip
+    assert rehearsal.max_error_ratio == 0.2
+
+
+@pytest.fixture
+def no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig anywhere and not in a pod."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_a_dry_run_promote_or_rollback_needs_no_cluster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["promote", NAME, "-n", NS, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would promote breast-cancer" in out
+    assert (
+        "kubectl patch inferenceservice breast-cancer -n models --type merge --field-manager "
+        """model-rollout -p '{"spec":{"predictor":{"canaryTrafficPercent":null}}}'"""
+    ) in out
+    assert main(["rollback", NAME, "-n", NS, "--dry-run", "-o", "json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[0])["patch"] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    assert lines[1].endswith("""-p '{"spec":{"predictor":{"canaryTrafficPercent":0}}}'""")
+    assert main(["promote", NAME, "-n", NS]) == 1  # for real, it does need one
+    assert "no Kubernetes configuration" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_a_dry_run_that_must_read_the_cluster_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["start", NAME, "-n", NS, "--version", "v2", "--dry-run"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err
+    assert err.startswith(
+        "model-rollout: error: start --dry-run needs the cluster: it reads inferenceservice "
+        "models/breast-cancer first, because the patch sends the predictor's container list whole"
+    )
+    assert "no Kubernetes configuration" in err
+    assert "promote and rollback --dry-run print their patches" in err
+    assert "Traceback" not in err
+    assert main(["pause", NAME, "-n", NS, "--dry-run"]) == 1
+    assert "saved rollout state" in capsys.readouterr().err
+    argv = ["experiment", "start", NAME, "-n", NS, "--experiment", "e", "--treatment", "v2"]
+    assert main([*argv, "--dry-run"]) == 1
+    assert "experiment start --dry-run needs the cluster" in capsys.readouterr().err
+
+
+def test_an_api_server_that_does_not_answer_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "x",
+            "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        })
+    )  # fmt: skip
+    assert main(["status", NAME, "-n", NS, "--kubeconfig", str(config)]) == 1
+    assert (
+        f"cannot reach the Kubernetes API at http://127.0.0.1:{port} to get inferenceservice "
+        "models/breast-cancer:" in capsys.readouterr().err
+    )
