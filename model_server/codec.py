@@ -167,13 +167,14 @@ def rows_from_columns(schema: FeatureSchema, columns: Sequence[Any], where: str)
 
 
 def numeric_matrix(schema: FeatureSchema, rows: list[Any], where: str) -> Checked:
-    """A list of equal-length rows of plain numbers for an all-numeric model, as a matrix (in
-    range, so none missing: NaN is out of every range)."""
+    """A list of equal-length rows of plain numbers or nulls for an all-numeric model, as a
+    matrix, and its missing values."""
     kinds = {type(v) for row in rows for v in row}
-    if kinds <= {int, float}:
-        matrix = np.array(rows, dtype=np.float64)
-        if schema.in_range(matrix):
-            return matrix, {}
+    if kinds <= {int, float, type(None)}:
+        matrix = np.array(rows, dtype=np.float64)  # None -> nan
+        missing = schema.missing_in_range(matrix)
+        if missing is not None:
+            return matrix, missing
     return rows_from_columns(schema, list(zip(*rows, strict=True)), where)
 
 

@@ -194,8 +194,9 @@ def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Checked:
     if isinstance(values, np.ndarray):
         if schema.numeric_only:
             matrix = values.reshape(rows, width).astype(np.float64)
-            if schema.in_range(matrix):
-                return matrix, {}
+            missing = schema.missing_in_range(matrix)
+            if missing is not None:
+                return matrix, missing
             return rows_from_columns(schema, list(matrix.T), "row")
         values = values.tolist()
     matrix_rows = [values[r * width : (r + 1) * width] for r in range(rows)]

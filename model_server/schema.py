@@ -73,6 +73,21 @@ class FeatureSchema:
             low, high = low[:, None], high[:, None]
         return bool(((matrix >= low) & (matrix <= high)).all())
 
+    def missing_in_range(self, matrix: np.ndarray[Any, Any]) -> dict[str, int] | None:
+        """For a ``[rows, features]`` matrix of an all-numeric model: when every value is in its
+        feature's range or missing (NaN), how many are missing by feature (features with none
+        left out); else None. Missing values are looked for only when a value is out of
+        range."""
+        low, high = self._bounds
+        good = (matrix >= low) & (matrix <= high)
+        if good.all():
+            return {}
+        missing = np.isnan(matrix)
+        if not (good | missing).all():
+            return None
+        counts = np.count_nonzero(missing, axis=0).tolist()
+        return {name: count for name, count in zip(self.names, counts, strict=True) if count}
+
     def outputs(self) -> tuple[str, ...]:
         """Output names this model can return."""
         return (PREDICT, PREDICT_PROBA) if self.classes is not None else (PREDICT,)

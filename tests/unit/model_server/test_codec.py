@@ -638,3 +638,17 @@ def test_a_matrix_of_the_wrong_width_says_a_missing_value_may_be_sent() -> None:
         'binary data and gRPC contents, "" for a text feature), which the model imputes as in '
         "training"
     )
+
+
+def test_a_missing_value_does_not_hide_a_number_out_of_range_in_a_matrix() -> None:
+    numeric = FeatureSchema(("a", "b"), frozenset(), None, 10, limits={"a": (-1.0, 1.0)})
+    for document in (
+        {"instances": [[None, 0.0], [2.0, None]]},
+        {"inputs": [tensor("x", [2, 2], "FP64", [None, 0.0, 2.0, None])]},
+        {"inputs": [tensor("x", [2, 2], "FP64", np.array([np.nan, 0.0, 2.0, np.nan]))]},
+    ):
+        decode = decode_v1 if "instances" in document else decode_v2
+        with pytest.raises(InvalidInput, match=r"feature 'a' of (instance|row) 1 is 2\.0, outside"):
+            decode(document, numeric)
+    taken = decode_v1({"instances": [[None, 0.0], [1.0, None]]}, numeric)
+    assert taken.missing == {"a": 1, "b": 1}
