@@ -129,6 +129,14 @@ def ready_detail(url: str) -> str | None:
         return "not listening yet"
 
 
+class ChildExited(Exception):
+    """A child a rehearsal needs stopped while it ran (``name``, its exit ``code``)."""
+
+    def __init__(self, name: str, code: int | None) -> None:
+        super().__init__(f"the {name} process exited (code {code})")
+        self.name, self.code = name, code
+
+
 class Children:
     """The processes one rehearsal starts, each logging to ``NAME.log`` in one work directory.
 
@@ -197,6 +205,14 @@ class Children:
                 printer.event("waiting", f"{what} ({now - started:.0f}s): {detail}")
                 said = now
             sleep(0.5)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, then raise :class:`ChildExited` if any child has stopped meanwhile (a loop
+        given this as its sleep stops as soon as a server, Prometheus or the load is gone)."""
+        time.sleep(seconds)
+        gone = self.exited()
+        if gone is not None:
+            raise ChildExited(gone, self.processes[gone].returncode)
 
     def keep(self, culprit: str | None = None) -> None:
         """Keep the work directory, and say on stderr where each child's log is, after the

@@ -21,6 +21,7 @@ from typing import Any
 from rollout.controller import RolloutState, run_loop
 from rollout.local import (
     ROOT,
+    ChildExited,
     Children,
     RehearsalError,
     absolute_uri,
@@ -283,4 +284,8 @@ def _run(
             return children.fail(
                 f"no load reached the servers: {why}", children.exited() or "locust"
             )
-        return run_loop(target, evidence, settings, state, printer)
+        try:
+            return run_loop(target, evidence, settings, state, printer, sleep=children.sleep)
+        except ChildExited as gone:
+            why = f" (locust runs {int(duration)}s at most)" if gone.name == "locust" else ""
+            return children.fail(f"{gone} before a verdict{why}", gone.name)

@@ -13,6 +13,7 @@ import pytest
 from model_registry import Registry
 from rollout.local import (
     PROGRESS_SECONDS,
+    ChildExited,
     Children,
     RehearsalError,
     absolute_uri,
@@ -208,3 +209,17 @@ def test_waiting_stops_when_a_child_exits(tmp_path: Path, monkeypatch: pytest.Mo
         why = children.wait("servers loading", lambda: "loading", Printer("text", io.StringIO()), 1)
         assert why == "the treatment process exited (code 7)"
         children.keep()
+
+
+def test_the_analysis_stops_when_a_child_it_needs_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with Children("rehearse-") as children:
+        children.start("control", python("import time; time.sleep(60)"))
+        children.sleep(0)  # all up: nothing to say
+        children.start("locust", python("raise SystemExit(2)")).wait()
+        with pytest.raises(ChildExited) as gone:
+            children.sleep(0)
+        assert (gone.value.name, gone.value.code) == ("locust", 2)
+        assert str(gone.value) == "the locust process exited (code 2)"
