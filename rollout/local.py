@@ -149,6 +149,8 @@ class Children:
         self.work = Path(tempfile.mkdtemp(prefix=prefix))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.kept = keep
+        self.said = False
+        """Where the logs are was said on stderr."""
 
     def log(self, name: str) -> Path:
         return self.work / f"{name}.log"
@@ -217,7 +219,7 @@ class Children:
     def keep(self, culprit: str | None = None) -> None:
         """Keep the work directory, and say on stderr where each child's log is, after the
         end of ``culprit``'s log."""
-        self.kept = True
+        self.kept = self.said = True
         lines = []
         if culprit is not None:
             lines.append(f"last lines of {self.log(culprit)}:")
@@ -254,10 +256,9 @@ class Children:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-        if error is not None and not self.kept:
-            self.keep()
-        elif self.kept:
-            print(f"model-rollout: logs kept in {self.work}", file=sys.stderr, flush=True)
+        if error is not None or self.kept:
+            if not self.said:
+                self.keep()
         else:
             shutil.rmtree(self.work, ignore_errors=True)
 

@@ -125,6 +125,7 @@ def test_a_failure_keeps_the_logs_and_names_each_one(
     assert f"logs (kept in {work}):" in err
     for name in ("control", "locust"):
         assert f"  {name}: {work / name}.log" in err
+    assert err.count(f"kept in {work}") == 1  # said once
     assert (work / "control.log").read_text() == "control up\n"
     assert children.processes["control"].poll() is not None  # stopped all the same
 
@@ -141,7 +142,9 @@ def test_a_rehearsal_that_ends_well_leaves_nothing(
     with Children("rehearse-", keep=True) as kept:
         kept.start("server", python("pass"))
     assert kept.work.is_dir()
-    assert f"logs kept in {kept.work}" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"logs (kept in {kept.work}):\n  server: {kept.work / 'server.log'}\n"
+    )
 
 
 def test_an_interrupted_rehearsal_keeps_its_logs(
