@@ -208,7 +208,7 @@ loadtest: setup ## Bounded locust run (8 users, 30 s) against a local server; ex
 
 DEMO_ARGS ?=
 
-demo: setup system-deps ## Rehearse a canary locally: v1 vs v2 from ./registry, real servers, Prometheus and locust (DEMO_ARGS="--treatment-fault-error-ratio 0.3")
+demo: setup system-deps ## Rehearse a canary locally: v1 vs v2 from $(REGISTRY), real servers, Prometheus and locust; exit 0 when the expected outcome comes (DEMO_ARGS="--treatment-fault-error-ratio 0.3" rehearses a rollback)
 	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) production >/dev/null 2>&1 || $(MAKE) --no-print-directory train
 	@$(BIN)/model-registry --registry-uri $(REGISTRY) show $(MODEL) v2 >/dev/null 2>&1 || \
 	  $(BIN)/model-trainer --sample $(SAMPLE) --model-name $(MODEL) --registry-uri $(REGISTRY) --param C=0.5 --force
