@@ -1,4 +1,13 @@
-"""Load training data from a URI or a bundled sample, and validate it before any fitting."""
+"""Load training data from a URI or a bundled sample, and validate it before any fitting.
+
+One meaning of a missing value, whatever the file format (``normalize_frame``, applied on
+loading and again before validation): a text column is an object column of ``str`` with NaN
+for each missing value, missing being what ``model_registry.values`` reads as a missing
+category (``None``, NaN, ``""``; and pandas' own ``pd.NA``); a number column is float64 with NaN
+when it has missing values (int64 or bool when it has none). Pandas and pyarrow give the same
+table other dtypes from CSV and Parquet (``None`` or NaN, Arrow strings, categoricals, nullable
+integers, float32); after this they give one frame, which trains one model.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,8 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import fsspec
@@ -33,6 +43,8 @@ class Dataset:
     target: str
     data_uri: str
     data_sha256: str
+    empty_strings: Mapping[str, int] = field(default_factory=dict)
+    """How many ``""`` each text column held in the file, read as missing values."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,121 @@ def _snake(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
 
 
+Column = np.ndarray[Any, Any] | None
+"""A column's values made canonical, or None when they already are."""
+NUMBER_KINDS = {"integer", "floating", "mixed-integer-float", "decimal"}
+"""What ``pd.api.types.infer_dtype`` calls a column of numbers."""
+
+
+def _objects(values: np.ndarray[Any, Any]) -> tuple[Column, int]:
+    """An object column (pandas' missing values already NaN): text, bools or numbers."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    missing = pd.isna(values)
+    if kind == "string":
+        # As model_registry.values.category_array reads a category (vectorised): "" is missing
+        empty = values == MISSING_CATEGORY
+        return np.where(empty, np.nan, values), int(empty.sum())
+    if kind == "empty":
+        return np.full(len(values), np.nan), 0
+    if kind == "boolean":
+        return values.astype(np.float64 if missing.any() else bool), 0
+    if kind in NUMBER_KINDS:
+        if kind == "integer" and not missing.any():
+            try:
+                return values.astype(np.int64), 0
+            except OverflowError:  # past int64, as a CSV reader leaves it
+                return None, 0
+        return values.astype(np.float64), 0
+    return None, 0  # mixed kinds, bytes, dates: as they are, for validation to name
+
+
+def _width(dtype: Any) -> int:
+    """Bytes per value of a numpy, nullable or Arrow number dtype."""
+    return int(np.dtype(getattr(dtype, "numpy_dtype", dtype)).itemsize)
+
+
+def _column(series: pd.Series) -> tuple[Column, int]:
+    """``series``' values with one meaning of missing (or None: they have it already), and
+    how many ``""`` it read as missing."""
+    dtype = series.dtype
+    if dtype in (np.float64, np.int64, np.bool_):
+        return None, 0
+    if isinstance(dtype, pd.CategoricalDtype | pd.StringDtype) or pd.api.types.is_object_dtype(
+        dtype
+    ):
+        return _objects(series.to_numpy(dtype=object, na_value=np.nan))
+    if pd.api.types.is_bool_dtype(dtype):  # a nullable boolean column
+        missing = bool(series.isna().any())
+        return series.to_numpy(dtype=np.float64 if missing else bool, na_value=np.nan), 0
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        if pd.api.types.is_integer_dtype(dtype) and not series.isna().any():
+            values = series.to_numpy()
+            if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+                return None, 0  # as a CSV reader leaves it
+            return values.astype(np.int64), 0
+        if pd.api.types.is_float_dtype(dtype) and _width(dtype) < 8:
+            # A float32 (or float16) value means the decimal it prints as, which is what a CSV
+            # file holds and what a client sends in JSON: 0.1 stays 0.1, not 0.10000000149.
+            short = series.to_numpy(dtype=np.float32, na_value=np.nan)
+            return short.astype(str).astype(np.float64), 0
+        return series.to_numpy(dtype=np.float64, na_value=np.nan), 0
+    if pd.api.types.is_string_dtype(dtype):  # Arrow-backed text
+        return _objects(series.to_numpy(dtype=object, na_value=np.nan))
+    return None, 0  # dates, times, complex numbers: as they are, for validation to name
+
+
+def normalize_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``frame`` with one meaning of a missing value in every column (module docstring), and
+    how many ``""`` each text column read as missing. Idempotent; the input is not changed."""
+    normal = frame.copy(deep=False)  # each changed column is replaced, none written into
+    empty: dict[str, int] = {}
+    for position in range(frame.shape[1]):
+        values, count = _column(frame.iloc[:, position])
+        if values is not None:
+            normal.isetitem(position, values)
+        if count:
+            empty[str(frame.columns[position])] = count
+    return normal, empty
+
+
+def _read_csv(raw: bytes, gzipped: bool) -> pd.DataFrame:
+    """A CSV file as pandas reads it (numbers exactly: ``round_trip``, not the default parser,
+    which is off by one bit in about a third of the values), except that text columns keep
+    every value as written: pandas reads ``NA``, ``None``, ``null``, ``N/A``, ``nan`` and the
+    like as missing, where they are text in a Parquet file of the same table; only an empty
+    field (``""``) is a missing category."""
+    compression: Literal["gzip"] | None = "gzip" if gzipped else None
+    frame = pd.read_csv(io.BytesIO(raw), compression=compression, float_precision="round_trip")
+    candidates = [
+        position
+        for position in range(frame.shape[1])
+        if pd.api.types.is_object_dtype(frame.dtypes.iloc[position])
+        or frame.iloc[:, position].isna().all()
+    ]
+    if not candidates:
+        return frame
+    verbatim = pd.read_csv(
+        io.BytesIO(raw),
+        compression=compression,
+        usecols=candidates,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+    )
+    if verbatim.shape != (len(frame), len(candidates)):
+        return frame
+    for index, position in enumerate(candidates):
+        parsed, written = frame.iloc[:, position], verbatim.iloc[:, index]
+        present = parsed.dropna()
+        if len(present):
+            text = pd.api.types.infer_dtype(present, skipna=True) == "string"
+        else:  # all missing to pandas: text when any field is written out (e.g. only "NA")
+            text = bool((written != "").any())
+        if text:
+            frame.isetitem(position, written.to_numpy(dtype=object))
+    return frame
+
+
 def load_sample(sample: Sample) -> Dataset:
     """A dataset bundled with scikit-learn (read from the installed package; no download)."""
     from sklearn import datasets
@@ -68,7 +195,8 @@ def load_sample(sample: Sample) -> Dataset:
         frame["progression"] = bunch.target.astype("float64")
         target = "progression"
     digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-    return Dataset(frame, target, f"sample:{sample}", digest)
+    frame, empty = normalize_frame(frame)
+    return Dataset(frame, target, f"sample:{sample}", digest, empty)
 
 
 def _format_for(uri: str, data_format: DataFormat) -> Literal["csv", "parquet"]:
@@ -103,11 +231,11 @@ def load_uri(uri: str, target: str, data_format: DataFormat = "auto") -> Dataset
             # in 80 with use_threads=False. The file is already in memory, so little is lost.
             frame = pd.read_parquet(io.BytesIO(raw), use_threads=False)
         else:
-            gzipped = uri.lower().endswith(".gz")
-            frame = pd.read_csv(io.BytesIO(raw), compression="gzip" if gzipped else None)
+            frame = _read_csv(raw, gzipped=uri.lower().split("?")[0].endswith(".gz"))
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataError([f"cannot parse {uri} as {fmt}: {error}"]) from error
-    return Dataset(frame, target, uri, digest)
+    frame, empty = normalize_frame(frame)
+    return Dataset(frame, target, uri, digest, empty)
 
 
 def detect_task(target: pd.Series) -> tuple[Task, str]:
@@ -120,31 +248,6 @@ def detect_task(target: pd.Series) -> tuple[Task, str]:
     if integral and distinct <= CLASSIFICATION_MAX_DISTINCT:
         return "classification", f"target has {distinct} distinct whole-number values"
     return "regression", f"target is numeric with {distinct} distinct values"
-
-
-def _empty_strings_as_missing(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
-    """Read ``""`` in text columns as a missing value (NaN), in place; how many, by column.
-
-    A client can send a missing category over binary V2 or gRPC only as ``""``, and the server
-    reads it as missing (``model_registry.values``); a category named ``""`` in training would
-    mean something else than the same ``""`` in a request."""
-    counts: dict[str, int] = {}
-    for column in columns:
-        series = frame[column]
-        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            continue
-        empty = series.map(lambda v: type(v) is str and v == MISSING_CATEGORY).astype(bool)
-        count = int(empty.sum())
-        if count:
-            frame[column] = series.astype(object).mask(empty, np.nan)
-            counts[column] = count
-            log.info(
-                'feature %r: %d empty strings ("") read as missing values, as the server reads '
-                "them",
-                column,
-                count,
-            )
-    return counts
 
 
 def _feature_problems(
@@ -257,6 +360,37 @@ def _normalize_target(target: pd.Series, task: Task) -> pd.Series:
     return target.astype(str)
 
 
+def check_features(features: pd.DataFrame, numeric: list[str], categorical: list[str]) -> None:
+    """What the pipeline is fitted on holds one meaning of missing: numbers as float64 or int64
+    (NaN missing), categories as ``str`` or NaN. ``None`` in a category column would be one-hot
+    encoded as a category of its own (scikit-learn's encoders keep ``None`` apart from NaN, and
+    the imputer reads only NaN as missing), where the ONNX graph and the server impute it."""
+    for column in numeric:
+        if features[column].dtype not in (np.float64, np.int64):
+            raise RuntimeError(f"numeric feature {column!r} is {features[column].dtype}")
+    for column in categorical:
+        values = features[column].to_numpy()
+        missing = values[pd.isna(values)]
+        if (
+            values.dtype != object
+            or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty")
+            or not all(type(v) is float and math.isnan(v) for v in missing)
+        ):
+            kinds = sorted({type(v).__name__ for v in values})
+            raise RuntimeError(f"categorical feature {column!r} holds {', '.join(kinds)}")
+
+
+def _check_shape(frame: pd.DataFrame, target: str, where: str) -> None:
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise DataError([f"{where} has no rows"])
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if duplicated:
+        raise DataError([f"{where} has duplicate columns: {', '.join(duplicated)}"])
+    if target not in frame.columns:
+        shown = ", ".join(list(frame.columns)[:20])
+        raise DataError([f"target column {target!r} is not in {where} (columns: {shown})"])
+
+
 def prepare(
     dataset: Dataset,
     *,
@@ -267,17 +401,11 @@ def prepare(
     test_size: float = 0.2,
 ) -> PreparedData:
     """Validate ``dataset`` and split it into features and target. Raises ``DataError``."""
-    frame = dataset.frame
+    frame, empty = normalize_frame(dataset.frame)  # again: a Dataset may be made in memory
+    empty = {**dataset.empty_strings, **empty}
     frame.columns = [str(c) for c in frame.columns]
     where = dataset.data_uri
-    if frame.shape[1] == 0 or len(frame) == 0:
-        raise DataError([f"{where} has no rows"])
-    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
-    if duplicated:
-        raise DataError([f"{where} has duplicate columns: {', '.join(duplicated)}"])
-    if dataset.target not in frame.columns:
-        shown = ", ".join(list(frame.columns)[:20])
-        raise DataError([f"target column {dataset.target!r} is not in {where} (columns: {shown})"])
+    _check_shape(frame, dataset.target, where)
     columns = [c for c in frame.columns if c != dataset.target]
     if not columns:
         raise DataError([f"{where} has no feature columns besides the target"])
@@ -291,7 +419,14 @@ def prepare(
     else:
         chosen = task
     problems = _target_problems(target, chosen, test_size)
-    empty = _empty_strings_as_missing(frame, columns)
+    for column, count in empty.items():
+        if column in columns:
+            log.info(
+                'feature %r: %d empty strings ("") read as missing values, as the server reads '
+                "them",
+                column,
+                count,
+            )
     feature_problems, numeric, categorical = _feature_problems(
         frame, columns, max_missing_fraction, max_categories, empty
     )
@@ -299,18 +434,15 @@ def prepare(
     if problems:
         raise DataError(problems)
 
-    features = frame[columns].copy()
+    x = frame[columns].copy()
     for column in numeric:
-        if pd.api.types.is_bool_dtype(features[column]):
-            features[column] = features[column].astype("float64")
-    for column in categorical:
-        # NaN for every missing value (pd.NA and None too): the imputer reads NaN as missing
-        text = features[column].astype(object)
-        features[column] = text.where(text.notna(), np.nan)
+        if x[column].dtype not in (np.float64, np.int64):  # bools, integers past int64
+            x[column] = x[column].astype("float64")
+    check_features(x, numeric, categorical)
     y = _normalize_target(target, chosen)
     classes = sorted(y.unique().tolist()) if chosen == "classification" else None
     return PreparedData(
-        features=features,
+        features=x,
         target=y,
         task=chosen,
         numeric=numeric,

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from model_registry.values import category_array
 from tests.conftest import mixed_frame
-from trainer.data import Dataset, detect_task, load_sample, load_uri, prepare
+from trainer.data import (
+    Dataset,
+    check_features,
+    detect_task,
+    load_sample,
+    load_uri,
+    normalize_frame,
+    prepare,
+)
 from trainer.errors import DataError
 
 
@@ -146,7 +158,7 @@ def test_csv_and_parquet_files_load_with_their_checksum(tmp_path: Path) -> None:
     frame.to_parquet(parquet)
     from_csv = load_uri(str(csv), "label")
     from_parquet = load_uri(str(parquet), "label")
-    pd.testing.assert_frame_equal(from_csv.frame, from_parquet.frame, check_exact=False)
+    pd.testing.assert_frame_equal(from_csv.frame, from_parquet.frame, check_exact=True)
     import hashlib
 
     assert from_csv.data_sha256 == hashlib.sha256(csv.read_bytes()).hexdigest()
@@ -192,3 +204,187 @@ def test_an_empty_string_in_a_text_column_is_a_missing_value() -> None:
     assert "" not in set(color.dropna())
     missing = [v for v in color if not isinstance(v, str)]
     assert all(isinstance(v, float) and np.isnan(v) for v in missing)  # what the imputer reads
+
+
+# -- one meaning of missing, whatever the file format -------------------------------------------
+
+NA_WORDS = ["NA", "N/A", "None", "null", "NULL", "nan", "NaN", "#N/A", "<NA>", "n/a"]
+"""What pandas' CSV reader takes for a missing value by default: text in a Parquet file."""
+
+
+def one_table(rows: int = 60) -> pd.DataFrame:
+    """Every kind of column a data scientist's table holds, with missing values in each."""
+    rng = np.random.default_rng(3)
+    text: list[Any] = list(rng.choice(["red", "green", "blue"], size=rows))
+    text[:4] = [None, np.nan, "", "green"]
+    words: list[Any] = list(rng.choice(["EU", "APAC", *NA_WORDS], size=rows))
+    words[:3] = [None, "", "NA"]
+    nullable = pd.array(rng.integers(0, 9, size=rows), dtype="Int64")
+    nullable[0] = pd.NA
+    flags: list[Any] = list(rng.choice([True, False], size=rows))
+    flags[5] = None
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=rows),  # every value exactly, not the default parser's
+            "x_missing": np.where(np.arange(rows) % 7 == 0, np.nan, rng.normal(size=rows)),
+            "count": rng.integers(0, 50, size=rows),
+            "count_missing": nullable,
+            "small": rng.normal(size=rows).astype(np.float32),
+            "flag": rng.choice([True, False], size=rows),
+            "flag_missing": pd.array(flags, dtype="boolean"),
+            "color": pd.Series(text, dtype=object),
+            "color_str": pd.Series(text, dtype="string"),
+            "color_arrow": pd.Series(text, dtype="string[pyarrow]"),
+            "color_category": pd.Series(text, dtype="category"),
+            "region": pd.Series(words, dtype=object),  # "NA" is North America, not missing
+            "only_words": pd.Series(["NA", None] * (rows // 2), dtype=object),
+            "label": rng.choice(["yes", "no"], size=rows),
+        }
+    )
+    frame.loc[0, "x"] = 0.1 + 0.2  # 0.30000000000000004, a value parsers get wrong
+    return frame
+
+
+def both_formats(frame: pd.DataFrame, where: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    csv, parquet = where / "t.csv", where / "t.parquet"
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(parquet)
+    return load_uri(str(csv), "label").frame, load_uri(str(parquet), "label").frame
+
+
+def test_one_table_loads_as_one_frame_from_csv_and_parquet(tmp_path: Path) -> None:
+    from_csv, from_parquet = both_formats(one_table(), tmp_path)
+    pd.testing.assert_frame_equal(from_csv, from_parquet, check_exact=True)
+    dtypes = {name: str(dtype) for name, dtype in from_parquet.dtypes.items()}
+    assert dtypes == {
+        "x": "float64",
+        "x_missing": "float64",
+        "count": "int64",
+        "count_missing": "float64",  # a number with a missing value is a float64 NaN
+        "small": "float64",  # float32 read as the decimal it prints as, as CSV holds it
+        "flag": "bool",
+        "flag_missing": "float64",
+        "color": "object",
+        "color_str": "object",
+        "color_arrow": "object",
+        "color_category": "object",
+        "region": "object",
+        "only_words": "object",
+        "label": "object",
+    }
+    for name in ("color", "color_str", "color_arrow", "color_category"):
+        assert from_parquet[name].tolist()[:4] == [pytest.approx(np.nan, nan_ok=True)] * 3 + [
+            "green"
+        ]
+        assert all(type(v) is str or (type(v) is float and np.isnan(v)) for v in from_csv[name])
+    assert from_csv["region"].tolist()[:3] == [pytest.approx(np.nan, nan_ok=True)] * 2 + ["NA"]
+    assert set(from_csv["region"].dropna()) <= {"EU", "APAC", *NA_WORDS}
+    assert from_csv["only_words"].tolist()[:2] == ["NA", pytest.approx(np.nan, nan_ok=True)]
+    assert from_csv["small"][1] == float(str(np.float32(one_table()["small"][1])))
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected", "expected_dtype"),
+    [
+        (["a", None, np.nan, "", pd.NA], object, ["a", None, None, None, None], "object"),
+        (["a", None, ""], "string", ["a", None, None], "object"),
+        (["a", None, ""], "string[pyarrow]", ["a", None, None], "object"),
+        (["a", None, ""], "category", ["a", None, None], "object"),
+        ([1, None, 3], object, [1.0, None, 3.0], "float64"),
+        ([1, 2, 3], object, [1, 2, 3], "int64"),
+        ([1, None], "Int64", [1.0, None], "float64"),
+        ([1, 2], "Int32", [1, 2], "int64"),
+        ([0.5, None], "Float64", [0.5, None], "float64"),
+        ([0.1, None], "Float32", [0.1, None], "float64"),  # the decimal a float32 prints as
+        ([0.1, np.nan], np.float32, [0.1, None], "float64"),
+        ([True, None], "boolean", [1.0, None], "float64"),
+        ([True, None], object, [1.0, None], "float64"),
+        ([True, False], object, [True, False], "bool"),
+        ([None, None], object, [None, None], "float64"),
+        (["a", 1], object, ["a", 1], "object"),  # mixed: left for validation to name
+    ],
+)
+def test_one_meaning_of_missing_in_every_dtype(
+    values: list[Any], dtype: Any, expected: list[Any], expected_dtype: str
+) -> None:
+    given = pd.DataFrame({"c": pd.Series(values, dtype=dtype)})
+    before = given.copy()
+    frame, _ = normalize_frame(given)
+    pd.testing.assert_frame_equal(given, before)  # the input is left as it was
+    column = frame["c"]
+    assert str(column.dtype) == expected_dtype
+    for got, want in zip(column.tolist(), expected, strict=True):
+        if want is None:
+            assert type(got) is float, got  # NaN: what the imputers read
+            assert np.isnan(got)
+        else:
+            assert type(got) is type(want), (got, want)
+            assert got == want
+    again, _ = normalize_frame(frame)
+    pd.testing.assert_frame_equal(again, frame, check_exact=True)
+
+
+def test_empty_strings_are_counted_for_the_message() -> None:
+    frame, empty = normalize_frame(pd.DataFrame({"c": ["", "a", "", None], "n": [1.0, 2, 3, 4]}))
+    assert empty == {"c": 2}
+    assert int(frame["c"].isna().sum()) == 3
+
+
+TEXT = st.text(alphabet="abcxyz é,\"'-.;\n", min_size=1, max_size=6)
+CELL = st.one_of(TEXT, st.sampled_from([*NA_WORDS, "", "True", "1.5"]), st.none())
+NUMBER = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda v: round(v, 3)),
+    st.none(),
+)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pd.DataFrame:
+    rows = draw(st.integers(min_value=1, max_value=12))
+    columns: dict[str, Any] = {}
+    for index in range(draw(st.integers(min_value=1, max_value=4))):
+        if draw(st.booleans()):
+            cells = draw(st.lists(CELL, min_size=rows, max_size=rows))
+            cells[draw(st.integers(0, rows - 1))] = "text"  # a text column, to any reader
+            columns[f"t{index}"] = pd.Series(cells, dtype=object)
+        else:
+            numbers = draw(st.lists(NUMBER, min_size=rows, max_size=rows))
+            columns[f"n{index}"] = pd.Series(numbers, dtype="float64")
+    columns["label"] = ["yes"] * rows
+    return pd.DataFrame(columns)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(table=tables())
+def test_any_table_loads_alike_from_csv_and_parquet(table: pd.DataFrame) -> None:
+    with tempfile.TemporaryDirectory() as where:
+        from_csv, from_parquet = both_formats(table, Path(where))
+    pd.testing.assert_frame_equal(from_csv, from_parquet, check_exact=True)
+    for name in table.columns:
+        if name.startswith("t"):
+            assert all(
+                (type(v) is str and v != "") or (type(v) is float and np.isnan(v))
+                for v in from_csv[name]
+            )
+
+
+def test_prepared_features_hold_only_text_or_nan() -> None:
+    """A ``None`` that reached the pipeline would be one-hot encoded as a category of its own
+    (scikit-learn keeps None apart from NaN), where the ONNX graph and the server impute it:
+    what made a Parquet file train another model than its CSV, and ONNX disagree."""
+    features = pd.DataFrame({"c": pd.Series(["a", None], dtype=object), "n": [1.0, 2.0]})
+    with pytest.raises(RuntimeError, match="categorical feature 'c' holds NoneType, str"):
+        check_features(features, ["n"], ["c"])
+    check_features(normalize_frame(features)[0], ["n"], ["c"])
+
+
+def test_text_reads_missing_as_the_server_does() -> None:
+    """One meaning: a text column's missing values are those ``category_array`` (the codec's,
+    the engines' and the ONNX check's) reads as missing."""
+    values = ["a", "", None, np.nan, "b", " ", "none", "NA"]
+    frame, _ = normalize_frame(pd.DataFrame({"c": pd.Series(values, dtype=object)}))
+    expected = category_array(values)
+    got = frame["c"].to_numpy()
+    assert [isinstance(v, float) for v in got] == [isinstance(v, float) for v in expected]
+    assert [v for v in got if isinstance(v, str)] == [v for v in expected if isinstance(v, str)]

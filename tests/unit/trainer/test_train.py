@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from model_registry import Registry
 from model_registry.artifacts import dump_model
 from tests.conftest import mixed_frame
-from trainer.data import load_sample, prepare
+from trainer.data import load_sample, load_uri, prepare
 from trainer.errors import ConfigError, DataError
 from trainer.pipeline import build_pipeline
 from trainer.settings import TrainerSettings
@@ -227,3 +227,72 @@ def test_bad_configuration_is_a_config_error(
 def test_joblib_needs_allow_pickle() -> None:
     with pytest.raises(ValueError, match="allow-pickle"):
         TrainerSettings(sample="diabetes", artifact_format="joblib")
+
+
+def churn_table(rows: int = 600) -> pd.DataFrame:
+    """Numbers and text with a few missing values in every encoding: None, NaN and "" in text
+    (and "NA", which is North America, not a missing value), NaN in numbers."""
+    frame = mixed_frame(rows, seed=5)
+    rng = np.random.default_rng(5)
+    color = frame["color"].astype(object)
+    color[rng.choice(rows, 6, replace=False)] = None
+    color[rng.choice(rows, 6, replace=False)] = np.nan
+    color[rng.choice(rows, 6, replace=False)] = ""
+    frame["color"] = color
+    frame["region"] = rng.choice(["EU", "NA", "APAC"], size=rows)
+    frame.loc[frame["region"] == "NA", "x1"] += 0.5  # "NA" matters to the label
+    frame.loc[rng.choice(rows, 8, replace=False), "x2"] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params"),
+    [("logistic", {}), ("random-forest", {"n_estimators": "25", "n_jobs": "1"})],
+)
+def test_csv_and_parquet_of_one_table_train_the_same_model(
+    tmp_path: Path, estimator: str, params: dict[str, str]
+) -> None:
+    table = churn_table()
+    table.to_csv(tmp_path / "churn.csv", index=False)
+    table.to_parquet(tmp_path / "churn.parquet")
+    results, models, metas = {}, {}, {}
+    for fmt in ("csv", "parquet"):
+        registry = Registry(str(tmp_path / f"registry-{fmt}"))
+        results[fmt] = run(
+            TrainerSettings(
+                registry_uri=registry.uri,
+                data_uri=str(tmp_path / f"churn.{fmt}"),
+                target="label",
+                model_name="churn",
+                max_missing_fraction=0.1,
+                estimator=estimator,
+                param=params,
+                seed=7,
+            ),
+            registry,
+        )
+        metas[fmt], models[fmt] = registry.load_model("churn")
+    assert results["csv"].metrics == results["parquet"].metrics  # exactly, every metric
+    features = {fmt: [f.model_dump() for f in meta.features] for fmt, meta in metas.items()}
+    assert features["csv"] == features["parquet"]
+    assert metas["csv"].reference == metas["parquet"].reference
+    prepared = prepare(load_uri(str(tmp_path / "churn.parquet"), "label"), max_missing_fraction=0.1)
+    from sklearn.model_selection import train_test_split
+
+    _, x_test, _, _ = train_test_split(
+        prepared.features, prepared.target, test_size=0.2, random_state=7, stratify=prepared.target
+    )
+    assert x_test["color"].isna().any()
+    np.testing.assert_array_equal(models["csv"].predict(x_test), models["parquet"].predict(x_test))
+    np.testing.assert_array_equal(
+        models["csv"].predict_proba(x_test), models["parquet"].predict_proba(x_test)
+    )
+    for meta in metas.values():  # both compiled and checked, every label identical
+        assert meta.onnx is not None
+        assert meta.onnx.file == "model.onnx", meta.onnx.reason
+        check = (meta.onnx.model_extra or {})["check"]
+        assert check["passed"] is True
+        assert check["labels_differing"] == 0
+    checks = [(m.onnx.model_extra or {})["check"] for m in metas.values() if m.onnx]
+    assert checks[0]["rows"] == checks[1]["rows"]
+    assert checks[0]["max_abs_difference"] == checks[1]["max_abs_difference"]
