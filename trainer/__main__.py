@@ -32,7 +32,8 @@ exit codes:
   {EXIT_REGISTERED}  a new version was registered (and promoted with --promote)
   {EXIT_FAILED}  unexpected failure (the log has the traceback)
   {EXIT_USAGE}  bad flags or settings (unknown estimator parameter, missing --target, ...)
-  {EXIT_DATA}  the data failed validation; nothing was registered
+  {EXIT_DATA}  the data failed validation (or --drop/--features name a column it does not have);
+     nothing was registered
   {EXIT_REJECTED}  the champion gate rejected the model (worse than production); nothing was
      registered; --force registers anyway
   {EXIT_REGISTRY}  the registry failed (unreachable storage, permissions, version conflict)
@@ -40,7 +41,8 @@ exit codes:
 examples:
   model-trainer --sample breast-cancer --promote
   model-trainer --data-uri gs://bucket/churn.parquet --target churned --model-name churn \\
-      --registry-uri gs://bucket/registry --estimator gradient-boosting --param max_depth=6
+      --registry-uri gs://bucket/registry --estimator gradient-boosting --param max_depth=6 \\
+      --drop customer_id
   TRAINER_DATA_URI=s3://b/houses.csv TRAINER_TARGET=price TRAINER_MODEL_NAME=houses model-trainer
 """
 
@@ -53,6 +55,7 @@ def _report(result: RunResult, output: str) -> None:
     if result.outcome == "rejected":
         print(f"REJECTED {result.model_name}: {result.gate.reason}")
         print(f"  metrics: {scores}")
+        _notes(result)
         return
     promoted = " (production)" if result.promoted else ""
     print(f"registered {result.model_name} {result.version}{promoted} at {result.uri}")
@@ -66,6 +69,14 @@ def _report(result: RunResult, output: str) -> None:
         print(f"  onnx:    {onnx.file} {checked_on(check)}")
     elif onnx is not None:
         print(f"  onnx:    none ({onnx.reason}); the server will use the pipeline")
+    _notes(result)
+
+
+def _notes(result: RunResult) -> None:
+    if result.dropped:
+        print(f"  dropped: {', '.join(result.dropped)}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,14 @@ integers, float32); after this they give one frame, which trains one model.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import logging
 import math
 import re
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from model_registry.values import MISSING_CATEGORY
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
 from trainer.settings import DataFormat, Sample, TaskChoice
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,11 @@ class PreparedData:
     categorical: list[str]
     classes: list[Any] | None
     source_dtypes: dict[str, str]
+    dropped: list[str] = field(default_factory=list)
+    """Columns of the data left out of the features (``--drop``, or not named by
+    ``--features``), in the data's order; the target is not among them."""
+    warnings: list[str] = field(default_factory=list)
+    """What the run should tell its user besides the log (columns that look like ids)."""
 
 
 def _snake(name: str) -> str:
@@ -308,14 +315,97 @@ def _feature_problems(
                 continue
             distinct = series.nunique()
             if distinct > max_categories:
+                each = ", one per row" if distinct == rows - missing else ""
                 problems.append(
-                    f"feature {column!r} is text with {distinct} distinct values, too many to "
-                    f"one-hot encode (limit --max-categories {max_categories}); drop it or "
-                    "raise the limit"
+                    f"feature {column!r} is text with {distinct} distinct values{each}, too many "
+                    f"to one-hot encode (limit --max-categories {max_categories}); leave it out "
+                    f"with --drop {shlex.quote(column)}, or raise the limit to "
+                    f"--max-categories {distinct}"
                 )
                 continue
             categorical.append(column)
     return problems, numeric, categorical
+
+
+def _whole_numbers(values: np.ndarray[Any, Any]) -> bool:
+    return bool(np.isfinite(values).all() and np.all(np.mod(values, 1) == 0))
+
+
+def looks_like_id(series: pd.Series) -> str | None:
+    """What makes ``series`` look like an identifier rather than a feature, or None: a whole
+    number, or text, unique to each row (a customer or order number, a row index written
+    out). Such a column tells a model nothing about rows it has not seen."""
+    rows, head = len(series), series.head(1000)  # the first rows: a quick no for most columns
+    if rows < 2 or pd.api.types.is_bool_dtype(series) or not head.is_unique:
+        return None
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_complex_dtype(series):
+        if not _whole_numbers(head.to_numpy(dtype=np.float64, na_value=np.nan)):
+            return None
+        if series.isna().any() or not _whole_numbers(series.to_numpy(dtype=np.float64)):
+            return None
+        kind = "a whole number"
+    elif pd.api.types.infer_dtype(head, skipna=False) == "string":
+        if pd.api.types.infer_dtype(series, skipna=False) != "string":
+            return None
+        kind = "text"
+    else:
+        return None
+    return f"{kind} unique to each of the {rows} rows" if series.nunique() == rows else None
+
+
+def _id_warnings(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    warnings = []
+    for column in columns:
+        why = looks_like_id(frame[column])
+        if why is not None:
+            warning = (
+                f"feature {column!r} looks like an id ({why}): a model learns nothing from it "
+                f"that holds for new rows; leave it out with --drop {shlex.quote(column)}"
+            )
+            log.warning("%s", warning)
+            warnings.append(warning)
+    return warnings
+
+
+def _shown(columns: Sequence[str], limit: int = 50) -> str:
+    names = ", ".join(repr(c) for c in columns[:limit])
+    return names + (f", ... ({len(columns) - limit} more)" if len(columns) > limit else "")
+
+
+def _unknown_columns(flag: str, names: Sequence[str], columns: Sequence[str], where: str) -> str:
+    """A problem naming the columns ``flag`` names that ``where`` does not have."""
+    unknown = [name for name in names if name not in columns]
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, columns, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    noun = "a column" if len(unknown) == 1 else "columns"
+    return f"{flag} names {noun} not in {where}: {', '.join(hints)}; its columns: {_shown(columns)}"
+
+
+def select_columns(
+    columns: Sequence[str],
+    target: str,
+    where: str,
+    *,
+    drop: Sequence[str] = (),
+    features: Sequence[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The feature columns and the columns left out (both in the data's order), from
+    ``--features`` (only these) or ``--drop`` (all but these); the target is neither.
+    Raises ``DataError`` naming any column the data does not have, with those it has, and
+    ``ConfigError`` when the target is named."""
+    chosen = list(features) if features else None
+    named = chosen if chosen is not None else list(drop)
+    flag = "--features" if chosen is not None else "--drop"
+    if target in named:
+        raise ConfigError(f"{flag} names the target {target!r}, which is never a feature")
+    if any(name not in columns for name in named):
+        raise DataError([_unknown_columns(flag, named, columns, where)])
+    keep = set(chosen) if chosen is not None else {c for c in columns if c not in set(drop)}
+    keep.discard(target)
+    kept = [c for c in columns if c in keep]
+    return kept, [c for c in columns if c not in keep and c != target]
 
 
 def _target_problems(target: pd.Series, task: Task, test_size: float) -> list[str]:
@@ -399,14 +489,21 @@ def prepare(
     max_missing_fraction: float = 0.0,
     max_categories: int = 100,
     test_size: float = 0.2,
+    drop: Sequence[str] = (),
+    features: Sequence[str] | None = None,
 ) -> PreparedData:
-    """Validate ``dataset`` and split it into features and target. Raises ``DataError``."""
+    """Validate ``dataset`` and split it into features and target, leaving out ``drop`` or
+    keeping only ``features`` (``select_columns``). Raises ``DataError``."""
     frame, empty = normalize_frame(dataset.frame)  # again: a Dataset may be made in memory
     empty = {**dataset.empty_strings, **empty}
     frame.columns = [str(c) for c in frame.columns]
     where = dataset.data_uri
     _check_shape(frame, dataset.target, where)
-    columns = [c for c in frame.columns if c != dataset.target]
+    columns, dropped = select_columns(
+        list(frame.columns), dataset.target, where, drop=drop, features=features
+    )
+    if dropped:
+        log.info("left out of the features: %s", ", ".join(dropped))
     if not columns:
         raise DataError([f"{where} has no feature columns besides the target"])
     if len(frame) < min_rows:
@@ -430,6 +527,9 @@ def prepare(
     feature_problems, numeric, categorical = _feature_problems(
         frame, columns, max_missing_fraction, max_categories, empty
     )
+    named = set(features or ())  # a column named in --features is meant to be one
+    accepted = set(numeric) | set(categorical)  # not those already refused
+    warnings = _id_warnings(frame, [c for c in columns if c in accepted and c not in named])
     problems.extend(feature_problems)
     if problems:
         raise DataError(problems)
@@ -449,4 +549,6 @@ def prepare(
         categorical=categorical,
         classes=classes,
         source_dtypes={c: str(frame[c].dtype) for c in columns},
+        dropped=dropped,
+        warnings=warnings,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_registry.metadata import ArtifactFormat
 from serving_common.logging import LogFormat
@@ -14,6 +15,34 @@ Sample = Literal["breast-cancer", "diabetes"]
 TaskChoice = Literal["auto", "classification", "regression"]
 Estimator = Literal["auto", "logistic", "linear", "ridge", "random-forest", "gradient-boosting"]
 DataFormat = Literal["auto", "csv", "parquet"]
+Columns = Annotated[list[str], NoDecode]
+"""Column names: a flag repeated or comma-separated, an environment variable comma-separated
+(or a JSON array, for names with commas)."""
+
+
+def column_names(value: Any) -> Any:
+    """``"a, b"``, ``'["a", "b"]'`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]`` (each name once,
+    blanks left out). pydantic-settings hands a list setting's repeated flags over joined with
+    commas."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = [text]
+            if not isinstance(value, list):
+                return value
+            parts = [str(v).strip() for v in value]
+        else:
+            parts = [part.strip() for part in text.split(",")]
+    elif isinstance(value, list | tuple):
+        parts = [part.strip() for item in value for part in str(item).split(",")]
+    else:
+        return value
+    return list(dict.fromkeys(part for part in parts if part))
 
 
 class TrainerSettings(BaseSettings):
@@ -45,6 +74,12 @@ class TrainerSettings(BaseSettings):
     random-forest or gradient-boosting (histogram-based)."""
     param: dict[str, str] = Field(default_factory=dict)
     """Estimator parameter override, repeatable: --param max_depth=6 (values parsed as JSON)."""
+    drop: Columns = Field(default_factory=list)
+    """Leave a column out of the features (an id, a free-text note), repeatable or
+    comma-separated: --drop customer_id --drop signup_note. Not with --features."""
+    features: Annotated[list[str] | None, NoDecode] = None
+    """Only these columns are features, comma-separated or repeated: --features age,plan; every
+    other column but the target is left out. Not with --drop."""
     test_size: float = Field(default=0.2, gt=0.0, lt=0.9)
     """Share of rows held out for evaluation."""
     seed: int = 42
@@ -87,12 +122,32 @@ class TrainerSettings(BaseSettings):
     output: Literal["text", "json"] = "text"
     """Result on stdout: text, or one JSON document for scripts."""
 
+    @field_validator("drop", "features", mode="before")
+    @classmethod
+    def _split_columns(cls, value: Any) -> Any:
+        return column_names(value)
+
+    @field_validator("features", mode="after")
+    @classmethod
+    def _no_empty_selection(cls, value: list[str] | None) -> list[str] | None:
+        return value or None  # TRAINER_FEATURES="" selects nothing: every column is a feature
+
     @model_validator(mode="after")
     def _check_source(self) -> TrainerSettings:
         if (self.data_uri is None) == (self.sample is None):
             raise ValueError("give exactly one of --data-uri or --sample")
         if self.data_uri is not None and not self.target:
             raise ValueError("--target is required with --data-uri")
+        if self.drop and self.features:
+            raise ValueError(
+                "give --features or --drop, not both (--features already leaves out every "
+                "column it does not name)"
+            )
+        for flag, names in (("--drop", self.drop), ("--features", self.features or [])):
+            if self.target and self.target in names:
+                raise ValueError(
+                    f"{flag} names the target {self.target!r}, which is never a feature"
+                )
         if self.artifact_format == "joblib" and not self.allow_pickle:
             raise ValueError(
                 "--artifact-format joblib needs --allow-pickle (pickle runs code on load)"

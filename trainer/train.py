@@ -49,6 +49,10 @@ class RunResult:
     metadata: ModelMetadata | None = None
     uri: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """What the user should look at (a feature that looks like an id), also logged."""
+    dropped: list[str] = field(default_factory=list)
+    """Columns of the data left out of the features."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +63,8 @@ class RunResult:
             "promoted": self.promoted,
             "metrics": self.metrics,
             "gate": self.gate.as_dict(),
+            "dropped_columns": self.dropped,
+            "warnings": self.warnings,
             "timings_seconds": self.timings,
         }
 
@@ -149,6 +155,8 @@ def _fit(settings: TrainerSettings, dataset: data_mod.Dataset, timer: _Timer) ->
             max_missing_fraction=settings.max_missing_fraction,
             max_categories=settings.max_categories,
             test_size=settings.test_size,
+            drop=settings.drop,
+            features=settings.features,
         )
     estimator = resolve_estimator(prepared.task, settings.estimator)
     params = parse_params(settings.param)
@@ -341,6 +349,7 @@ def _metadata(
             "seed": settings.seed,
             "data_uri": dataset.data_uri,
             "data_sha256": dataset.data_sha256,
+            "dropped_columns": prepared.dropped,
             "estimator": fitted.estimator,
             "params": estimator_params(fitted.pipeline),
             "param_overrides": fitted.params,
@@ -372,7 +381,15 @@ def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResul
         gate = _gate(settings, registry, model_name, fitted)
     if not (gate.accepted or gate.forced):
         timer.timings["total"] = round(time.perf_counter() - started, 4)
-        return RunResult("rejected", model_name, fitted.scores, gate, timings=timer.timings)
+        return RunResult(
+            "rejected",
+            model_name,
+            fitted.scores,
+            gate,
+            timings=timer.timings,
+            warnings=fitted.prepared.warnings,
+            dropped=fitted.prepared.dropped,
+        )
 
     with timer.step("serialize"):
         blob = _serialize(settings, fitted)
@@ -406,4 +423,6 @@ def run(settings: TrainerSettings, registry: Registry | None = None) -> RunResul
         metadata=published,
         uri=registry.version_uri(model_name, published.version),
         timings=timer.timings,
+        warnings=fitted.prepared.warnings,
+        dropped=fitted.prepared.dropped,
     )

@@ -20,10 +20,11 @@ from trainer.data import (
     detect_task,
     load_sample,
     load_uri,
+    looks_like_id,
     normalize_frame,
     prepare,
 )
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
 
 
 def dataset(frame: pd.DataFrame, target: str = "label") -> Dataset:
@@ -76,7 +77,9 @@ BAD_DATA = [
         "free text",
         with_column("comment", [f"note {i}" for i in range(200)]),
         "label",
-        "feature 'comment' is text with 200 distinct values, too many",
+        "feature 'comment' is text with 200 distinct values, one per row, too many to one-hot "
+        "encode (limit --max-categories 100); leave it out with --drop comment, or raise the "
+        "limit to --max-categories 200",
     ),
     ("single class", with_column("label", "yes"), "label", "has a single class 'yes'"),
     (
@@ -377,6 +380,116 @@ def test_prepared_features_hold_only_text_or_nan() -> None:
     with pytest.raises(RuntimeError, match="categorical feature 'c' holds NoneType, str"):
         check_features(features, ["n"], ["c"])
     check_features(normalize_frame(features)[0], ["n"], ["c"])
+
+
+# -- which columns are features: --drop, --features, and columns that look like ids ------------
+
+
+def with_ids(rows: int = 200) -> pd.DataFrame:
+    frame = mixed_frame(rows)
+    frame.insert(0, "customer_id", [f"C{i:05d}" for i in range(rows)])
+    frame["order_no"] = np.arange(10_000, 10_000 + rows)[::-1]
+    return frame
+
+
+def test_drop_leaves_columns_out_and_says_which() -> None:
+    prepared = prepare(dataset(with_ids()), drop=["customer_id", "order_no"])
+    assert list(prepared.features.columns) == ["x1", "x2", "color"]
+    assert prepared.dropped == ["customer_id", "order_no"]
+    assert prepared.warnings == []
+
+
+def test_features_keep_only_the_columns_named() -> None:
+    prepared = prepare(dataset(with_ids()), features=["color", "x1"])
+    assert list(prepared.features.columns) == ["x1", "color"]  # in the data's order
+    assert prepared.dropped == ["customer_id", "x2", "order_no"]
+
+
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        (
+            {"drop": ["custmer_id"]},
+            "--drop names a column not in mem://test.csv: 'custmer_id' (did you mean "
+            "'customer_id'?); its columns: 'customer_id', 'x1', 'x2', 'color', 'label', "
+            "'order_no'",
+        ),
+        (
+            {"features": ["x1", "size", "colour"]},
+            "--features names columns not in mem://test.csv: 'size', 'colour' (did you mean "
+            "'color'?); its columns:",
+        ),
+    ],
+)
+def test_naming_a_column_the_data_lacks_is_a_data_error(
+    selection: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(DataError) as error:
+        prepare(dataset(with_ids()), **selection)  # type: ignore[arg-type]
+    assert error.value.problems[0].startswith(message), error.value.problems
+
+
+@pytest.mark.parametrize("selection", [{"drop": ["label"]}, {"features": ["x1", "label"]}])
+def test_the_target_is_never_a_feature(selection: dict[str, list[str]]) -> None:
+    with pytest.raises(ConfigError, match="names the target 'label', which is never a feature"):
+        prepare(dataset(with_ids()), **selection)  # type: ignore[arg-type]
+
+
+def test_too_many_categories_names_the_drop_flag() -> None:
+    frame = with_ids(2000)
+    with pytest.raises(DataError) as error:
+        prepare(dataset(frame))
+    assert error.value.problems == [
+        "feature 'customer_id' is text with 2000 distinct values, one per row, too many to "
+        "one-hot encode (limit --max-categories 100); leave it out with --drop customer_id, "
+        "or raise the limit to --max-categories 2000"
+    ]
+    frame = frame.rename(columns={"customer_id": "customer id"})
+    with pytest.raises(DataError, match="leave it out with --drop 'customer id', or"):
+        prepare(dataset(frame))
+
+
+def test_a_column_that_looks_like_an_id_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    prepared = prepare(dataset(with_ids()), drop=["customer_id"])
+    warning = (
+        "feature 'order_no' looks like an id (a whole number unique to each of the 200 rows): "
+        "a model learns nothing from it that holds for new rows; leave it out with "
+        "--drop order_no"
+    )
+    assert prepared.warnings == [warning]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    assert "order_no" in prepared.numeric  # a warning, not a refusal
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (np.arange(50), "a whole number unique to each of the 50 rows"),
+        (np.arange(50, dtype=np.float64) * 7, "a whole number unique to each of the 50 rows"),
+        ([f"u{i}" for i in range(50)], "text unique to each of the 50 rows"),
+        (np.linspace(0, 1, 50), None),  # measurements, not ids
+        (np.arange(50) % 10, None),  # repeats
+        ([*range(49), None], None),  # a missing value: not a key
+        ([True, False] * 25, None),
+    ],
+)
+def test_what_looks_like_an_id(values: Any, why: str | None) -> None:
+    assert looks_like_id(normalize_frame(pd.DataFrame({"c": values}))[0]["c"]) == why
+
+
+def test_text_unique_per_row_within_the_limit_is_warned_of() -> None:
+    frame = mixed_frame(60)
+    frame["ticket"] = [f"T-{i}" for i in range(60)]
+    prepared = prepare(dataset(frame))
+    assert prepared.warnings == [
+        "feature 'ticket' looks like an id (text unique to each of the 60 rows): a model learns "
+        "nothing from it that holds for new rows; leave it out with --drop ticket"
+    ]
+
+
+def test_a_column_named_in_features_is_not_warned_of() -> None:
+    prepared = prepare(dataset(with_ids()), features=["x1", "order_no"])
+    assert prepared.warnings == []
 
 
 def test_text_reads_missing_as_the_server_does() -> None:
