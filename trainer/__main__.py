@@ -34,8 +34,8 @@ exit codes:
   {EXIT_USAGE}  bad flags or settings (unknown estimator parameter, missing --target, ...)
   {EXIT_DATA}  the data failed validation (or --drop/--features name a column it does not have);
      nothing was registered
-  {EXIT_REJECTED}  the champion gate rejected the model (worse than production); nothing was
-     registered; --force registers anyway
+  {EXIT_REJECTED}  the champion gate rejected the model (worse than production by more than
+     --tolerance); nothing was registered; --force registers anyway
   {EXIT_REGISTRY}  the registry failed (unreachable storage, permissions, version conflict)
 
 examples:
@@ -53,7 +53,8 @@ def _report(result: RunResult, output: str) -> None:
         return
     scores = "  ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
     if result.outcome == "rejected":
-        print(f"REJECTED {result.model_name}: {result.gate.reason}")
+        gate = result.gate
+        print(f"REJECTED {result.model_name}: {gate.reason}; nothing registered. {gate.remedy}")
         print(f"  metrics: {scores}")
         _notes(result)
         return

@@ -272,7 +272,9 @@ def _gate(
         )
         gate = replace(gate, forced=True)
     else:
-        log.warning("champion gate rejected the model: %s", gate.reason)
+        log.warning(
+            "champion gate rejected the model: %s; nothing registered. %s", gate.reason, gate.remedy
+        )
     return gate
 
 

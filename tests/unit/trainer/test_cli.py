@@ -71,7 +71,15 @@ def test_registers_then_rejects_with_distinct_exit_codes(tmp_path: Path) -> None
         "max_depth=1",
     )
     assert worse.returncode == EXIT_REJECTED
-    assert "REJECTED breast-cancer: worse than production" in worse.stdout
+    rejected = worse.stdout.splitlines()[0]
+    assert rejected.startswith("REJECTED breast-cancer: roc_auc 0.")
+    assert " is worse than production v1's 0." in rejected
+    assert (
+        ", past the tolerance 0 (higher is better; both scored on this run's held-out rows)"
+        in rejected
+    )
+    assert rejected.endswith(" allows that much, --force registers anyway")
+    assert "; nothing registered. --tolerance 0." in rejected
     assert [m.version for m in Registry(uri).list_versions("breast-cancer")] == ["v1"]
 
 

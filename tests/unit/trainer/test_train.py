@@ -133,7 +133,10 @@ def test_worse_model_is_rejected_and_nothing_registered(registry: Registry) -> N
     assert result.outcome == "rejected"
     assert result.gate.basis == "same-holdout"
     assert result.gate.champion_version == "v1"
-    assert "worse than production" in result.gate.reason
+    assert "is worse than production v1's" in result.gate.reason
+    assert result.gate.verdict == "rejected"
+    assert result.gate.tolerance_needed is not None
+    assert result.gate.remedy.endswith("--force registers anyway")
     assert [m.version for m in registry.list_versions("breast-cancer")] == ["v1"]
     assert registry.storage.find("breast-cancer/v2") == {}
 
