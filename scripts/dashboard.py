@@ -185,6 +185,24 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 unit="none",
             ),
             Panel(
+                "Missing values imputed by feature (share of rows)",
+                "Share of answered rows in which each feature was missing (null, NaN, or an "
+                "empty string for a text feature) and imputed as in training: the median, the most "
+                "frequent category. A feature that rises here has an upstream that stopped "
+                "sending it; the model answers, but from the training median.",
+                (
+                    Target(
+                        "sum by (model_version, feature) (rate(model_server_missing_values_total"
+                        f"{{{SEL}}}[{RATE}])) / ignoring (feature) group_left () "
+                        "sum by (model_version) (rate(model_server_batch_rows_sum"
+                        f"{{{SEL}}}[{RATE}]))",
+                        "{{model_version}} {{feature}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=24,
+            ),
+            Panel(
                 "Live accuracy by version (feedback)",
                 "Share of predictions that clients reported correct, per version.",
                 (

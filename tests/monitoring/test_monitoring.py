@@ -155,6 +155,7 @@ def test_dashboard_covers_what_an_sre_needs() -> None:
         "batch size",
         "predictions per class",
         "drift",
+        "missing values imputed by feature",
         "model info",
         "error budget",
         "since the last successful training",
