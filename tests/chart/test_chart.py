@@ -332,6 +332,31 @@ def test_trainer_cronjob() -> None:
     assert by_kind(render(files=("trainer-off",)), "CronJob") == []
 
 
+@pytest.mark.parametrize("key", ["drop", "features"])
+def test_trainer_columns_reach_the_trainer_as_it_reads_them(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's list becomes TRAINER_DROP / TRAINER_FEATURES, read back by the trainer's own
+    settings into the same names (a comma inside a name survives: the value is a JSON array)."""
+    from trainer.settings import TrainerSettings
+
+    columns = ["customer_id", "note, free text"]
+    listed = ",".join(c.replace(",", "\\,") for c in columns)  # --set escapes a comma
+    cron = one(render(f"trainer.{key}={{{listed}}}"), "CronJob")
+    env = env_of(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0])
+    variable = f"TRAINER_{key.upper()}"
+    other = "TRAINER_FEATURES" if key == "drop" else "TRAINER_DROP"
+    assert other not in env
+    monkeypatch.setenv(variable, env[variable])
+    settings = TrainerSettings(_env_file=None, data_uri="d.csv", target="y")  # type: ignore[call-arg]
+    assert getattr(settings, key) == columns
+
+
+def test_trainer_drop_and_features_together_are_refused() -> None:
+    with pytest.raises(RenderError, match=r"trainer\.drop and trainer\.features are exclusive"):
+        render("trainer.drop={a}", "trainer.features={b}")
+
+
 def test_trainer_without_data_is_a_clear_error() -> None:
     with pytest.raises(RenderError, match=r"trainer\.dataUri is required"):
         render("trainer.dataUri=")
