@@ -348,7 +348,7 @@ def test_trainer_columns_reach_the_trainer_as_it_reads_them(
     other = "TRAINER_FEATURES" if key == "drop" else "TRAINER_DROP"
     assert other not in env
     monkeypatch.setenv(variable, env[variable])
-    settings = TrainerSettings(_env_file=None, data_uri="d.csv", target="y")  # type: ignore[call-arg]
+    settings = TrainerSettings(_env_file=None, data_uri="d.csv", target="y")
     assert getattr(settings, key) == columns
 
 
