@@ -45,12 +45,16 @@ def format_validation_error(error: ValidationError, env_prefix: str) -> str:
 
 
 def _tidy_help(parser: argparse.ArgumentParser) -> None:
-    """Readable metavars for mapping flags, and no internal default-factory notes."""
+    """Readable metavars for mapping and list flags, and no internal default-factory notes."""
     for action in parser._actions:
         if isinstance(action.metavar, str) and action.metavar.startswith("dict["):
             action.metavar = "KEY=VALUE"
+        if isinstance(action.metavar, str) and action.metavar.startswith("list[str]"):
+            action.metavar = "NAME[,NAME...]"
         if action.help and "(default factory:" in action.help:
             action.help = action.help.split(" (default factory:")[0] + " (default: none)"
+        if action.help and action.help.endswith("(default: None)"):
+            action.help = action.help.removesuffix("(default: None)") + "(default: none)"
 
 
 def parse_settings(

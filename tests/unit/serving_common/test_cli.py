@@ -70,3 +70,23 @@ def test_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         parse(["--no-such-flag"])
     assert exit_info.value.code == EXIT_USAGE
     assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_list_flags_show_what_they_take(capsys: pytest.CaptureFixture[str]) -> None:
+    class ListSettings(BaseSettings):
+        """Columns."""
+
+        model_config = SettingsConfigDict(env_prefix="DEMO_", use_attribute_docstrings=True)
+
+        drop: list[str] = Field(default_factory=list)
+        """Columns to leave out."""
+        only: list[str] | None = None
+        """Only these."""
+
+    with pytest.raises(SystemExit):
+        parse_settings(ListSettings, ["--help"], prog="demo", description="demo")
+    text = capsys.readouterr().out
+    assert "--drop NAME[,NAME...]" in text
+    assert "--only NAME[,NAME...]" in text
+    assert "list[str]" not in text
+    assert "(default: None)" not in text
