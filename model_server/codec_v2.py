@@ -177,16 +177,33 @@ def _requested_outputs(
     return tuple(dict.fromkeys(names)), frozenset(binary)
 
 
+def _layouts(schema: FeatureSchema) -> str:
+    """The request layouts this model takes, for error messages. A tensor has one datatype, so
+    a model with text features cannot take its rows as one [N, F] tensor."""
+    width = len(schema.names)
+    if schema.numeric_only:
+        return f"one [N, {width}] tensor, or one [N] tensor per feature, named by feature"
+    return (
+        "one [N] tensor per feature, named by feature (BYTES for the text features; a tensor has "
+        f"one datatype, so one [N, {width}] tensor cannot hold both numbers and text)"
+    )
+
+
 def _v2_matrix(tensor: dict[str, Any], schema: FeatureSchema) -> Checked:
     """One [N, F] tensor holding every feature in model order."""
     name = tensor["name"]
     width = len(schema.names)
+    if 0 < len(schema.categorical) < width:
+        raise InvalidInput(
+            f"input {name!r} is one [N, F] tensor, but this model has both numeric and text "
+            f"features: send {_layouts(schema)}"
+        )
     shape, values = _tensor_values(tensor, name)
     rows, columns = shape
     if columns != width:
         raise InvalidInput(
             f"input {name!r} has shape {shape}; the model takes {width} features, so send "
-            f"[N, {width}] (or one [N] tensor per feature, named by feature); {TENSOR_MISSING}"
+            f"{_layouts(schema)}; {TENSOR_MISSING}"
         )
     check_rows(rows, schema, f"input {name!r}")
     _check_datatype(schema, name, tensor.get("datatype"), schema.names)
@@ -268,10 +285,10 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Chec
     if by_name.keys() != set(schema.names):
         only = inputs[0]
         if len(inputs) == 1 and width > 1 and only.get("shape") == [width]:
+            rows_as = f"one row as shape [1, {width}], N rows as [N, {width}] (or one [N] tensor "
             raise InvalidInput(
-                f"input {only['name']!r} has shape [{width}]: one value per feature? Send one "
-                f"row as shape [1, {width}], N rows as [N, {width}] (or one [N] tensor per "
-                "feature, named by feature)"
+                f"input {only['name']!r} has shape [{width}]: one value per feature? Send "
+                + (rows_as + "per feature)" if schema.numeric_only else _layouts(schema))
             )
         problem = name_mismatch(
             schema.names,
@@ -280,9 +297,7 @@ def _v2_per_feature(inputs: list[dict[str, Any]], schema: FeatureSchema) -> Chec
             "unknown inputs",
             f"send a tensor for every feature; {TENSOR_MISSING}",
         )
-        raise InvalidInput(
-            f"{problem}. Send one [N] tensor per feature, or one [N, {width}] tensor"
-        )
+        raise InvalidInput(f"{problem}. Send {_layouts(schema)}")
     plain = _plain(by_name, schema)
     if plain is not None:
         return plain

@@ -170,7 +170,11 @@ V2_ERRORS: list[tuple[FeatureSchema, Any, str]] = [
         {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])], "parameters": []},
         "'parameters' must be an object",
     ),
-    (MIXED, {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])]}, "feature 'color' is categorical"),
+    (
+        MIXED,
+        {"inputs": [tensor("x", [1, 2], "FP64", [1, 2])]},
+        "this model has both numeric and text features",
+    ),
     (
         MIXED,
         {"inputs": [tensor("a", [1], "FP64", [1]), tensor("color", [1], "BYTES", [3])]},
@@ -614,7 +618,9 @@ def test_a_missing_value_does_not_hide_a_bad_one(document: dict[str, Any], messa
             {"inputs": [tensor("a", [1], "FP64", [1.0])]},
             "missing inputs for features: color (send a tensor for every feature; a value you do "
             'not have may be null (NaN in binary data and gRPC contents, "" for a text feature), '
-            "which the model imputes as in training). Send one [N] tensor per feature",
+            "which the model imputes as in training). Send one [N] tensor per feature, named by "
+            "feature (BYTES for the text features; a tensor has one datatype, so one [N, 2] "
+            "tensor cannot hold both numbers and text)",
         ),
         (
             {"inputs": [tensor("a", [1], "FP64", [1.0]), tensor("c", [1], "BYTES", ["x"])]},
@@ -629,12 +635,25 @@ def test_a_missing_tensor_says_a_missing_value_may_be_sent(
         decode_v2(document, MIXED)
 
 
+def test_a_model_with_text_features_is_never_told_to_send_one_matrix() -> None:
+    """A tensor has one datatype: a mixed model cannot take an [N, F] tensor."""
+    for document in (
+        {"inputs": [tensor("x", [1, 2], "FP64", [1.0, 2.0])]},
+        {"inputs": [tensor("x", [3], "FP64", [1.0, 2.0, 3.0])]},
+        {"inputs": [tensor("a", [1], "FP64", [1.0])]},
+    ):
+        with pytest.raises(InvalidInput) as error:
+            decode_v2(document, MIXED)
+        assert "cannot hold both numbers and text" in str(error.value), error.value
+        assert "or one [N, 2] tensor" not in str(error.value), error.value
+
+
 def test_a_matrix_of_the_wrong_width_says_a_missing_value_may_be_sent() -> None:
     with pytest.raises(InvalidInput) as error:
         decode_v2({"inputs": [tensor("x", [1, 3], "FP64", [1.0, 2.0, 3.0])]}, NUMERIC)
     assert str(error.value) == (
-        "input 'x' has shape [1, 3]; the model takes 2 features, so send [N, 2] (or one [N] "
-        "tensor per feature, named by feature); a value you do not have may be null (NaN in "
+        "input 'x' has shape [1, 3]; the model takes 2 features, so send one [N, 2] tensor, or "
+        "one [N] tensor per feature, named by feature; a value you do not have may be null (NaN in "
         'binary data and gRPC contents, "" for a text feature), which the model imputes as in '
         "training"
     )
