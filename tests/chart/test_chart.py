@@ -499,8 +499,12 @@ def test_bad_values_are_refused_by_the_schema(helm: str, values: list[str], name
 @pytest.mark.parametrize(
     ("values", "missing", "named"),
     [
-        (["image.repository="], "image.repository", "trainer.image.repository=REGISTRY"),
-        (["trainer.image.repository="], "trainer.image.repository", "image.repository=REGISTRY"),
+        (
+            ["image.repository="],
+            "image.repository",
+            r"trainer\.image\.repository=\S+/model-trainer",
+        ),
+        (["trainer.image.repository="], "trainer.image.repository", r"--set image\.repository=\S+"),
         (["image.repository=", "trainer.enabled=false"], "image.repository", "model-server$"),
     ],
 )
@@ -520,10 +524,30 @@ def test_a_release_without_an_image_repository_does_not_render(
 
 
 @pytest.mark.parametrize("helm", HELMS)
-def test_an_image_repository_with_a_tag_or_spaces_is_refused(helm: str) -> None:
-    for bad in ("image.repository=registry/model-server@sha256", "image.repository=my repo"):
+@pytest.mark.parametrize(
+    "repository",
+    [
+        "europe-docker.pkg.dev/my-project/models/model-server:0.1.0",  # a tag: that is image.tag
+        "model-server:0.1.0",
+        "europe-docker.pkg.dev/my-project/models/model-server@sha256",  # that is image.digest
+        "europe-docker.pkg.dev/My-Project/models/model-server",  # path components are lower case
+        "my repo/model-server",
+        "registry.example//model-server",
+    ],
+)
+def test_an_image_repository_that_is_no_repository_is_refused(helm: str, repository: str) -> None:
+    for key in ("image.repository", "trainer.image.repository"):
         with pytest.raises(RenderError, match="repository"):
-            render(bad, helm=helm)
+            render(f"{key}={repository}", helm=helm)
+
+
+@pytest.mark.parametrize(
+    "repository",
+    ["localhost:5001/model-server", "kind.local/model-server", "ghcr.io/org/model_server"],
+)
+def test_registry_hosts_with_ports_and_plain_names_are_taken(repository: str) -> None:
+    image = container(render(f"image.repository={repository}"))["image"]
+    assert image == f"{repository}:0.1.0"
 
 
 def test_the_validators_catch_mistakes() -> None:
@@ -698,6 +722,23 @@ def test_tag_routing_is_described_as_kserve_does_it() -> None:
     ).stdout.split("NOTES:", 1)[1]  # fmt: skip
     assert "prev-breast-cancer-predictor.models." in notes
     assert "latest-breast-cancer-predictor.models." in notes
+
+
+def test_notes_warn_of_the_placeholder_runbook_url() -> None:
+    def notes(*values: str) -> str:
+        command = [helm_binary("helm4"), "install", "demo", str(CHART), "-n", "models",
+                   "--dry-run=client", "-f", str(CI / "minimal-values.yaml")]  # fmt: skip
+        for value in values:
+            command += ["--set", value]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+        return done.stdout.split("NOTES:", 1)[1]
+
+    assert "runbookBaseUrl" in notes("monitoring.prometheusRule.enabled=true")
+    assert "runbookBaseUrl" not in notes()
+    assert "runbookBaseUrl" not in notes(
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.prometheusRule.runbookBaseUrl=https://runbooks.internal.example/ms",
+    )
 
 
 @pytest.mark.parametrize("helm", HELMS)

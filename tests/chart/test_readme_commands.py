@@ -4,9 +4,11 @@ The console blocks of ``README.md`` and the chart's README are read in order, as
 type them: shell variable assignments are remembered and expanded, and each ``helm install`` /
 ``helm upgrade [--install]`` is played against a record of the releases installed so far. A
 release's values are what Helm itself computes (Helm 4's ``install --dry-run=client --debug``
-prints them as USER-SUPPLIED VALUES): ``--reuse-values`` starts from the release's last values,
-an upgrade without it from the chart's defaults, and ``upgrade --install`` of a release that does
-not exist yet is a plain install, where there is nothing to reuse. Each step then renders with
+prints them as USER-SUPPLIED VALUES): ``--reuse-values`` merges the command's values over the
+release's last ones; an upgrade without it takes only the command's values over the chart's
+defaults, or, given none, the release's last ones (Helm's ``pkg/action/upgrade.go``); and
+``upgrade --install`` of a release that does not exist yet is a plain install, where there is
+nothing to reuse. Each step then renders with
 Helm 3 and Helm 4 and every object is validated strictly. A command the record cannot play (an
 unknown flag, a chart other than ours, ``helm test`` of a release never installed) fails.
 """
@@ -186,7 +188,8 @@ def play_helm(reader: Reader, words: list[str]) -> None:
         )
     with tempfile.TemporaryDirectory() as tmp:
         start: list[Path] = []
-        if exists and "--reuse-values" in step.flags:
+        given = step.files or step.sets
+        if exists and ("--reuse-values" in step.flags or not given):
             previous = Path(tmp) / "previous.yaml"
             previous.write_text(yaml.safe_dump(reader.releases[key].values))
             start = [previous]

@@ -30,6 +30,9 @@ kubectl wait -n knative-serving --for=condition=Available deployment --all --tim
 kubectl wait -n kourier-system --for=condition=Available deployment --all --timeout=5m
 
 echo ">> KServe $KSERVE_VERSION (Knative deployment mode)"
+# The release kserve.yaml of v0.20.0 has no Namespace object (its dependency script makes one, as
+# KServe's quick-install does): create it first, idempotently, or the first namespaced object fails.
+kubectl create namespace kserve --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl wait -n kserve --for=condition=Available deployment --all --timeout=5m
 kubectl apply --server-side -f "$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s_manifests import ROOT, Manifest, kustomize, one, validate
+from tests.k8s_manifests import ROOT, Manifest, kubectl, kustomize, one, validate
 
 K8S = ROOT / "k8s"
 TARGETS = [K8S / "base", *sorted((K8S / "overlays").iterdir())]
@@ -56,8 +57,8 @@ def isvc(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("path", TARGETS, ids=lambda p: p.name)
 def test_the_template_cannot_be_applied_unedited(path: Path) -> None:
     """Straight from the repository, every build carries a namespace the API server refuses
-    (not a DNS label) and an image no registry serves (upper case), so `kubectl apply -k`
-    cannot create a stray model in someone's namespace or replace a release's spec."""
+    (not a DNS label), so `kubectl apply -k` cannot create a stray model in someone's namespace
+    or replace a release's spec; and a placeholder image (REGISTRY/...) no registry serves."""
     for manifest in kustomize(path):
         assert not DNS_LABEL.fullmatch(manifest["metadata"]["namespace"]), manifest["kind"]
     image = one(kustomize(path), "InferenceService")["spec"]["predictor"]["containers"][0]
@@ -102,17 +103,21 @@ def test_canary_differs_from_base_only_in_storage_uri_and_percent() -> None:
     assert undone == base
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as ``kubectl patch --type merge`` applies it."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+def merge_patch(target: dict[str, Any], name: str) -> dict[str, Any]:
+    """``target`` after ``kubectl patch --type merge --patch-file k8s/patches/NAME.yaml``, by the
+    real kubectl, offline (``--local``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        current = Path(tmp) / "isvc.yaml"
+        current.write_text(yaml.safe_dump(target))
+        done = subprocess.run(
+            [kubectl(), "patch", "--local", "-f", str(current), "--type", "merge",
+             "--patch-file", str(K8S / "patches" / f"{name}.yaml"), "-o", "yaml"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    patched = yaml.safe_load(done.stdout)
+    assert isinstance(patched, dict)
+    return patched
 
 
 def patch_file(name: str) -> dict[str, Any]:
@@ -129,7 +134,7 @@ def test_the_patches_touch_only_the_percent() -> None:
 
 def test_promote_drops_the_percent_and_keeps_the_new_version() -> None:
     canary = isvc("canary")
-    promoted = merge_patch(canary, patch_file("promote"))
+    promoted = merge_patch(canary, "promote")
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
     assert storage_uri(promoted) == storage_uri(canary)
     assert list(validate(promoted)) == []
@@ -137,7 +142,7 @@ def test_promote_drops_the_percent_and_keeps_the_new_version() -> None:
 
 def test_rollback_sends_everything_to_the_previous_revision() -> None:
     canary = isvc("canary")
-    rolled_back = merge_patch(canary, patch_file("rollback"))
+    rolled_back = merge_patch(canary, "rollback")
     assert rolled_back["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert storage_uri(rolled_back) == storage_uri(canary)
     undone = copy.deepcopy(rolled_back)

@@ -136,11 +136,11 @@ release without one fails to render, naming the values to set. */}}
 {{- $root := index . 1 }}
 {{- $value := index . 2 }}
 {{- if not $image.repository }}
-{{- $set := "image.repository=REGISTRY/model-server" }}
+{{- $set := "image.repository=europe-docker.pkg.dev/my-project/models/model-server" }}
 {{- if $root.Values.trainer.enabled }}
-{{- $set = printf "%s,trainer.image.repository=REGISTRY/model-trainer" $set }}
+{{- $set = printf "%s,trainer.image.repository=europe-docker.pkg.dev/my-project/models/model-trainer" $set }}
 {{- end }}
-{{- fail (printf "%s is required: the registry path the image was pushed to. Build and push the images first (docker/server.Dockerfile, docker/trainer.Dockerfile; see Images in the chart README), then --set %s" $value $set) }}
+{{- fail (printf "%s is required: the registry path the image was pushed to. Build and push the images first (docker/server.Dockerfile, docker/trainer.Dockerfile; see Images in the chart README), then set them, e.g. --set %s" $value $set) }}
 {{- end }}
 {{- if $image.digest }}
 {{- printf "%s@%s" $image.repository $image.digest }}
