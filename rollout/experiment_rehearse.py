@@ -23,7 +23,7 @@ from rollout.local import (
     ROOT,
     Children,
     RehearsalError,
-    absolute_uri,
+    add_version_arguments,
     prometheus_binary,
     ready_detail,
     resolve_versions,
@@ -40,16 +40,7 @@ SERVER_SECONDS = 120.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rehearsal")
-    group.add_argument(
-        "--registry-uri",
-        type=absolute_uri,
-        default="./registry",
-        help="registry: a path (relative to this directory), file://, gs:// or s3:// URI "
-        "(./registry)",
-    )
-    group.add_argument("--model", default="breast-cancer", help="model name (breast-cancer)")
-    group.add_argument("--control", required=True, help="control version, e.g. v1")
-    group.add_argument("--treatment", required=True, help="treatment version, e.g. v2")
+    add_version_arguments(group, "control version, e.g. v1", "treatment version, e.g. v2")
     group.add_argument("--experiment", default="rehearsal", help="experiment name (rehearsal)")
     group.add_argument(
         "--percent", type=float, default=50.0, help="share of users in the treatment (50)"

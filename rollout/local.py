@@ -54,6 +54,23 @@ def absolute_uri(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+def add_version_arguments(
+    group: argparse._ArgumentGroup, control_help: str, treatment_help: str
+) -> None:
+    """The arguments both rehearsals take to find their two versions: the registry (made
+    absolute where the user typed it), the model, control and treatment."""
+    group.add_argument(
+        "--registry-uri",
+        type=absolute_uri,
+        default="./registry",
+        help="registry: a path (relative to this directory), file://, gs:// or s3:// URI "
+        "(./registry)",
+    )
+    group.add_argument("--model", default="breast-cancer", help="model name (breast-cancer)")
+    group.add_argument("--control", required=True, help=control_help)
+    group.add_argument("--treatment", required=True, help=treatment_help)
+
+
 class RehearsalError(Exception):
     """A rehearsal cannot start; ``code`` is its exit code (usage: the arguments name something
     that is not there; error: the registry cannot be read)."""

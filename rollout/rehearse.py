@@ -24,7 +24,7 @@ from rollout.local import (
     ChildExited,
     Children,
     RehearsalError,
-    absolute_uri,
+    add_version_arguments,
     prometheus_binary,
     ready_detail,
     resolve_versions,
@@ -56,16 +56,7 @@ DONE = {"promote": "promoted", "rollback": "rolled back", "halt": "halted"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rehearsal")
-    group.add_argument(
-        "--registry-uri",
-        type=absolute_uri,
-        default="./registry",
-        help="registry: a path (relative to this directory), file://, gs:// or s3:// URI "
-        "(./registry)",
-    )
-    group.add_argument("--model", default="breast-cancer", help="model name (breast-cancer)")
-    group.add_argument("--control", required=True, help="version in production, e.g. v1")
-    group.add_argument("--treatment", required=True, help="version to canary, e.g. v2")
+    add_version_arguments(group, "version in production, e.g. v1", "version to canary, e.g. v2")
     group.add_argument(
         "--treatment-fault-error-ratio", type=float, default=0.0, help="inject 500s (0..1)"
     )
