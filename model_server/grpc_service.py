@@ -15,7 +15,13 @@ service and method names tritonclient calls) on ``--host:--grpc-port``:
   version), UNAVAILABLE (not ready), INTERNAL (a bug: logged with the request id);
 - ``x-request-id`` metadata is echoed (or made) in the trailing metadata with
   ``x-model-version``; ModelInfer is counted with ``protocol="grpc"`` and the gRPC status
-  name in ``code``.
+  name in ``code``;
+- the standard ``grpc.health.v1.Health`` service (``grpcio-health-checking``, Check and
+  Watch), as ``grpc_health_probe``, kubelet ``grpc`` probes and meshes ask it: ``""`` (the
+  server) and ``inference.GRPCInferenceService`` are SERVING when the model is loaded (the
+  readiness of ``/v2/health/ready``), NOT_SERVING while it is not or while the server drains;
+  ``liveness`` is SERVING while the server answers at all (``/v2/health/live``): the chart's
+  liveness probe asks it, so a slow or failed load is not a restart; other names: NOT_FOUND.
 
 Part of the transport layer beside HTTP: it translates between protobuf messages and the
 service core (``model_server.service``), and knows nothing of HTTP, ASGI or processes.
@@ -23,6 +29,7 @@ service core (``model_server.service``), and knows nothing of HTTP, ASGI or proc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -31,6 +38,8 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc import aio
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -287,6 +296,59 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return response
 
 
+INFERENCE_SERVICE: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+"""``inference.GRPCInferenceService``: the name KServe's proto gives the service."""
+LIVENESS_SERVICE = "liveness"
+"""The health service name that reports liveness, not readiness (the kubelet's probe asks it)."""
+READINESS_SERVICES = ("", INFERENCE_SERVICE)
+"""The health service names that report readiness: the server as a whole, and the inference
+service."""
+HEALTH_REFRESH_SECONDS = 1.0
+"""How often the health service looks again, for Watch streams (Check always looks first)."""
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthService(grpc_health.aio.HealthServicer):  # type: ignore[misc]
+    """``grpc.health.v1.Health`` (gRPC's reference servicer) reporting ``service``'s state."""
+
+    def __init__(self, service: ModelService) -> None:
+        super().__init__()
+        self.service = service
+        self.draining = False
+
+    async def refresh(self) -> None:
+        """Set each name's status from the service now (the reference servicer notifies
+        Watch streams of changes)."""
+        ready = not self.draining and self.service.model_not_ready() is None
+        for name in READINESS_SERVICES:
+            await self.set(name, _SERVING if ready else _NOT_SERVING)
+        await self.set(LIVENESS_SERVICE, _SERVING)
+
+    async def follow(self) -> None:
+        """Refresh until cancelled, so Watch streams see loads, unloads and draining."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(HEALTH_REFRESH_SECONDS)
+
+    async def drain(self) -> None:
+        """Not ready from now on (still live: the kubelet must not restart a draining pod)."""
+        self.draining = True
+        await self.refresh()
+
+    async def Check(  # noqa: N802 (the proto's names)
+        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)
+
+    async def Watch(  # noqa: N802
+        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
+    ) -> None:
+        await self.refresh()
+        await super().Watch(request, context)
+
+
 class GrpcServer:
     """A ``grpc.aio`` server for ``InferenceService`` with KServe's start/stop shape."""
 
@@ -301,6 +363,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
         ]
         self.server: aio.Server | None = None
+        self.health = HealthService(service)
         self._stopping = False
 
     async def start(self, _max_workers: int | None = None) -> None:
@@ -309,15 +372,22 @@ class GrpcServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceService(self.service), self.server
         )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.server.add_insecure_port(self.address)
+        await self.health.refresh()
         await self.server.start()
         await self.service.start_background()
         log.info("serving gRPC on %s", self.address)
-        await self.server.wait_for_termination()
+        following = asyncio.create_task(self.health.follow())
+        try:
+            await self.server.wait_for_termination()
+        finally:
+            following.cancel()
 
     async def stop(self, _sig: int | None = None) -> None:
         if self.server is None or self._stopping:
             return
         self._stopping = True
+        await self.health.drain()
         log.info("stopping gRPC (in-flight calls have %.0fs)", self.grace_period)
         await self.server.stop(grace=self.grace_period)
