@@ -497,6 +497,35 @@ def test_bad_values_are_refused_by_the_schema(helm: str, values: list[str], name
 
 @pytest.mark.parametrize("helm", HELMS)
 @pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("server.podSecurityContext.fsGroupChangePolicy=OnRootMismatch", "fsGroupChangePolicy"),
+        ("server.podSecurityContext.sysctls[0].name=net.core.somaxconn", "sysctls"),
+        ("server.podSecurityContext.seLinuxOptions.level=s0", "seLinuxOptions"),
+        ("server.securityContext.seLinuxOptions.level=s0", "seLinuxOptions"),
+    ],
+)
+def test_security_context_fields_knative_never_takes_are_refused(
+    helm: str, value: str, named: str
+) -> None:
+    """Knative's field masks drop these even with kubernetes.podspec-securitycontext on
+    (knative/serving pkg/apis/serving/fieldmask.go, PodSecurityContextMask and
+    SecurityContextMask), so the revision would be refused: the schema refuses them first."""
+    declared = "inferenceService.knativeFeatures.podSecurityContext=true"
+    with pytest.raises(RenderError) as refused:
+        render(value, declared, helm=helm)
+    message = str(refused.value)
+    assert "values don't meet" in message.lower(), message
+    assert named in message, message
+    # Standard mode runs a plain Deployment: Kubernetes takes them.
+    assert render(value, files=("standard-mode",), helm=helm)
+    # What Knative keeps still renders.
+    kept = predictor(render("server.podSecurityContext.fsGroup=10001", declared, helm=helm))
+    assert kept["securityContext"] == {"fsGroup": 10001}
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
     ("values", "missing", "named"),
     [
         (
@@ -761,13 +790,13 @@ def test_grpc_turns_on_with_one_h2c_port_and_metrics_still_scraped(helm: str) ->
     off = container(render(helm=helm))
     assert "MODEL_SERVER_ENABLE_GRPC" not in env_of(off)
     assert off["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
-    with pytest.raises(RenderError, match=r"server\.grpc\.enabled with monitoring\.provider gmp"):
-        render(
-            "server.grpc.enabled=true",
-            "monitoring.provider=gmp",
-            files=("minimal", "monitoring"),
-            helm=helm,
-        )
+    # GKE Managed Prometheus too: a numeric PodMonitoring port is scraped at podIP:PORT, declared
+    # or not (prometheus-engine pkg/operator/apis/monitoring/v1/pod_config.go).
+    gmp = render("server.grpc.enabled=true", files=("gke-workload-identity",), helm=helm)
+    assert one(gmp, "PodMonitoring")["spec"]["endpoints"][0]["port"] == 8080
+    assert [p for m in gmp for p in validate(m)] == []
+    plain = render(files=("gke-workload-identity",), helm=helm)
+    assert one(plain, "PodMonitoring")["spec"]["endpoints"][0]["port"] == "user-port"
     with pytest.raises(RenderError, match="maxMessageBytes"):
         render("server.grpc.maxMessageBytes=5", helm=helm)
 
