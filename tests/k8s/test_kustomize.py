@@ -158,6 +158,14 @@ def test_the_grpc_component_turns_grpc_on_with_one_h2c_port() -> None:
     # Knative routes exactly one container port; h2c makes it HTTP/2 (gRPC).
     assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"]["port"] == 8080  # REST, by number
+    # Knative rewrites an httpGet/tcpSocket liveness port to h2c 8081 (rewriteUserLivenessProbe);
+    # a grpc probe is left alone and asks the server's grpc.health.v1.Health for "liveness".
+    assert container["livenessProbe"] == {
+        "grpc": {"port": 8081, "service": "liveness"},
+        "periodSeconds": 10,
+    }
+    plain = isvc("base")["spec"]["predictor"]["containers"][0]
+    assert plain["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
 
 
 def test_experiment_adds_the_servers_settings_and_keeps_the_control() -> None:
