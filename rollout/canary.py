@@ -22,9 +22,9 @@ from rollout.decision import Action
 from rollout.isvc import (
     INTERVAL_KEY,
     STEPS_KEY,
-    VERSION_IN_URI,
     KubeError,
     check_knative_mode,
+    check_rolled_out,
     configmap_name,
     kubectl_line,
     parse_status,
@@ -33,6 +33,7 @@ from rollout.isvc import (
     state_patch,
     storage_patch,
     treatment_uri,
+    version_in,
 )
 from rollout.kube import InferenceServices, KubeTarget, api_client, send_patch
 from rollout.output import EXIT_HALTED, EXIT_PROMOTED, Printer
@@ -177,9 +178,11 @@ def _manual(ctx: Context, command: str) -> int:
     """Promote or roll back now (``run`` prints a dry run's patch without reading anything)."""
     percent = None if command == "promote" else 0
     ctx.send(percent_patch(percent), f"{command} {ctx.name}")
+    if percent is None:
+        ctx.state = promoted_state(ctx.name, ctx.isvc, ctx.state)
+    elif ctx.state is not None:
+        ctx.state.phase, ctx.state.percent = "rolled_back", percent
     if ctx.state is not None:
-        ctx.state.phase = "promoted" if percent is None else "rolled_back"
-        ctx.state.percent = percent
         ctx.isvcs.save_state(ctx.name, ctx.state.to_dict(), ctx.isvc)
     reason = "CanaryPromoted" if percent is None else "CanaryRolledBack"
     ctx.isvcs.record_event(ctx.name, reason, "by hand (model-rollout)", percent == 0)
@@ -188,8 +191,25 @@ def _manual(ctx: Context, command: str) -> int:
     return EXIT_PROMOTED
 
 
+def promoted_state(
+    name: str, isvc: dict[str, Any], state: RolloutState | None
+) -> RolloutState | None:
+    """What ``promote`` records: the saved rollout promoted when the spec serves its treatment;
+    else (a canary by ``kubectl``, a pinned version after a rollback) the spec's version as
+    served from now on, so the next ``start`` does not take a stale record for the control."""
+    uri = parse_status(isvc).storage_uri
+    version = version_in(uri)
+    if state is not None and (version is None or version == state.treatment_version):
+        state.phase, state.percent = "promoted", None
+        return state
+    if version is None:
+        return None
+    control = state.served if state is not None else ("unknown", None)
+    return RolloutState.serving(name, version, uri, control, "promote (by hand)")
+
+
 def _pause(ctx: Context) -> int:
-    if ctx.state is None:
+    if ctx.state is None or ctx.state.phase == "promoted":
         raise ValueError(f"{ctx.name} has no rollout to pause")
     ctx.state.phase = "paused"
     patch = state_patch(ctx.state.to_dict())
@@ -236,32 +256,34 @@ def control_of(
 
     KServe sends the non-canary share to ``status.components.predictor.latestRolledoutRevision``
     (``createKnativeService`` in KServe's ``ksvc_reconciler.go``), not to whatever the spec names
-    now: after a rollback the spec still names the rejected treatment. So the control comes from
-    the saved rollout, and the spec's URI is trusted only when it is what is rolled out.
+    now. When that revision is the latest created one, the live spec is what serves, whatever
+    was saved before (``experiment stop --ship``, a ``helm upgrade`` or ``kubectl`` may have
+    changed it since): the control is the spec's version. Otherwise (after a rollback the spec
+    still names the rejected treatment) it comes from the saved rollout.
     """
     status = parse_status(isvc)
     revision = status.latest_rolled_out or status.latest_ready
-    if state is not None:
-        if state.phase == "promoted":
-            return state.treatment_version, state.treatment_uri, revision
-        # Rolled back or halted: the previous rolled-out revision still serves the control.
-        return state.control_version, state.control_uri, revision
-    rolled_out_is_spec = status.latest_rolled_out in (None, status.latest_created)
-    if not rolled_out_is_spec and status.canary_percent is not None:
+    rolled_out = status.latest_rolled_out
+    live = rolled_out is not None and rolled_out == status.latest_created
+    if state is not None and not live:
+        # Rolled back, halted or not yet rolled out: the saved state says what serves.
+        return (*state.served, revision)
+    if not live and rolled_out is not None and status.canary_percent is not None:
         raise ValueError(
             f"a canary not started by model-rollout is in progress ({status.latest_created} at "
             f"{status.canary_percent}% against {status.latest_rolled_out}): promote or roll it "
             "back first"
         )
-    match = VERSION_IN_URI.search(status.storage_uri or "")
-    if match is None:
+    served = version_in(status.storage_uri)
+    if served is None:
         raise ValueError("the current storage URI does not end in a registry vN")
-    return match.group(1), status.storage_uri, revision
+    return served, status.storage_uri, revision
 
 
 def _start(ctx: Context, args: argparse.Namespace) -> int:
     isvc = ctx.isvc
     check_knative_mode(isvc)
+    check_rolled_out(isvc)
     current = parse_status(isvc)
     state = ctx.state
     control_version, control_uri, control_revision = control_of(isvc, state)

@@ -74,6 +74,32 @@ class RolloutState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def served(self) -> tuple[str, str | None]:
+        """(version, storage URI) this rollout left serving: the treatment once promoted, else
+        the control (rolled back or halted, the rolled-out revision keeps the rest)."""
+        if self.phase == "promoted":
+            return self.treatment_version, self.treatment_uri
+        return self.control_version, self.control_uri
+
+    @classmethod
+    def serving(
+        cls, model: str, version: str, uri: str | None, control: tuple[str, str | None], action: str
+    ) -> RolloutState:
+        """The record of a command other than the loop that made ``version`` (at ``uri``) the
+        served one (``promote``, ``experiment stop --ship``): a promoted rollout against
+        ``control``, the (version, storage URI) served before."""
+        return cls(
+            model=model,
+            control_version=control[0],
+            treatment_version=version,
+            phase="promoted",
+            control_uri=control[1],
+            treatment_uri=uri,
+            last_action=action,
+            updated_at=datetime.now(UTC).isoformat(),
+        )
+
 
 def parse_custom(items: list[str]) -> tuple[CustomQuery, ...]:
     """``NAME=PROMQL<=MAX`` / ``NAME=PROMQL>=MIN`` into checks; ValueError names a bad one."""

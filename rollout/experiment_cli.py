@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from rollout.controller import RolloutState
 from rollout.experiment import EXIT_FOR, NoExperiment, read_counts, report_for, show
 from rollout.isvc import (
     STORAGE_URI,
@@ -26,6 +27,7 @@ from rollout.isvc import (
     experiment_env,
     parse_status,
     treatment_uri,
+    version_in,
 )
 from rollout.kube import InferenceServices, api_client, send_patch
 from rollout.output import EXIT_ERROR, EXIT_PROMOTED, Printer
@@ -266,6 +268,7 @@ def _stop(
         reason = "ExperimentShipped" if args.ship else "ExperimentRolledBack"
         isvcs.record_event(args.name, reason, what)
         if args.ship:
+            record_shipped(isvcs, isvc, args.name, treatment, current)
             printer.event(
                 "next",
                 "name the treatment's version in the release (helm upgrade ... --set "
@@ -273,6 +276,21 @@ def _stop(
                 "undoes this",
             )
     return EXIT_PROMOTED
+
+
+def record_shipped(
+    isvcs: Any, isvc: dict[str, Any], name: str, treatment: str, experiment: str
+) -> None:
+    """Record the shipped treatment as the served version in the rollout ConfigMap, where
+    ``model-rollout start`` looks for its control (as ``promote`` does): a rollout saved
+    before the experiment would otherwise still name the version it replaced."""
+    version = version_in(treatment)
+    if version is None:
+        return
+    served = parse_status(isvc).storage_uri
+    control = (version_in(served) or "unknown", served)
+    state = RolloutState.serving(name, version, treatment, control, f"ship experiment {experiment}")
+    isvcs.save_state(name, state.to_dict(), isvc)
 
 
 def _status(

@@ -137,6 +137,35 @@ def check_knative_mode(isvc: dict[str, Any]) -> None:
         )
 
 
+def check_rolled_out(isvc: dict[str, Any]) -> None:
+    """Refuse a canary that KServe would turn into a full cutover.
+
+    KServe splits the traffic only when ``canaryTrafficPercent`` is set *and*
+    ``status.components.predictor.latestRolledoutRevision`` is not empty; otherwise it routes
+    100% to the latest revision (``createKnativeService`` in KServe v0.20.0's
+    ``pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go``).
+    Until a revision has rolled out there is no control to keep the rest of the traffic.
+    """
+    status = parse_status(isvc)
+    if status.latest_rolled_out:
+        return
+    name = isvc.get("metadata", {}).get("name", "the InferenceService")
+    namespace = isvc.get("metadata", {}).get("namespace", "NS")
+    raise KubeError(
+        f"{name} has no rolled-out revision yet (status.components.predictor."
+        "latestRolledoutRevision is empty): KServe ignores canaryTrafficPercent until one has "
+        "rolled out and would send all the traffic to the new version at once. Wait until it is "
+        f"Ready (kubectl wait --for=condition=Ready inferenceservice/{name} -n {namespace}), "
+        "then start the canary"
+    )
+
+
+def version_in(uri: str | None) -> str | None:
+    """The registry version (``vN``) a storage URI ends in, if it does."""
+    match = VERSION_IN_URI.search(uri or "")
+    return match.group(1) if match else None
+
+
 def state_of(configmap: dict[str, Any] | None) -> dict[str, Any] | None:
     """The rollout state saved in the rollout ConfigMap, if any."""
     raw = ((configmap or {}).get("data") or {}).get(STATE_KEY)

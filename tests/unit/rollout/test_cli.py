@@ -342,6 +342,112 @@ async def test_start_after_a_rollback_compares_against_the_rolled_out_control(
     assert events(kmock)[0]["message"] == "v3 at 10% against v1"
 
 
+def uri(version: str) -> str:
+    return f"gs://b/registry/breast-cancer/{version}"
+
+
+def serving(version: str, status: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceService with ``version`` in its spec and KServe's ``status``."""
+    isvc = inference_service(status)
+    isvc["spec"]["predictor"]["containers"][0]["env"][0]["value"] = uri(version)
+    return isvc
+
+
+def promoted(control: str, treatment: str) -> dict[str, Any]:
+    """A ConfigMap whose saved rollout promoted ``treatment`` over ``control``."""
+    state = {"model": NAME, "control_version": control, "treatment_version": treatment,
+             "phase": "promoted", "control_uri": uri(control), "treatment_uri": uri(treatment),
+             "control_revision": "bc-00001"}  # fmt: skip
+    return rollout_configmap({"state": json.dumps(state)})
+
+
+@pytest.mark.asyncio
+async def test_ship_then_start_compares_against_the_shipped_version(
+    kmock: ApiServer, kubeconfig: Path
+) -> None:
+    """``experiment stop --ship`` serves the treatment: it records it where ``start`` looks for
+    the control, and once its revision is rolled out the live spec says so anyway."""
+    kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"] = promoted("v0", "v1")  # an older canary
+    isvc = serving("v1", predictor_status("bc-00001", "bc-00001", "bc-00001", None))
+    isvc["spec"]["predictor"]["containers"][0]["env"] += [
+        {"name": "MODEL_SERVER_EXPERIMENT", "value": "checkout"},
+        {"name": "MODEL_SERVER_EXPERIMENT_TREATMENT", "value": uri("v2")},
+    ]
+    kmock.objects[RESOURCE, NS, NAME] = isvc
+    assert await rollout(kubeconfig, "experiment", "stop", NAME, "--ship") == 0
+    saved = saved_state(kmock)
+    assert (saved["phase"], saved["treatment_version"], saved["control_version"]) == (
+        "promoted", "v2", "v1",
+    )  # fmt: skip
+    assert saved["treatment_uri"] == uri("v2")
+    # KServe rolls the shipped spec out as a new revision.
+    shipped = kmock.objects[RESOURCE, NS, NAME].raw
+    shipped["status"] = predictor_status("bc-00002", "bc-00002", "bc-00002", None)
+    kmock.objects[RESOURCE, NS, NAME] = shipped
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v3") == 4
+    saved = saved_state(kmock)
+    assert (saved["control_version"], saved["treatment_version"]) == ("v2", "v3")
+    assert (saved["control_uri"], saved["control_revision"]) == (uri("v2"), "bc-00002")
+    assert events(kmock)[-2]["message"] == "v3 at 10% against v2"
+
+
+@pytest.mark.asyncio
+async def test_start_after_a_helm_upgrade_takes_the_control_from_the_live_spec(
+    kmock: ApiServer, kubeconfig: Path
+) -> None:
+    """The saved rollout promoted v2, then ``helm upgrade --set model.version=v3`` rolled out:
+    latestRolledoutRevision is latestCreatedRevision, so the spec (v3) is what serves."""
+    kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"] = promoted("v1", "v2")
+    kmock.objects[RESOURCE, NS, NAME] = serving(
+        "v3", predictor_status("bc-00003", "bc-00003", "bc-00003", None)
+    )
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v3") == 2  # already served
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v4") == 4
+    saved = saved_state(kmock)
+    assert (saved["control_version"], saved["treatment_version"]) == ("v3", "v4")
+    assert (saved["control_uri"], saved["control_revision"]) == (uri("v3"), "bc-00003")
+    assert events(kmock)[0]["message"] == "v4 at 10% against v3"
+
+
+@pytest.mark.asyncio
+async def test_promote_records_the_version_the_spec_serves(
+    kmock: ApiServer, kubeconfig: Path
+) -> None:
+    """A canary of v3 started with kubectl, over a saved rollout that promoted v2: promote
+    records v3 as served (against v2), not the old rollout promoted again."""
+    kmock.objects[CONFIGMAPS, NS, f"{NAME}-rollout"] = promoted("v1", "v2")
+    isvc = serving("v3", predictor_status("bc-00003", "bc-00003", "bc-00002", 10))
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    kmock.objects[RESOURCE, NS, NAME] = isvc
+    assert await rollout(kubeconfig, "promote", NAME) == 0
+    saved = saved_state(kmock)
+    assert (saved["phase"], saved["control_version"], saved["treatment_version"]) == (
+        "promoted", "v2", "v3",
+    )  # fmt: skip
+    assert (saved["control_uri"], saved["treatment_uri"]) == (uri("v2"), uri("v3"))
+    assert saved["percent"] is None
+    assert await rollout(kubeconfig, "pause", NAME) == 2  # nothing in progress to pause
+
+
+@pytest.mark.asyncio
+async def test_start_refuses_before_any_revision_has_rolled_out(
+    kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KServe ignores canaryTrafficPercent while latestRolledoutRevision is empty and sends all
+    the traffic to the latest revision (ksvc_reconciler.go): a canary then is a cutover."""
+    status = predictor_status("bc-00001", "bc-00001", "bc-00001", None)
+    del status["components"]["predictor"]["latestRolledoutRevision"]
+    kmock.objects[RESOURCE, NS, NAME] = inference_service(status)
+    for dry_run in ([], ["--dry-run"]):
+        assert await rollout(kubeconfig, "start", NAME, "--version", "v2", *dry_run) == 1
+        err = capsys.readouterr().err
+        assert "has no rolled-out revision yet" in err
+        assert "KServe ignores canaryTrafficPercent until one has rolled out" in err
+        assert "kubectl wait --for=condition=Ready inferenceservice/breast-cancer -n models" in err
+    assert patches(kmock) == []
+    assert events(kmock) == []
+
+
 @pytest.mark.asyncio
 async def test_start_refuses_a_canary_it_did_not_start_and_a_non_knative_service(
     kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
