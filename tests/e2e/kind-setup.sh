@@ -26,6 +26,16 @@ kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION
 kubectl apply -f "$GH/knative-extensions/net-kourier/releases/download/knative-$KOURIER_VERSION/kourier.yaml"
 kubectl patch configmap/config-network -n knative-serving --type merge \
   -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+# An external domain, or the tests' requests through svc/kourier get a 404: with no domain in
+# config-domain, Knative gives every route the cluster-local svc.cluster.local domain
+# (DefaultDomain in knative/serving pkg/reconciler/route/config/domain.go) and makes the route
+# cluster-local (routeVisibility in pkg/reconciler/route/visibility/visibility.go); net-kourier
+# publishes cluster-local hosts only on the internal gateway, kourier-internal
+# (pkg/generator/ingress_translator.go). KServe's own Kourier setup sets the same domain
+# (hack/setup/infra/knative/templates/knative-serving-kourier.yaml: example.com: ""); the
+# tests send the InferenceService URL's host, NAME-predictor.NAMESPACE.example.com.
+kubectl patch configmap/config-domain -n knative-serving --type merge \
+  -p '{"data":{"example.com":""}}'
 kubectl wait -n knative-serving --for=condition=Available deployment --all --timeout=5m
 kubectl wait -n kourier-system --for=condition=Available deployment --all --timeout=5m
 
