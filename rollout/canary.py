@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +210,9 @@ def promoted_state(
 
 
 def _pause(ctx: Context) -> int:
-    if ctx.state is None or ctx.state.phase == "promoted":
+    # A halted rollout may be paused, to resume it once what halted it is fixed; a finished one
+    # (promoted, or rolled back: the treatment was rejected) has nothing left to pause.
+    if ctx.state is None or ctx.state.phase in {"promoted", "rolled_back"}:
         raise ValueError(f"{ctx.name} has no rollout to pause")
     ctx.state.phase = "paused"
     patch = state_patch(ctx.state.to_dict())
@@ -267,7 +270,14 @@ def control_of(
     live = rolled_out is not None and rolled_out == status.latest_created
     if state is not None and not live:
         # Rolled back, halted or not yet rolled out: the saved state says what serves.
-        return (*state.served, revision)
+        version, uri = state.served
+        if not re.fullmatch(r"v[1-9][0-9]*", version):
+            raise ValueError(
+                f"the saved rollout does not know which version serves outside the canary "
+                f"({version!r}: it was promoted by hand before model-rollout kept a record); "
+                "promote or roll back what is in progress, then start again"
+            )
+        return version, uri, revision
     if not live and rolled_out is not None and status.canary_percent is not None:
         raise ValueError(
             f"a canary not started by model-rollout is in progress ({status.latest_created} at "

@@ -24,6 +24,11 @@ echo ">> Knative Serving $KNATIVE_VERSION with Kourier"
 kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-crds.yaml"
 kubectl apply -f "$GH/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-core.yaml"
 kubectl apply -f "$GH/knative-extensions/net-kourier/releases/download/knative-$KOURIER_VERSION/kourier.yaml"
+kubectl wait -n knative-serving --for=condition=Available deployment --all --timeout=5m
+kubectl wait -n kourier-system --for=condition=Available deployment --all --timeout=5m
+# The ConfigMap patches come after the wait: Knative validates its config-* ConfigMaps with a
+# webhook (config.webhook.serving.knative.dev, failurePolicy Fail) that refuses every change
+# until its Deployment is up.
 kubectl patch configmap/config-network -n knative-serving --type merge \
   -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
 # An external domain, or the tests' requests through svc/kourier get a 404: with no domain in
@@ -36,8 +41,6 @@ kubectl patch configmap/config-network -n knative-serving --type merge \
 # tests send the InferenceService URL's host, NAME-predictor.NAMESPACE.example.com.
 kubectl patch configmap/config-domain -n knative-serving --type merge \
   -p '{"data":{"example.com":""}}'
-kubectl wait -n knative-serving --for=condition=Available deployment --all --timeout=5m
-kubectl wait -n kourier-system --for=condition=Available deployment --all --timeout=5m
 
 echo ">> KServe $KSERVE_VERSION (Knative deployment mode)"
 # The release kserve.yaml of v0.20.0 has no Namespace object (its dependency script makes one, as

@@ -637,3 +637,24 @@ def test_an_api_server_that_does_not_answer_is_an_error_not_a_traceback(
         f"cannot reach the Kubernetes API at http://127.0.0.1:{port} to get inferenceservice "
         "models/breast-cancer:" in capsys.readouterr().err
     )
+
+
+@pytest.mark.asyncio
+async def test_a_start_over_an_unknown_control_is_refused_not_halted(
+    kmock: ApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A canary of v3 by kubectl, promoted by hand with no saved rollout, then rolled back: the
+    record cannot know what served before v3, so a new start says so instead of comparing
+    against a version no revision serves (and halting after the whole analysis)."""
+    isvc = serving("v3", predictor_status("bc-00003", "bc-00003", "bc-00002", 10))
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    kmock.objects[RESOURCE, NS, NAME] = isvc
+    assert await rollout(kubeconfig, "promote", NAME) == 0
+    assert saved_state(kmock)["control_version"] == "unknown"
+    assert await rollout(kubeconfig, "rollback", NAME) == 0
+    assert saved_state(kmock)["phase"] == "rolled_back"
+    assert await rollout(kubeconfig, "pause", NAME) == 2  # a rolled-back rollout is finished
+    capsys.readouterr()
+    assert await rollout(kubeconfig, "start", NAME, "--version", "v4") == 2
+    assert "does not know which version serves outside the canary" in capsys.readouterr().err
+    assert not any("containers" in p.get("spec", {}).get("predictor", {}) for p in patches(kmock))
