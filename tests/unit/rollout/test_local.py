@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,13 @@ def test_a_failure_keeps_the_logs_and_names_each_one(
 ) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     with Children("rehearse-") as children:
-        children.start("control", python("import time; print('control up'); time.sleep(60)"))
+        children.start(
+            "control", python("import time; print('control up', flush=True); time.sleep(60)")
+        )
+        control_log = children.work / "control.log"
+        deadline = time.monotonic() + 60  # the child's interpreter starting, on a busy machine
+        while "control up" not in control_log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         children.start("locust", python("print('no such registry'); raise SystemExit(3)"))
         children.processes["locust"].wait()
         assert children.exited() == "locust"
