@@ -61,3 +61,17 @@ def mixed_frame(rows: int = 200, seed: int = 0) -> pd.DataFrame:
     logit = 2 * x1 + 0.3 * (x2 - 5) + np.where(color == "red", 1.5, -0.5)
     label = np.where(logit + rng.normal(scale=0.5, size=rows) > 0, "yes", "no")
     return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "label": label})
+
+
+def training_fill(pipeline: Any) -> dict[str, Any]:
+    """What the pipeline's imputers put in place of a missing value, by feature: the training
+    median of a number, the most frequent category of a text feature."""
+    prep = pipeline.named_steps["prep"]
+    return {
+        column: value
+        for name, transformer, columns in prep.transformers_
+        if name in ("numeric", "categorical")
+        for column, value in zip(
+            columns, transformer.named_steps["impute"].statistics_, strict=True
+        )
+    }

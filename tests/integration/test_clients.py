@@ -34,6 +34,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from model_registry import Registry
 from serving_common.net import free_port
+from tests.conftest import training_fill
 from tests.integration.server_harness import ServerProcess, metric_samples
 
 pytestmark = pytest.mark.integration
@@ -421,15 +422,7 @@ SHOP_MISSING: list[dict[str, Any]] = [
 def _imputed(pipeline: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """``rows`` with each missing value filled in as training's imputers fill it: the median of
     a number, the most frequent category."""
-    prep = pipeline.named_steps["prep"]
-    fill = {
-        column: value
-        for name, transformer, columns in prep.transformers_
-        if name in ("numeric", "categorical")
-        for column, value in zip(
-            columns, transformer.named_steps["impute"].statistics_, strict=True
-        )
-    }
+    fill = training_fill(pipeline)
     return pd.DataFrame([{k: fill[k] if v is None else v for k, v in r.items()} for r in rows])
 
 

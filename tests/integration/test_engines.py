@@ -51,6 +51,7 @@ from model_registry.onnx_runtime import (
     REGRESSION_TOLERANCE,
     largest_size,
 )
+from tests.conftest import training_fill
 from tests.integration.server_harness import ServerProcess
 from trainer.settings import TrainerSettings
 from trainer.train import run
@@ -502,15 +503,7 @@ def test_missing_values_for_features_trained_without_any_are_imputed_alike(serve
     metadata, pipeline = Registry(uri).load_model(model.name)
     nullable = {f.name for f in metadata.features if f.nullable}
     assert nullable == {"x", "color"}
-    prep = pipeline.named_steps["prep"]
-    fill = {
-        column: value
-        for name, transformer, columns in prep.transformers_
-        if name in ("numeric", "categorical")
-        for column, value in zip(
-            columns, transformer.named_steps["impute"].statistics_, strict=True
-        )
-    }
+    fill = training_fill(pipeline)
     for missing in ({"size": [""]}, {"size": [None]}, {"count": [None]}, {"wide": [None]}, None):
         request = {**ORDINARY, **missing} if missing else {name: [None] for name in ORDINARY}
         answers = answers_for(model, request)

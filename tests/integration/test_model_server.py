@@ -19,6 +19,7 @@ import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model_registry import Registry
+from tests.conftest import training_fill
 from tests.integration.server_harness import ServerProcess, metric_samples
 
 pytestmark = pytest.mark.integration
@@ -475,8 +476,8 @@ def test_a_null_for_a_feature_trained_without_missing_values_is_imputed_by_the_p
     metadata, pipeline = Registry(registry_uri).load_model(CANCER)
     assert not any(f.nullable for f in metadata.features)
     assert metadata.feature_names == FEATURES
-    impute = pipeline.named_steps["prep"].named_transformers_["numeric"].named_steps["impute"]
-    medians = impute.statistics_.tolist()
+    fill = training_fill(pipeline)
+    medians = [fill[name] for name in FEATURES]
     rows: list[list[Any]] = [[None, *ROW[1:]], [*ROW[:5], None, *ROW[6:]], [None] * 30]
     imputed = [[medians[i] if v is None else v for i, v in enumerate(r)] for r in rows]
     expected = pipeline.predict_proba(pd.DataFrame(imputed, columns=FEATURES))

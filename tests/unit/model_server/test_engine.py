@@ -14,7 +14,7 @@ from model_registry import Registry, artifacts
 from model_server.engine import probe_rows
 from model_server.model import SklearnModel
 from model_server.settings import ModelServerSettings
-from tests.conftest import mixed_frame
+from tests.conftest import mixed_frame, training_fill
 from trainer.settings import TrainerSettings
 from trainer.train import run
 
@@ -308,16 +308,8 @@ def test_gradient_boosting_is_served_by_the_pipeline(
 def _imputed(pipeline: Any, row: dict[str, Any]) -> pd.DataFrame:
     """``row`` with each missing value filled in as the pipeline's imputers fill it: the median
     of a number, the most frequent category."""
-    prep = pipeline.named_steps["prep"]
-    filled = dict(row)
-    for name, transformer, columns in prep.transformers_:
-        if name not in ("numeric", "categorical"):
-            continue
-        statistics = transformer.named_steps["impute"].statistics_
-        for column, value in zip(columns, statistics, strict=True):
-            if filled[column] is None:
-                filled[column] = value
-    return pd.DataFrame([filled])
+    fill = training_fill(pipeline)
+    return pd.DataFrame([{k: fill[k] if v is None else v for k, v in row.items()}])
 
 
 @pytest.mark.parametrize("engine", ["onnx", "sklearn"])
