@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +46,9 @@ class ConcurrentUpdate(Exception):
     """The object changed between ``read_versioned`` and ``write_if``; nothing was written."""
 
 
-_VERSIONED_READ_ATTEMPTS = 5
+_VERSIONED_READ_ATTEMPTS = 8
+"""Reads of an object that keeps changing before ``read_versioned`` gives up, each after a
+jittered pause: a burst of writers (aliases set at once) passes, as ``set_alias``'s retries do."""
 
 
 class Storage:
@@ -135,7 +139,9 @@ class Storage:
                 return self.read_bytes(rel), None
             except FileNotFoundError:
                 return None, None
-        for _ in range(_VERSIONED_READ_ATTEMPTS):
+        for attempt in range(_VERSIONED_READ_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311 (jitter)
             before = self._token(rel)
             if before is None:
                 return None, None
