@@ -16,6 +16,7 @@ RUN /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r 
 COPY pyproject.toml README.md ./
 COPY model_registry ./model_registry
 COPY model_server ./model_server
+COPY prediction_log ./prediction_log
 COPY rollout ./rollout
 COPY serving_common ./serving_common
 COPY trainer ./trainer

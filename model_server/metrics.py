@@ -142,6 +142,44 @@ EXPERIMENT_VALUE_SQUARES = Counter(
     ["model_name", "model_version", "experiment", "variant"],
 )
 
+PREDICTION_LOG_RECORDS = Counter(
+    "model_server_prediction_log_records_total",
+    "Records written to the prediction log (kind: predictions or outcomes).",
+    ["model_name", "kind"],
+)
+PREDICTION_LOG_DROPPED = Counter(
+    "model_server_prediction_log_dropped_total",
+    "Records the prediction log dropped: buffer_full (the sink was slow or down and the "
+    "buffer at --prediction-log-max-buffered), write_failed (still unwritten at a stop).",
+    ["model_name", "kind", "reason"],
+)
+PREDICTION_LOG_WRITE_ERRORS = Counter(
+    "model_server_prediction_log_write_errors_total",
+    "Failed writes of a prediction log file (its records are held and retried).",
+    ["model_name", "kind"],
+)
+
+
+class PredictionLogMetrics:
+    """The prediction log writer's events (``prediction_log.writer.LogEvents``) as metrics."""
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        for kind in ("predictions", "outcomes"):  # at 0 from the start: rate() sees the first
+            PREDICTION_LOG_RECORDS.labels(model_name, kind)
+            PREDICTION_LOG_WRITE_ERRORS.labels(model_name, kind)
+            for reason in ("buffer_full", "write_failed"):
+                PREDICTION_LOG_DROPPED.labels(model_name, kind, reason)
+
+    def written(self, kind: str, records: int) -> None:
+        PREDICTION_LOG_RECORDS.labels(self.model_name, kind).inc(records)
+
+    def dropped(self, kind: str, reason: str, records: int) -> None:
+        PREDICTION_LOG_DROPPED.labels(self.model_name, kind, reason).inc(records)
+
+    def write_failed(self, kind: str) -> None:
+        PREDICTION_LOG_WRITE_ERRORS.labels(self.model_name, kind).inc()
+
 
 class ModelMetrics:
     """Pre-bound metric children for one served model version (no label lookups per request)."""

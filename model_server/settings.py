@@ -115,7 +115,26 @@ class ModelServerSettings(BaseSettings):
     """Share of inference requests that write a JSON provenance line to stdout (request id,
     model, version, revision, data sha, git sha, image digest, status, latency). 0 turns it off."""
     prediction_log_payloads: bool = False
-    """Also put inputs and outputs in provenance lines. They may hold personal data: opt in."""
+    """Also record inputs and outputs: in the prediction log's records and in provenance
+    lines. They may hold personal data: opt in."""
+    prediction_log: bool = True
+    """Record every inference request and every accepted outcome in the prediction log:
+    Parquet files under --prediction-log-uri, written off the request path (model-trace reads
+    them). Off: no records (the provenance lines on stdout are separate)."""
+    prediction_log_uri: str | None = None
+    """Where the prediction log goes: a path, gs:// or s3:// URI. Default: the folder
+    prediction-log beside --registry-uri (gs://b/registry -> gs://b/prediction-log); with
+    --model-dir and no URI the log is off (said at start)."""
+    prediction_log_flush_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Records that make a worker write its buffered records at once (one Parquet file per
+    hour they fall in)."""
+    prediction_log_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Longest a record waits in memory before it is written. A hard kill (SIGKILL) loses at
+    most this much of a worker's records; a graceful stop (SIGTERM) writes them all first."""
+    prediction_log_max_buffered: int = Field(default=50_000, ge=1)
+    """Records a worker holds in memory at most (waiting, or held while the sink fails; with
+    payloads a record counts once per row). Past it new records are dropped and counted in
+    model_server_prediction_log_dropped_total: a slow or dead sink never blocks a request."""
     fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     """Fault injection, for rehearsals only: share of inference requests answered with a 500."""
     fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
@@ -170,6 +189,10 @@ class ModelServerSettings(BaseSettings):
             raise ValueError(
                 "--experiment and --enable-model-repository do not mix: loading or unloading "
                 "one version would end the experiment on one worker only"
+            )
+        if self.prediction_log_max_buffered < self.prediction_log_flush_rows:
+            raise ValueError(
+                "--prediction-log-max-buffered must be at least --prediction-log-flush-rows"
             )
         if self.enable_grpc and self.grpc_port == self.http_port:
             raise ValueError("--grpc-port must differ from --http-port")
