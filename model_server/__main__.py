@@ -110,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.serve(model, service)
     finally:
+        service.close()  # the prediction log's buffered records (the workers close their own)
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
         if settings.workers > 1 and directory.startswith(tempfile.gettempdir()):
             shutil.rmtree(directory, ignore_errors=True)

@@ -186,6 +186,16 @@ class Experiment(Generic[S]):
             if variant in labelled:
                 checked = labelled[variant]
                 tally.correct, tally.incorrect = checked.correct, checked.incorrect
+                judged = iter(checked.rows)
+                for record in tally.records:
+                    if record["outcome"] == "label":
+                        row = next(judged)
+                        record.update(
+                            prediction=row.prediction,
+                            target=row.target,
+                            correct=row.correct,
+                            abs_error=row.abs_error,
+                        )
                 side = self.sides[variant]
                 side.metrics.feedback(checked.correct, checked.incorrect, checked.abs_errors)
         return outcomes
@@ -202,6 +212,9 @@ class Tally:
     """(prediction, true label or value) pairs: accuracy feedback for the variant's version."""
     correct: int = 0
     incorrect: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """Each outcome as the prediction log records it (``prediction_log.schema.OUTCOMES``'s
+    fields, without the variant's and the report's)."""
 
     def summary(self) -> dict[str, Any]:
         body: dict[str, Any] = {"successes": self.successes, "failures": self.failures}
@@ -253,12 +266,18 @@ def decode_outcomes(
         raise InvalidInput(f"{len(items)} outcomes exceed the limit of {max_rows} per request")
     tallies: dict[Variant, Tally] = {v: Tally() for v in VARIANTS}
     for index, item in enumerate(items):
-        _count(item, index, tallies[_variant_of(item, index, experiment)])
+        variant, user = _variant_of(item, index, experiment)
+        record = _count(item, index, tallies[variant])
+        record["user_hash"] = hashed_user(user, experiment.name) if user is not None else None
+        tallies[variant].records.append(record)
     return Outcomes(tallies)
 
 
-def _count(item: dict[str, Any], index: int, tally: Tally) -> None:
-    """Add one validated outcome to its variant's tally."""
+def _count(item: dict[str, Any], index: int, tally: Tally) -> dict[str, Any]:
+    """Add one validated outcome to its variant's tally; its record for the prediction log."""
+    request_id = item.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 256):
+        raise InvalidInput(f"outcome {index}: 'request_id' must be a string (at most 256)")
     converted, value = item.get("converted"), item.get("value")
     if sum(x is not None for x in (converted, value, item.get("target"))) != 1:
         raise InvalidInput(
@@ -269,14 +288,16 @@ def _count(item: dict[str, Any], index: int, tally: Tally) -> None:
         if "prediction" not in item:
             raise InvalidInput(f"outcome {index}: a 'target' needs the 'prediction' it judges")
         tally.labels.append((item["prediction"], item["target"]))
-    elif converted is not None:
+        return {"request_id": request_id, "outcome": "label"}  # judged in Experiment.outcomes
+    if converted is not None:
         if not isinstance(converted, bool):
             raise InvalidInput(f"outcome {index}: 'converted' must be true or false")
         if converted:
             tally.successes += 1
         else:
             tally.failures += 1
-    elif (
+        return {"request_id": request_id, "outcome": "conversion", "converted": converted}
+    if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
@@ -286,12 +307,13 @@ def _count(item: dict[str, Any], index: int, tally: Tally) -> None:
             f"outcome {index}: 'value' must be a finite number at least 0 (counters only "
             f"add up), got {value!r}"
         )
-    else:
-        tally.values.append(float(value))
+    tally.values.append(float(value))
+    return {"request_id": request_id, "outcome": "value", "value": float(value)}
 
 
-def _variant_of(item: Any, index: int, experiment: Experiment[Any]) -> Variant:
-    """An outcome's variant: from its user key, else its variant or model_version."""
+def _variant_of(item: Any, index: int, experiment: Experiment[Any]) -> tuple[Variant, str | None]:
+    """An outcome's variant (from its user key, else its variant or model_version), and the
+    user key when it gave one."""
     if not isinstance(item, dict):
         raise InvalidInput(f"outcome {index} must be an object")
     user = item.get(experiment.parameter)
@@ -314,7 +336,7 @@ def _variant_of(item: Any, index: int, experiment: Experiment[Any]) -> Variant:
                 f"outcome {index}: send '{experiment.parameter}' (the user key), or the "
                 "'variant' or 'model_version' the response named"
             )
-        return named
+        return named, None
     if isinstance(user, int) and not isinstance(user, bool):
         user = str(user)
     if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_KEY:
@@ -325,4 +347,4 @@ def _variant_of(item: Any, index: int, experiment: Experiment[Any]) -> Variant:
             f"outcome {index}: this user is in the {variant} of {experiment.name!r}, not the "
             f"{named}"
         )
-    return variant
+    return variant, user.strip()

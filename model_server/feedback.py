@@ -7,6 +7,10 @@ truth, so any replica can count it and nothing is cached between requests. Class
     {"model_version": "v3", "predictions": ["benign", "malignant"], "targets": ["benign", "benign"]}
     {"model_version": "v3", "prediction": 151.2, "target": 140.0}
 
+A report may name the requests its predictions came from (``"request_ids": [...]``, one per
+prediction, or ``"request_id"`` beside a single ``prediction``): the prediction log records
+each row with it, so a reader joins the label to the prediction record.
+
 Part of the service core: it decodes and checks a report against the model's schema, and
 knows nothing of transports or metrics (the service counts what it returns).
 """
@@ -23,12 +27,25 @@ from model_server.schema import FeatureSchema
 
 
 @dataclass(frozen=True)
+class LabelRow:
+    """One judged prediction: ``correct`` for classifiers, ``abs_error`` for regressors."""
+
+    prediction: Any
+    target: Any
+    request_id: str | None = None
+    correct: bool | None = None
+    abs_error: float | None = None
+
+
+@dataclass(frozen=True)
 class Feedback:
     """Validated feedback for one batch."""
 
     correct: int = 0
     incorrect: int = 0
     abs_errors: list[float] = field(default_factory=list)
+    rows: list[LabelRow] = field(default_factory=list)
+    """Each row as received and judged, for the prediction log."""
 
     @property
     def received(self) -> int:
@@ -65,6 +82,26 @@ def _pairs(body: Any, max_rows: int) -> tuple[list[Any], list[Any]]:
     return predictions, targets
 
 
+def _request_ids(body: dict[str, Any], count: int) -> list[str | None]:
+    """The request ids a report names, one per prediction (None where it names none)."""
+    if "request_ids" in body:
+        ids = body["request_ids"]
+        if not isinstance(ids, list) or len(ids) != count:
+            raise InvalidInput(
+                f"'request_ids' must be a list of {count} request ids, one per prediction"
+            )
+    elif "request_id" in body:
+        if count != 1:
+            raise InvalidInput("'request_id' names one prediction; send 'request_ids' for a list")
+        ids = [body["request_id"]]
+    else:
+        return [None] * count
+    for index, value in enumerate(ids):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
+            raise InvalidInput(f"request id {index} must be a string of 1 to 256 characters")
+    return list(ids)
+
+
 def decode_feedback(body: Any, schema: FeatureSchema, served_version: str) -> Feedback:
     """Validate a feedback document for the served version. Raises ``InvalidInput``."""
     if not isinstance(body, dict):
@@ -78,6 +115,8 @@ def decode_feedback(body: Any, schema: FeatureSchema, served_version: str) -> Fe
             "the revision that made the prediction"
         )
     predictions, targets = _pairs(body, schema.max_rows)
+    request_ids = _request_ids(body, len(predictions))
+    rows = []
     if schema.classes is not None:
         known = {_label_key(c) for c in schema.classes}
         correct = incorrect = 0
@@ -88,11 +127,11 @@ def decode_feedback(body: Any, schema: FeatureSchema, served_version: str) -> Fe
                         f"{what} {index} is {value!r}, not one of the model's classes "
                         f"{list(schema.classes)}"
                     )
-            if _label_key(predicted) == _label_key(truth):
-                correct += 1
-            else:
-                incorrect += 1
-        return Feedback(correct=correct, incorrect=incorrect)
+            right = _label_key(predicted) == _label_key(truth)
+            correct += right
+            incorrect += not right
+            rows.append(LabelRow(predicted, truth, request_ids[index], correct=right))
+        return Feedback(correct=correct, incorrect=incorrect, rows=rows)
     errors = []
     for index, (predicted, truth) in enumerate(zip(predictions, targets, strict=True)):
         for what, value in (("prediction", predicted), ("target", truth)):
@@ -102,5 +141,7 @@ def decode_feedback(body: Any, schema: FeatureSchema, served_version: str) -> Fe
                 or not math.isfinite(value)
             ):
                 raise InvalidInput(f"{what} {index} must be a finite number, got {value!r}")
-        errors.append(abs(float(predicted) - float(truth)))
-    return Feedback(abs_errors=errors)
+        error = abs(float(predicted) - float(truth))
+        errors.append(error)
+        rows.append(LabelRow(predicted, truth, request_ids[index], abs_error=error))
+    return Feedback(abs_errors=errors, rows=rows)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -25,6 +24,7 @@ from model_server import http_guard
 from model_server.http_body import bounded_body
 from model_server.http_routes import HttpRoutes, json_response
 from model_server.service import ModelService
+from prediction_log.ids import new_request_id
 
 COMPRESS_MIN_BYTES = 64 * 1024
 """Responses at least this large are gzip-compressed for clients that accept it."""
@@ -94,7 +94,7 @@ class InferenceRoutes:
             return
         routes = self.routes
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or new_request_id()
         body = await bounded_body(scope, receive, routes.body_limit())
         if body is None:
             return
@@ -138,7 +138,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = given.decode("latin-1") if given else uuid.uuid4().hex
+        request_id = given.decode("latin-1") if given else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
 

@@ -209,7 +209,8 @@ class HttpRoutes:
             document = await self.read_document(
                 request.headers, await request.body(), "v1", inject_faults=False
             )
-            body, headers = self.service.feedback(document)
+            report_id = getattr(request.state, "request_id", "") or ""
+            body, headers = self.service.feedback(document, report_id)
         except InvalidInput as error:
             return json_response(400, {"error": str(error)}, self.version_headers())
         except Refused as error:

@@ -1,4 +1,5 @@
-"""Provenance lines: a sampled JSON line per inference request, on stdout.
+"""Provenance lines (a sampled JSON line per inference request, on stdout) and the durable
+prediction log's writer for this server (``open_prediction_log``).
 
 Each line ties a prediction to the exact model and data that made it: request id, model name and
 version, Knative revision, the artifact's sha256, the training data's sha256, the git sha and
@@ -11,6 +12,7 @@ Part of the service core; it is given each request's facts and knows nothing of 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -19,6 +21,56 @@ from typing import Any
 import orjson
 
 from model_registry.metadata import ModelMetadata
+from model_server.metrics import PredictionLogMetrics
+from model_server.settings import ModelServerSettings
+from prediction_log.schema import default_log_uri
+from prediction_log.writer import PredictionLogWriter
+
+log = logging.getLogger("model_server")
+
+
+def prediction_log_uri(settings: ModelServerSettings) -> str | None:
+    """Where this server's prediction log goes: --prediction-log-uri, else beside the registry;
+    None when it is off or there is nowhere to put it."""
+    if not settings.prediction_log:
+        return None
+    if settings.prediction_log_uri:
+        return settings.prediction_log_uri
+    if settings.registry_uri:
+        return default_log_uri(settings.registry_uri)
+    return None
+
+
+def open_prediction_log(
+    settings: ModelServerSettings, model_name: str
+) -> PredictionLogWriter | None:
+    """This process's prediction log writer for ``model_name`` (None, said once, when off)."""
+    uri = prediction_log_uri(settings)
+    if uri is None:
+        if settings.prediction_log:
+            log.warning(
+                "prediction log OFF: no --prediction-log-uri, and %s; predictions are not "
+                "recorded (model-trace finds nothing)",
+                "the registry is a bucket's root, with nothing beside it"
+                if settings.registry_uri
+                else "no --registry-uri to put it beside",
+            )
+        return None
+    log.info(
+        "prediction log: %s (written every %d records or %.0f s; payloads %s)",
+        uri,
+        settings.prediction_log_flush_rows,
+        settings.prediction_log_flush_seconds,
+        "ON" if settings.prediction_log_payloads else "off",
+    )
+    return PredictionLogWriter(
+        uri,
+        model_name,
+        flush_rows=settings.prediction_log_flush_rows,
+        flush_seconds=settings.prediction_log_flush_seconds,
+        max_buffered=settings.prediction_log_max_buffered,
+        events=PredictionLogMetrics(model_name),
+    )
 
 
 class ProvenanceLog:

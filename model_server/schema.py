@@ -10,11 +10,13 @@ tensors), transports or how a version is loaded.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from model_registry.metadata import ModelMetadata
@@ -123,3 +125,29 @@ class Columns:
 
 Rows = Columns | np.ndarray[Any, Any]
 """Validated rows in feature order: a float64 matrix for all-numeric models, else Columns."""
+
+
+def inputs_digest(rows: Rows) -> str:
+    """SHA-256 (hex) of validated rows, as the prediction log records them (``inputs_sha256``):
+    the same rows give the same digest on every replica, engine and protocol, whatever the
+    request's encoding (V1 lists or objects, V2 JSON, binary or gRPC).
+
+    Numeric models: the rows as a float64 matrix, C order (missing values as NaN), after
+    ``b"f64:ROWSxFEATURES:"``. Models with categorical features: per feature in model order,
+    its float64 bytes (numbers) or the JSON of its values (categories; missing as null).
+    """
+    digest = hashlib.sha256()
+    if isinstance(rows, np.ndarray):
+        matrix = np.ascontiguousarray(rows, dtype=np.float64)
+        digest.update(b"f64:%dx%d:" % (matrix.shape[0], matrix.shape[1] if matrix.ndim > 1 else 1))
+        digest.update(matrix.tobytes())
+        return digest.hexdigest()
+    digest.update(b"columns:%d:" % len(rows))
+    for name, array in rows.arrays.items():
+        digest.update(name.encode() + b"=")
+        if array.dtype == np.float64:
+            digest.update(array.tobytes())
+        else:
+            digest.update(orjson.dumps(array.tolist()))  # NaN is written as null
+        digest.update(b";")
+    return digest.hexdigest()

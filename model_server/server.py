@@ -53,15 +53,18 @@ def configure_server_logging(settings: ModelServerSettings) -> None:
     )
 
 
-def bootstrap_worker(model: SklearnModel) -> None:
+def bootstrap_worker(model: SklearnModel) -> ModelService:
     """In a spawned worker process (fresh imports, the model unpickled): logging, this
-    project's routes in front of KServe's app, and the model's info metric."""
+    project's routes in front of KServe's app, and the model's info metric. Returns the
+    worker's service (closed when the worker stops: its prediction log is written)."""
     configure_server_logging(model.settings)
     bind_context(model_name=model.name, model_version=model.version)
     import kserve.model_server
 
-    install(kserve.model_server.app, ModelService(model, model.settings.access_log))
+    service = ModelService(model, model.settings.access_log)
+    install(kserve.model_server.app, service)
     publish_model_info(model)
+    return service
 
 
 class WorkerProcess(RESTServerProcess):  # type: ignore[misc]
@@ -79,8 +82,11 @@ class WorkerProcess(RESTServerProcess):  # type: ignore[misc]
         self.model = model
 
     def target(self, sockets: list[socket]) -> Any:
-        bootstrap_worker(self.model)
-        return super().target(sockets)
+        service = bootstrap_worker(self.model)
+        try:
+            return super().target(sockets)
+        finally:  # uvicorn has drained (SIGTERM): write what the prediction log holds
+            service.close()
 
 
 def guarded_protocol(settings: ModelServerSettings) -> Any:

@@ -24,6 +24,7 @@ from importlib import metadata as importlib_metadata
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 
 from model_server import worker_state
@@ -34,8 +35,9 @@ from model_server.feedback import decode_feedback
 from model_server.loading import ModelVersion, keep_loading, not_ready
 from model_server.metrics import ModelMetrics, set_experiment, set_model_info
 from model_server.model import Answer, SklearnModel
-from model_server.provenance import ProvenanceLog
-from model_server.schema import Rows
+from model_server.provenance import ProvenanceLog, open_prediction_log
+from model_server.schema import Rows, inputs_digest
+from prediction_log.writer import PredictionLogWriter
 
 log = logging.getLogger("model_server.access")
 errors_log = logging.getLogger("model_server")
@@ -75,6 +77,14 @@ def publish_model_info(model: ModelVersion) -> None:
         )
 
 
+class LogSlot:
+    """The process's prediction log writer, shared by an experiment's sides; opened once the
+    model's name is final (after its first load)."""
+
+    writer: PredictionLogWriter | None = None
+    opened: bool = False
+
+
 class ModelService:
     """The served model's answers, counts and state, for every transport.
 
@@ -83,8 +93,11 @@ class ModelService:
     provenance).
     """
 
-    def __init__(self, model: SklearnModel, access_log: bool) -> None:
+    def __init__(
+        self, model: SklearnModel, access_log: bool, log_slot: LogSlot | None = None
+    ) -> None:
         self.model = model
+        self.log_slot = log_slot if log_slot is not None else LogSlot()
         self.access_log = access_log
         settings = model.settings
         self.fault_ratio = settings.fault_error_ratio
@@ -100,7 +113,7 @@ class ModelService:
         self.part_of: Experiment[ModelService] | None = None
         """The experiment this service is a side of (both sides), or None."""
         if model.treatment is not None:
-            treatment = ModelService(model.treatment, access_log)
+            treatment = ModelService(model.treatment, access_log, self.log_slot)
             self.experiment = self.part_of = treatment.part_of = Experiment(
                 settings, self, treatment
             )
@@ -117,6 +130,9 @@ class ModelService:
                 window_seconds=settings.drift_window_seconds,
                 min_rows=settings.drift_min_rows,
             )
+        slot = self.log_slot
+        if not slot.opened and model.metadata is not None:
+            slot.writer, slot.opened = open_prediction_log(settings, model.name), True
         if settings.prediction_log_sample_rate > 0 and model.metadata is not None:
             self.provenance = ProvenanceLog(
                 model.metadata,
@@ -285,6 +301,9 @@ class ModelService:
                     else None
                 ),
             )
+        writer = self.log_slot.writer
+        if writer is not None:
+            self._record(writer, request_id, protocol, status, elapsed, answer, error, assignment)
         if status != 404:  # an unknown model name is client input: keep it out of labels
             self.metrics.request(protocol, code, elapsed)
         if self.access_log:
@@ -302,6 +321,47 @@ class ModelService:
                     **({"variant": assignment.variant} if assignment is not None else {}),
                 },
             )
+
+    def _record(  # noqa: PLR0917 (one request's facts, as finish has them)
+        self,
+        writer: PredictionLogWriter,
+        request_id: str,
+        protocol: str,
+        status: int,
+        elapsed: float,
+        answer: Answer | None,
+        error: Any,
+        assignment: Assignment[ModelService] | None,
+    ) -> None:
+        """The request's prediction log record (buffered: the writer does no I/O here)."""
+        rows = answer.rows if answer is not None else None
+        payloads = self.model.settings.prediction_log_payloads
+        experiment = self.part_of if assignment is not None else None
+        writer.prediction(
+            request_id=request_id,
+            time_ns=time.time_ns() - int(elapsed * 1e9),
+            model_version=self.model.version,
+            revision=self.model.settings.revision or None,
+            protocol=protocol,
+            status=status,
+            latency_ms=elapsed * 1000,
+            rows=len(rows) if rows is not None else None,
+            experiment=experiment.name if experiment is not None else None,
+            variant=assignment.variant if assignment is not None else None,
+            user_hash=assignment.user_hash if assignment is not None else None,
+            inputs_sha256=inputs_digest(rows) if rows is not None else None,
+            # Encoded to JSON by the writer's thread, off the request path.
+            inputs=functools.partial(_rows_payload, rows)
+            if payloads and rows is not None
+            else None,
+            outputs=(
+                None
+                if not payloads
+                else functools.partial(getattr, answer, "body")
+                if answer is not None
+                else error
+            ),
+        )
 
     def _write_provenance(
         self,
@@ -332,9 +392,22 @@ class ModelService:
 
     # -- feedback and outcomes -------------------------------------------------------------
 
-    def feedback(self, document: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    def _record_outcomes(self, report_id: str, records: list[dict[str, Any]]) -> None:
+        """An accepted report's rows in the prediction log (buffered)."""
+        writer = self.log_slot.writer
+        if writer is None or not records:
+            return
+        for record in records:
+            record["report_id"] = report_id
+            for key in ("prediction", "target"):
+                if key in record:
+                    record[key] = orjson.dumps(record[key]).decode()
+        writer.outcomes(records, time_ns=time.time_ns())
+
+    def feedback(self, document: Any, report_id: str = "") -> tuple[dict[str, Any], dict[str, str]]:
         """Count a feedback report (true labels or values, ``model_server.feedback``) or an
-        experiment's outcome report; the response body and the answering version's headers.
+        experiment's outcome report, and record its rows in the prediction log (``report_id``:
+        the report's own request id); the response body and the answering version's headers.
         Raises ``InvalidInput`` for a report that cannot be counted (nothing is counted)."""
         schema = self.model.schema
         assert schema is not None
@@ -346,6 +419,19 @@ class ModelService:
                     "runs no experiment"
                 )
             outcomes = experiment.outcomes(document, schema)
+            self._record_outcomes(
+                report_id,
+                [
+                    {
+                        **record,
+                        "model_version": experiment.sides[variant].model.version,
+                        "experiment": experiment.name,
+                        "variant": variant,
+                    }
+                    for variant, tally in outcomes.by_variant.items()
+                    for record in tally.records
+                ],
+            )
             return {
                 "model_name": self.model.name,
                 "experiment": experiment.name,
@@ -364,6 +450,21 @@ class ModelService:
             side = experiment.sides[variant] if variant is not None else self
         received = decode_feedback(document, schema, side.model.version)
         side.metrics.feedback(received.correct, received.incorrect, received.abs_errors)
+        self._record_outcomes(
+            report_id,
+            [
+                {
+                    "request_id": row.request_id,
+                    "model_version": side.model.version,
+                    "outcome": "label",
+                    "prediction": row.prediction,
+                    "target": row.target,
+                    "correct": row.correct,
+                    "abs_error": row.abs_error,
+                }
+                for row in received.rows
+            ],
+        )
         body: dict[str, Any] = {
             "model_name": self.model.name,
             "model_version": side.model.version,
@@ -374,6 +475,12 @@ class ModelService:
         else:
             body.update(correct=received.correct, incorrect=received.incorrect)
         return body, side.version_headers()
+
+    def close(self) -> int:
+        """A graceful stop: write every buffered prediction log record (retrying a failing
+        sink for a while). Returns the records lost."""
+        writer = self.log_slot.writer
+        return writer.close() if writer is not None else 0
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -436,3 +543,8 @@ class ModelService:
                 side._bind_model()
             publish_model_info(self.model)
             errors_log.info("model loaded after %d attempts", attempts)
+
+
+def _rows_payload(rows: Rows) -> Any:
+    """Rows as the prediction log's ``inputs``: lists in feature order, or objects."""
+    return rows.tolist() if isinstance(rows, np.ndarray) else rows.records()

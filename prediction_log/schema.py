@@ -64,9 +64,9 @@ PREDICTIONS: Final = pa.schema(
 - ``request_id``: the response's ``x-request-id``: the client's own, or a UUIDv7 the server made.
 - ``time``: when the request arrived (UTC, microseconds); ``latency_ms`` until it was answered.
 - ``model_version``: the version that answered (in an experiment, the side's); ``revision`` the
-  Knative revision (``K_REVISION``), empty outside Knative.
-- ``protocol``: ``v1``, ``v2`` (REST) or ``v2-grpc``. ``status``: the HTTP status, or for gRPC
-  the HTTP status its code stands for (200, 400, 404, 500, 503).
+  Knative revision (``K_REVISION``), null outside Knative.
+- ``protocol``: ``v1``, ``v2`` (REST) or ``grpc`` (V2 over gRPC). ``status``: the HTTP
+  status, or for gRPC the HTTP status its code stands for (200, 400, 404, 500, 503).
 - ``rows``: rows in the request, null when it could not be decoded.
 - ``experiment``, ``variant`` (control/treatment) and ``user_hash`` in experiment mode:
   ``user_hash`` is ``serving_common.experiment.hashed_user`` of the user key, null when the
