@@ -296,6 +296,7 @@ bench-experiment: setup ## Experiment mode vs one version: RSS of a second versi
 
 bench: bench-train bench-serve bench-experiment ## Every benchmark
 
-clean: ## Remove the virtualenv, tools, caches and load test reports (never $(REGISTRY): registered models)
+clean: ## Remove the virtualenv, tools, caches and load test reports (never $(REGISTRY) or the prediction log beside it)
 	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache loadtest-results
 	@if [ -d $(REGISTRY) ]; then echo ">> kept $(REGISTRY) (registered models); remove it yourself: rm -rf $(REGISTRY)"; fi
+	@if [ -d $(dir $(abspath $(REGISTRY)))prediction-log ]; then echo ">> kept $(dir $(abspath $(REGISTRY)))prediction-log (the prediction log); remove it yourself"; fi

@@ -80,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# {args.model_name} {metadata.version} ({metadata.task}), once the server is ready:")
     print(f"# V1\n{v1}\n# V2 (Open Inference Protocol)\n{v2}")
     print(f"# readiness: curl -s {args.url}/v2/health/ready   metrics: curl -s {args.url}/metrics")
+    print(
+        "# every answer's x-request-id (curl -i shows it) is in the prediction log, within "
+        "--prediction-log-flush-seconds (10 s):\n"
+        f"#   .venv/bin/model-trace REQUEST_ID --registry-uri {args.registry_uri}"
+    )
     return 0
 
 

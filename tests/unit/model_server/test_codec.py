@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kserve.errors import InvalidInput
 
 from model_server.codec import Decoded
 from model_server.codec_v1 import decode_v1, encode_v1
 from model_server.codec_v2 import decode_v2, encode_v2, v2_outputs
-from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema
+from model_server.schema import PREDICT, PREDICT_PROBA, Columns, FeatureSchema, inputs_digest
 
 NUMERIC = FeatureSchema(("a", "b"), frozenset(), ("no", "yes"), max_rows=10)
 EMPTY = np.empty((0, 2))
@@ -671,3 +673,52 @@ def test_a_missing_value_does_not_hide_a_number_out_of_range_in_a_matrix() -> No
             decode(document, numeric)
     taken = decode_v1({"instances": [[None, 0.0], [1.0, None]]}, numeric)
     assert taken.missing == {"a": 1, "b": 1}
+
+
+# -- the prediction log's inputs digest: the same rows, the same digest, whatever the encoding --
+
+_NUMBER = st.one_of(
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300),
+    st.integers(min_value=-(2**53), max_value=2**53),
+)
+_CATEGORY = st.one_of(st.none(), st.sampled_from(["red", "blue", "ünïcode", "a b"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), count=st.integers(min_value=1, max_value=6))
+def test_the_inputs_digest_is_the_same_in_every_encoding(data: Any, count: int) -> None:
+    """What a prediction record's ``inputs_sha256`` promises: equal rows, equal digests,
+    across V1 lists and objects, V2 JSON, binary and gRPC (numbers as large as the models
+    take, negative zero, missing values); different rows, different digests."""
+    numbers = data.draw(st.lists(_NUMBER, min_size=count, max_size=count))
+    more = data.draw(st.lists(_NUMBER, min_size=count, max_size=count))
+    categories = data.draw(st.lists(_CATEGORY, min_size=count, max_size=count))
+    numeric = {"a": numbers, "b": more}
+    digests = {
+        inputs_digest(_encoded(encoding, numeric, NUMERIC).frame)
+        for encoding in ENCODINGS + MATRIX_ENCODINGS
+    }
+    assert len(digests) == 1
+    mixed = {"a": numbers, "color": categories}
+    binary = {"a": numbers, "color": ["" if c is None else c for c in categories]}
+    mixed_digests = {
+        inputs_digest(
+            _encoded(
+                encoding, binary if encoding.startswith(("v2-binary", "grpc")) else mixed, MIXED
+            ).frame
+        )
+        for encoding in ENCODINGS
+    }
+    assert len(mixed_digests) == 1
+    changed = [1.0 if v is None or v != 1.0 else 2.0 for v in numbers]
+    other = inputs_digest(_encoded("v1-lists", {"a": changed, "b": more}, NUMERIC).frame)
+    assert other not in digests
+
+
+def test_the_inputs_digest_covers_the_shape_and_the_feature_names() -> None:
+    rows = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert inputs_digest(rows) != inputs_digest(rows.reshape(1, 4))
+    left = Columns({"a": np.array([1.0]), "color": np.array(["x"], dtype=object)}, 1)
+    right = Columns({"b": np.array([1.0]), "color": np.array(["x"], dtype=object)}, 1)
+    assert inputs_digest(left) != inputs_digest(right)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from model_server.experiment import Experiment, decode_outcomes
 from model_server.loading import treatment_settings
+from model_server.schema import FeatureSchema
 from model_server.settings import ModelServerSettings
 from serving_common.experiment import assign, hashed_user
 
@@ -125,6 +126,17 @@ def test_outcomes_by_user_key_variant_or_version() -> None:
     assert (treatment.successes, treatment.failures, treatment.values) == (1, 1, [0.0])
     assert treatment.labels == [("yes", "no")]
     assert report.received == 6
+    assert [r["outcome"] for r in control.records] == ["value", "conversion"]
+    assert control.records[0]["user_hash"] == hashed_user(controlled[0], "checkout")
+    assert control.records[1] == {
+        "request_id": "abc",
+        "outcome": "conversion",
+        "converted": True,
+        "user_hash": None,
+    }
+    assert [r.get("converted") for r in treatment.records[:2]] == [True, False]
+    assert treatment.records[2]["value"] == 0.0
+    assert treatment.records[3]["outcome"] == "label"
     single_report = {"experiment": "checkout", "variant": "treatment", "converted": True}
     single = decode_outcomes(single_report, exp, 10)
     assert single.by_variant["treatment"].successes == 1
@@ -186,3 +198,32 @@ def test_the_treatment_loads_like_the_control_from_its_own_version() -> None:
         settings(registry_uri=None, model_dir="/mnt/models", experiment_treatment="s3://b/m/v4")
     )
     assert directory.model_dir == "s3://b/m/v4"
+
+
+def test_labels_in_outcomes_are_judged_in_their_records() -> None:
+    """Label outcomes are recorded with the judgement the accuracy metrics count."""
+    sides = []
+    for version in ("v3", "v4"):
+        metrics = SimpleNamespace(feedback=lambda *_: None)
+        sides.append(
+            SimpleNamespace(model=SimpleNamespace(name="churn", version=version), metrics=metrics)
+        )
+    exp = Experiment(settings(), sides[0], sides[1])
+    exp.metrics = {v: SimpleNamespace(outcomes=lambda *_: None) for v in ("control", "treatment")}
+    schema = FeatureSchema(("a",), frozenset(), ("no", "yes"), max_rows=10)
+    (user,) = users_in("treatment", 1)
+    document = {
+        "experiment": "checkout",
+        "outcomes": [
+            {"user_id": user, "prediction": "yes", "target": "no", "request_id": "r-1"},
+            {"user_id": user, "converted": True},
+            {"user_id": user, "prediction": "no", "target": "no"},
+        ],
+    }
+    records = exp.outcomes(document, schema).by_variant["treatment"].records
+    assert [(r["outcome"], r.get("correct"), r["request_id"]) for r in records] == [
+        ("label", False, "r-1"),
+        ("conversion", None, None),
+        ("label", True, None),
+    ]
+    assert {r["user_hash"] for r in records} == {hashed_user(user, "checkout")}

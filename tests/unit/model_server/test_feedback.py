@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -97,3 +98,36 @@ def test_bad_feedback_is_a_400_naming_the_problem(
     with pytest.raises(InvalidInput) as error:
         decode_feedback(body, schema, "v2")
     assert message in str(error.value)
+
+
+def test_each_row_is_judged_and_keeps_the_request_id_it_names() -> None:
+    body = {
+        "model_version": "v2",
+        "predictions": ["benign", "malignant"],
+        "targets": ["benign", "benign"],
+        "request_ids": ["r-1", None],
+    }
+    rows = decode_feedback(body, CLASSIFIER, "v2").rows
+    assert [(r.prediction, r.target, r.request_id, r.correct) for r in rows] == [
+        ("benign", "benign", "r-1", True),
+        ("malignant", "benign", None, False),
+    ]
+    single = {"model_version": "v1", "prediction": 10.0, "target": 12.5, "request_id": "r-9"}
+    (row,) = decode_feedback(single, REGRESSOR, "v1").rows
+    assert (row.request_id, row.abs_error, row.correct) == ("r-9", 2.5, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"request_ids": ["a"]}, "'request_ids' must be a list of 2 request ids"),
+        ({"request_ids": "a,b"}, "'request_ids' must be a list of 2"),
+        ({"request_id": "a"}, "'request_id' names one prediction"),
+        ({"request_ids": ["a", 7]}, "request id 1 must be a string"),
+        ({"request_ids": ["a", "x" * 257]}, "request id 1 must be a string of 1 to 256"),
+    ],
+)
+def test_bad_request_ids_are_refused(extra: dict[str, Any], message: str) -> None:
+    body = {"model_version": "v2", "predictions": ["benign"] * 2, "targets": ["benign"] * 2}
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        decode_feedback({**body, **extra}, CLASSIFIER, "v2")
