@@ -209,7 +209,8 @@ def test_labels_in_outcomes_are_judged_in_their_records() -> None:
             SimpleNamespace(model=SimpleNamespace(name="churn", version=version), metrics=metrics)
         )
     exp = Experiment(settings(), sides[0], sides[1])
-    exp.metrics = {v: SimpleNamespace(outcomes=lambda *_: None) for v in ("control", "treatment")}
+    quiet: Any = SimpleNamespace(outcomes=lambda *_: None)
+    exp.metrics = {"control": quiet, "treatment": quiet}
     schema = FeatureSchema(("a",), frozenset(), ("no", "yes"), max_rows=10)
     (user,) = users_in("treatment", 1)
     document = {
