@@ -52,6 +52,7 @@ class Panel:
     width: int = 12
     height: int = 8
     field_defaults: dict[str, Any] = field(default_factory=dict)
+    overrides: tuple[dict[str, Any], ...] = ()
 
 
 def quantiles(metric: str, by: str = "model_version") -> tuple[Target, ...]:
@@ -373,6 +374,50 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
+        "Prediction log: durable records of requests and outcomes",
+        [
+            Panel(
+                "Prediction log",
+                "Records written per second to the prediction log, per model (all versions). "
+                "Dropped records are lost: buffer_full (the sink was slow or down and the "
+                "in-memory buffer full), write_failed (still unwritten when a server stopped); any "
+                "drop fires ModelServerPredictionLogDropping. Write errors (right axis) are failed "
+                "file writes whose records are held in memory and retried at each flush: for 10 "
+                "minutes they fire ModelServerPredictionLogWriteFailing.",
+                (
+                    Target(
+                        "sum by (model_name) (rate("
+                        f"model_server_prediction_log_records_total{{{MODEL_SEL}}}[{RATE}]))",
+                        "{{model_name}} written",
+                    ),
+                    Target(
+                        "sum by (model_name, reason) (rate("
+                        f"model_server_prediction_log_dropped_total{{{MODEL_SEL}}}[{RATE}]))",
+                        "{{model_name}} dropped ({{reason}})",
+                    ),
+                    Target(
+                        "sum by (model_name) (rate("
+                        f"model_server_prediction_log_write_errors_total{{{MODEL_SEL}}}[{RATE}]))",
+                        "{{model_name}} write errors",
+                    ),
+                ),
+                unit="ops",
+                width=24,
+                field_defaults={"min": 0, "custom": {"axisLabel": "records/s"}},
+                overrides=(
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "C"},
+                        "properties": [
+                            {"id": "custom.axisPlacement", "value": "right"},
+                            {"id": "custom.axisLabel", "value": "failed writes/s"},
+                            {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                        ],
+                    },
+                ),
+            ),
+        ],
+    ),
+    (
         "Training",
         [
             Panel(
@@ -455,7 +500,10 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "description": panel.description,
         "datasource": DATASOURCE,
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": panel.unit, **panel.field_defaults}, "overrides": []},
+        "fieldConfig": {
+            "defaults": {"unit": panel.unit, **panel.field_defaults},
+            "overrides": list(panel.overrides),
+        },
         "targets": [
             {
                 "refId": chr(ord("A") + i),

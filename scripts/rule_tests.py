@@ -122,6 +122,40 @@ def exposures(model: str, control: str, treatment: str) -> list[dict[str, str]]:
     ]
 
 
+def dropped(model: str, reason: str, values: str) -> dict[str, str]:
+    """Prediction log records dropped (``reason``: buffer_full or write_failed)."""
+    return series(
+        "model_server_prediction_log_dropped_total",
+        values,
+        namespace=NS,
+        model_name=model,
+        kind="predictions",
+        reason=reason,
+    )
+
+
+def write_errors(model: str, values: str) -> dict[str, str]:
+    """Failed prediction log file writes (their records held and retried)."""
+    return series(
+        "model_server_prediction_log_write_errors_total",
+        values,
+        namespace=NS,
+        model_name=model,
+        kind="predictions",
+    )
+
+
+def prediction_log(
+    model: str, errors: str, buffer_full: str = "0x40", write_failed: str = "0x40"
+) -> list[dict[str, str]]:
+    """A model's prediction log counters (every child exported from the start, at 0)."""
+    return [
+        write_errors(model, errors),
+        dropped(model, "buffer_full", buffer_full),
+        dropped(model, "write_failed", write_failed),
+    ]
+
+
 def expect(at: str, alert: str, *fired: dict[str, str]) -> dict[str, Any]:
     """``alert`` at ``at`` fires exactly for ``fired`` (label sets beyond alertname)."""
     return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": f} for f in fired]}
@@ -147,6 +181,13 @@ def cases() -> list[dict[str, Any]]:
     crit_l = budget("slow", "latency", "critical", "short")
     warn_l = budget("slow", "latency", "warning", "long")
     v = {"namespace": NS, "model_name": "canary"}
+
+    def log_alert(model: str, reason: str | None = None) -> dict[str, str]:
+        """The labels of a prediction log alert (the drop alert also carries the reason)."""
+        return {"severity": "warning", "namespace": NS, "model_name": model} | (
+            {"reason": reason} if reason else {}
+        )
+
     a_burn, l_burn = "ModelServerAvailabilityBudgetBurn", "ModelServerLatencyBudgetBurn"
     return [
         case(
@@ -398,6 +439,78 @@ def cases() -> list[dict[str, Any]]:
                     "model_version": "v1",
                     "feature": "x",
                 },
+            ),
+        ),
+        case(
+            # lossy drops 50 records a minute from 4m (buffer full). once drops 10 records at 4m
+            # and no more (a worker stopped with records unwritten): the 10-minute window keeps
+            # that single drop in view, pending from 4m, firing from 6m until it leaves the
+            # window after 14m. clean never drops.
+            "prediction log dropping: any record lost in 10 minutes, for 2m",
+            [
+                *prediction_log("lossy", "0+6x30", buffer_full="0x3 50+50x26"),
+                *prediction_log("once", "0x30", write_failed="0x3 10x26"),
+                *prediction_log("clean", "0x30"),
+            ],
+            expect("5m", "ModelServerPredictionLogDropping"),
+            expect(
+                "7m",
+                "ModelServerPredictionLogDropping",
+                log_alert("lossy", "buffer_full"),
+                log_alert("once", "write_failed"),
+            ),
+            expect(
+                "12m",
+                "ModelServerPredictionLogDropping",
+                log_alert("lossy", "buffer_full"),
+                log_alert("once", "write_failed"),
+            ),
+            expect(
+                "20m",
+                "ModelServerPredictionLogDropping",
+                log_alert("lossy", "buffer_full"),
+            ),
+        ),
+        case(
+            # failing: a write fails at every flush (6 a minute), nothing drops. full: the same,
+            # until its buffer is full at 15m and records drop: the write alert ends there and
+            # the drop alert fires from 17m. blip: writes fail for 3 minutes (2m to 4m), then
+            # the retries succeed: pending while errors stay in the 5-minute window, never
+            # firing. lossy drops from 1m: the drop alert only.
+            "prediction log write failing: errors for 10m while nothing drops",
+            [
+                *prediction_log("failing", "0+6x40"),
+                *prediction_log("full", "0+6x40", buffer_full="0x14 100+100x25"),
+                *prediction_log("blip", "0x1 6+6x2 18x37"),
+                *prediction_log("lossy", "0+6x40", buffer_full="0 50+50x39"),
+            ],
+            expect("10m", "ModelServerPredictionLogWriteFailing"),
+            expect(
+                "12m",
+                "ModelServerPredictionLogWriteFailing",
+                log_alert("failing"),
+                log_alert("full"),
+            ),
+            expect(
+                "16m",
+                "ModelServerPredictionLogWriteFailing",
+                log_alert("failing"),
+            ),
+            expect(
+                "16m",
+                "ModelServerPredictionLogDropping",
+                log_alert("lossy", "buffer_full"),
+            ),
+            expect(
+                "18m",
+                "ModelServerPredictionLogDropping",
+                log_alert("full", "buffer_full"),
+                log_alert("lossy", "buffer_full"),
+            ),
+            expect(
+                "30m",
+                "ModelServerPredictionLogWriteFailing",
+                log_alert("failing"),
             ),
         ),
         case(

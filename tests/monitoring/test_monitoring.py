@@ -160,6 +160,7 @@ def test_dashboard_covers_what_an_sre_needs() -> None:
         "error budget",
         "since the last successful training",
         "training scores",
+        "prediction log",
     ):
         assert needed in titles
 
