@@ -244,7 +244,7 @@ def with_command(argv: Sequence[str]) -> list[str]:
             skip = False
             continue
         if arg == "--":
-            return [*args[:index], "trace", *args[index + 1 :]]
+            return [*args[:index], "trace", *args[index:]]
         if arg.startswith("-"):
             skip = arg in _VALUE_FLAGS  # --flag VALUE; --flag=VALUE is one argument
             continue

@@ -234,8 +234,12 @@ class _Log:
         )
 
 
-def _columns(kind: Kind, columns: Sequence[str] | None = None) -> list[str]:
-    return list(columns) if columns is not None else list(SCHEMAS[kind].names)
+def _within(kind: Kind, window: Window) -> pc.Expression:
+    """Records whose ``time`` is in ``window`` (an hour folder holds the whole hour)."""
+    kind_of_time = SCHEMAS[kind].field("time").type
+    start = pa.scalar(window.start, kind_of_time)
+    end = pa.scalar(window.end, kind_of_time)
+    return (pc.field("time") >= start) & (pc.field("time") <= end)
 
 
 # -- one request --------------------------------------------------------------------------
@@ -389,7 +393,9 @@ def outcomes_for(
     files = log.files(log.hour_folders("outcomes", models, window.hours()))
     if not files:
         return []
-    table = log.dataset("outcomes", files).to_table(filter=pc.field("request_id") == request_id)
+    table = log.dataset("outcomes", files).to_table(
+        filter=(pc.field("request_id") == request_id) & _within("outcomes", window)
+    )
     rows: list[dict[str, Any]] = table.to_pylist()
     rows.sort(key=lambda row: (row["time"], row["report_id"]))
     return rows
@@ -610,9 +616,7 @@ def live_accuracy(
         return []
     labels = log.dataset("outcomes", files).to_table(
         columns=["request_id", "model_version", "correct", "abs_error"],
-        filter=(pc.field("outcome") == "label")
-        & (pc.field("time") >= pa.scalar(window.start, SCHEMAS["outcomes"].field("time").type))
-        & (pc.field("time") <= pa.scalar(window.end, SCHEMAS["outcomes"].field("time").type)),
+        filter=(pc.field("outcome") == "label") & _within("outcomes", window),
     )
     if labels.num_rows == 0:
         return []
