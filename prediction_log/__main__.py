@@ -9,6 +9,7 @@ itself is the reader's; nothing imports this module.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -88,6 +89,9 @@ class TraceSettings(BaseSettings):
     """The end of the window, UTC ISO-8601 such as 2025-06-01T12:00:00Z (default: now)."""
     output: Literal["text", "json", "yaml"] = "text"
     """text for people, json or yaml for scripts."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "ERROR"
+    """Messages of the storage libraries (gcsfs, s3fs) shown on stderr; their tracebacks
+    only at DEBUG."""
 
     @field_validator("since")
     @classmethod
@@ -449,6 +453,30 @@ def _run_accuracy(model: str, settings: TraceSettings) -> int:
     return EXIT_OK
 
 
+class _NoTracebacks(logging.Filter):
+    """Storage libraries log their retries with tracebacks: one line each is enough here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def log_handler(level: str) -> logging.Handler:
+    """stderr, one line per message: ``model-trace: LEVEL logger: message``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+    if level != "DEBUG":
+        handler.addFilter(_NoTracebacks())
+    return handler
+
+
+def _configure_logging(level: str) -> None:
+    """Once per process, as basicConfig does (a caller that configured logging keeps it)."""
+    logging.basicConfig(level=level, handlers=[log_handler(level)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(with_command(sys.argv[1:] if argv is None else argv))
@@ -461,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    _configure_logging(settings.log_level)
     try:
         if args.command == "accuracy":
             return _run_accuracy(args.model_name, settings)

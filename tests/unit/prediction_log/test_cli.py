@@ -3,6 +3,9 @@ looked when it found nothing, and the exit codes."""
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from prediction_log.__main__ import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
+    log_handler,
     main,
     parse_since,
     with_command,
@@ -206,3 +210,23 @@ def test_since_units() -> None:
     for bad in ("7", "d", "1.5h", "-1d", "7w"):
         with pytest.raises(ValueError, match="unit"):
             parse_since(bad)
+
+
+def test_storage_library_messages_are_one_line_each() -> None:
+    """gcsfs logs its last retry with a traceback: below DEBUG only the line is shown."""
+    try:
+        raise ConnectionRefusedError("Connect call failed ('127.0.0.1', 9)")
+    except ConnectionRefusedError:
+        failure = sys.exc_info()
+    for level, traceback in (("ERROR", False), ("DEBUG", True)):
+        record = logging.LogRecord(
+            "gcsfs", logging.ERROR, __file__, 1, "_request out of retries", None, failure
+        )
+        handler = log_handler(level)
+        assert isinstance(handler, logging.StreamHandler)
+        stream = io.StringIO()
+        handler.setStream(stream)
+        handler.handle(record)
+        text = stream.getvalue()
+        assert text.startswith("model-trace: ERROR gcsfs: _request out of retries")
+        assert ("Traceback" in text) is traceback
