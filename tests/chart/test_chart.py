@@ -125,7 +125,7 @@ def test_environments_differ_where_they_should() -> None:
 def test_the_required_scenarios_exist() -> None:
     names = {scenario_id(p) for p in SCENARIOS}
     required = {"minimal", "canary", "experiment", "gke-workload-identity", "monitoring"}
-    required |= {"trainer-off"}
+    required |= {"trainer-off", "prediction-log"}
     assert required | {"standard-mode"} <= names
 
 
@@ -239,7 +239,8 @@ def test_standard_mode() -> None:
     isvc = one(manifests, "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     spec = predictor(manifests)
-    assert spec["terminationGracePeriodSeconds"] == 35
+    # The grace period, 20 s for the prediction log's last flush, 5 s of margin.
+    assert spec["terminationGracePeriodSeconds"] == 55
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["nodeSelector"] == {"cloud.google.com/gke-nodepool": "serving"}
     assert spec["tolerations"][0]["key"] == "dedicated"

@@ -231,6 +231,9 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+LOG_URI = "MODEL_SERVER_PREDICTION_LOG_URI"
+
+
 def local_copy(uri: str, registry: Path) -> str:
     """A registry version's URI (gs:// or s3://, as the storage initializer or the server would
     read it) as the same version in the local registry."""
@@ -272,8 +275,11 @@ def local_config(pod: KnativePod, registry: Path) -> LocalConfig:
         if name == "--http-port":
             continue  # ServerProcess gives its own loopback port
         args.append(f"{name}={local(value)}" if eq else arg)
-    env = {e["name"]: local(e.get("value", "")) for e in c.get("env", [])}
+    env = {e["name"]: local(e.get("value", "")) for e in c.get("env", []) if e["name"] != LOG_URI}
     env.pop("STORAGE_URI")  # read by KServe and its storage initializer, not by the server
+    if any(e["name"] == LOG_URI for e in c.get("env", [])):
+        # The prediction log goes beside the local registry, as the chart puts it beside the real.
+        env[LOG_URI] = str(registry.parent / "prediction-log")
     return LocalConfig(tuple(args), tuple(sorted(env.items())), server_ports(c)["http1"])
 
 

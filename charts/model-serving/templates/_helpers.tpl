@@ -159,3 +159,29 @@ release: {{ . | quote }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The prediction log's URI: predictionLog.uri, else the folder prediction-log beside
+registry.uri (the server's own rule: prediction_log.schema.default_log_uri). The predictor writes
+it itself (KServe's storage initializer only reads), so it is gs:// or s3://. A registry at a
+bucket's root has nothing beside it, and the log and the registry never hold one another: the
+registry would list the log as a model, and a grant to create objects under the log's prefix
+would reach the registry's versions. */}}
+{{- define "model-serving.predictionLogUri" -}}
+{{- $registry := regexReplaceAll "/+$" .Values.registry.uri "" }}
+{{- $uri := regexReplaceAll "/+$" .Values.predictionLog.uri "" }}
+{{- $ask := "set predictionLog.uri=gs://BUCKET/prediction-log (or s3://), or predictionLog.enabled=false" }}
+{{- if not $uri }}
+{{- if not $registry }}
+{{- fail (printf "predictionLog.uri is required when registry.uri is empty: model.storageUri names one version, not the registry the log would go beside; %s" $ask) }}
+{{- else if not (regexMatch "^(gs|s3)://" $registry) }}
+{{- fail (printf "the prediction log cannot go beside registry.uri %s: the predictor writes the log itself, to gs:// or s3:// only; %s" .Values.registry.uri $ask) }}
+{{- else if not (regexMatch "^(gs|s3)://[^/]+/" $registry) }}
+{{- fail (printf "registry.uri %s is a bucket's root: there is no folder beside it for the prediction log, and the log must not go inside the registry; %s" .Values.registry.uri $ask) }}
+{{- end }}
+{{- $uri = printf "%s/prediction-log" (regexReplaceAll "/[^/]+$" $registry "") }}
+{{- end }}
+{{- if and $registry (or (eq $uri $registry) (hasPrefix (printf "%s/" $registry) $uri) (hasPrefix (printf "%s/" $uri) $registry)) }}
+{{- fail (printf "the prediction log %s and the registry %s must not hold one another (the registry would list the log as a model, and the log's create grant would reach the registry's versions): %s" $uri .Values.registry.uri "put predictionLog.uri beside the registry, e.g. its default, the folder prediction-log next to it") }}
+{{- end }}
+{{- $uri }}
+{{- end }}
