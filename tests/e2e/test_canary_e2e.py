@@ -116,6 +116,8 @@ def release() -> Iterator[str]:
         f"image.repository={repository}", f"image.tag={tag}", "trainer.enabled=false",
         "inferenceService.tagRouting=true", "rollout.rbac.create=true",
     ]  # fmt: skip
+    if not registry.startswith(("gs://", "s3://")):  # pvc:// on kind: nowhere beside it to write
+        values.append("predictionLog.enabled=false")
     if prometheus_release := os.environ.get("E2E_PROMETHEUS_RELEASE"):
         values += [
             "monitoring.podMonitor.enabled=true",
