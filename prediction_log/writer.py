@@ -253,7 +253,15 @@ class PredictionLogWriter:
 
     def _write_pending(self) -> int:
         for kind, records in self._take().items():
-            self._pending.extend(self._encode(kind, records))
+            try:
+                self._pending.extend(self._encode(kind, records))
+            except Exception:  # a record that cannot be encoded: lose these, loudly, not all
+                log.exception(
+                    "prediction log: %d %s record(s) could not be encoded", len(records), kind
+                )
+                with self._lock:
+                    self._held -= sum(record[-1] for record in records)
+                self.events.dropped(kind, "write_failed", len(records))
         written = 0
         while self._pending:
             batch = self._pending[0]
@@ -358,9 +366,11 @@ class PredictionLogWriter:
         return self._flush_once()
 
     def close(self, deadline_seconds: float = 10.0) -> int:
-        """A graceful stop: stop the thread, then write everything held, retrying a failing
-        sink until ``deadline_seconds`` have passed. Returns the records lost (0 when
-        everything was written); they are counted as dropped (``write_failed``) and logged."""
+        """A graceful stop: stop the thread (waiting up to ``deadline_seconds`` for a write in
+        progress), then write everything held, retrying a failing sink for up to
+        ``deadline_seconds`` more: at most twice ``deadline_seconds`` in all, even when a write
+        hangs. Returns the records lost (0 when everything was written); they are counted as
+        dropped (``write_failed``) and logged."""
         with self._lock:
             if self._closed:
                 return 0
@@ -372,10 +382,15 @@ class PredictionLogWriter:
             thread.join(deadline_seconds)
         deadline = time.monotonic() + deadline_seconds
         while True:
+            # A write still hanging in the thread holds the flush: wait for it only so long.
+            if not self._flushing.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                break
             try:
-                self._flush_once()
+                self._write_pending()
             except Exception:
                 log.exception("prediction log: the last flush failed")
+            finally:
+                self._flushing.release()
             if not self._pending or time.monotonic() >= deadline:
                 break
             time.sleep(_CLOSE_RETRY_SECONDS)

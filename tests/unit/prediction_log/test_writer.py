@@ -297,3 +297,53 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
         PredictionLogWriter(str(tmp_path), MODEL, flush_rows=10, max_buffered=5)
     with pytest.raises(ValueError, match="flush_seconds"):
         PredictionLogWriter(str(tmp_path), MODEL, flush_seconds=0)
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_and_counted_and_frees_its_room(
+    tmp_path: Path,
+) -> None:
+    events = Events()
+    writer = PredictionLogWriter(
+        str(tmp_path / "log"), MODEL, flush_rows=10, max_buffered=10, events=events
+    )
+    assert record(writer, 0, inputs=object)  # a callable whose value orjson cannot encode
+    assert writer.flush() == 0
+    assert events.drops == [("predictions", "write_failed", 1)]
+    assert writer.held == 0  # the room is free again: later records are not dropped for it
+    assert record(writer, 1)
+    assert writer.flush() == 1
+    writer.close()
+
+
+class HangingStorage(Storage):
+    """A store whose create never answers until ``release`` is set."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def create(self, rel: str, data: bytes) -> None:
+        self.entered.set()
+        self.release.wait()
+        super().create(rel, data)
+
+
+def test_close_gives_up_on_a_hanging_write_and_counts_what_it_loses(tmp_path: Path) -> None:
+    events = Events()
+    storage = HangingStorage(str(tmp_path / "log"))
+    writer = PredictionLogWriter(
+        str(tmp_path / "log"), MODEL, flush_rows=1, events=events, storage=storage
+    )
+    assert record(writer, 0)
+    assert storage.entered.wait(30)  # the thread is stuck in the write
+    lost: list[int] = []
+    closing = threading.Thread(target=lambda: lost.append(writer.close(0.2)))
+    closing.start()
+    closing.join(30)
+    try:
+        assert not closing.is_alive()  # close returned although the write still hangs
+        assert lost == [1]
+        assert events.drops == [("predictions", "write_failed", 1)]
+    finally:
+        storage.release.set()
