@@ -52,7 +52,8 @@ class BodyLimitMiddleware:
         if body is None:
             return
         if isinstance(body, str):
-            headers, content = routes.too_large_answer(scope.get("path", ""), body)
+            request_id = scope.get("state", {}).get("request_id")
+            headers, content = routes.too_large_answer(scope.get("path", ""), body, request_id)
             await Response(content, status_code=413, headers=headers)(scope, receive, send)
             return
         replayed = False
@@ -100,7 +101,7 @@ class InferenceRoutes:
             return
         if isinstance(body, str):
             status = 413
-            response_headers, content = routes.too_large_answer(scope["path"], body)
+            response_headers, content = routes.too_large_answer(scope["path"], body, request_id)
         else:
             v1_name, v2_name, version = match.groups()
             status, response_headers, content = await routes.infer_http(

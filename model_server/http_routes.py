@@ -14,7 +14,6 @@ order (``http_app``) or of processes.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
 
 import orjson
@@ -28,6 +27,7 @@ from model_server.http_body import BINARY, JSON, body_limit, inflate, parse_docu
 from model_server.metrics import exposition
 from model_server.model import Answer
 from model_server.service import ModelService
+from prediction_log.ids import new_request_id
 
 
 def json_response(status: int, body: Any, headers: dict[str, str]) -> Response:
@@ -81,19 +81,27 @@ class HttpRoutes:
     ) -> bytes:
         """The whole 503 for a request refused at --max-concurrency (see ``http_guard``); an
         inference request is counted (``code="503"`` and ``model_server_requests_shed_total``)."""
-        if path.endswith(b":predict") or path.endswith(b"/infer"):
-            self.service.metrics.shed("v1" if path.startswith(b"/v1/") else "v2")
-        head, body = self._shed_head_and_body()
         request_id = next((v for k, v in headers if k == b"x-request-id"), None)
         if request_id is None:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = new_request_id().encode()
+        if path.endswith(b":predict") or path.endswith(b"/infer"):
+            protocol = "v1" if path.startswith(b"/v1/") else "v2"
+            self.service.metrics.shed(protocol)
+            self.service.refused_early(request_id.decode("latin-1"), protocol, 503)
+        head, body = self._shed_head_and_body()
         connection = b"" if keep_alive else b"connection: close\r\n"
         return b"%sx-request-id: %s\r\n%s\r\n%s" % (head, request_id, connection, body)
 
-    def too_large_answer(self, path: str, message: str) -> tuple[dict[str, str], bytes]:
-        """Headers and body of a 413 that closes the connection; counted for inference paths."""
+    def too_large_answer(
+        self, path: str, message: str, request_id: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and body of a 413 that closes the connection; counted (and, with its
+        ``request_id``, recorded in the prediction log) for inference paths."""
         if path.endswith((":predict", "/infer")):
-            self.service.metrics.request("v1" if path.startswith("/v1/") else "v2", 413, None)
+            protocol = "v1" if path.startswith("/v1/") else "v2"
+            self.service.metrics.request(protocol, 413, None)
+            if request_id is not None:
+                self.service.refused_early(request_id, protocol, 413)
         headers = {**self.version_headers(), "connection": "close", "content-type": JSON}
         return headers, orjson.dumps({"error": message})
 

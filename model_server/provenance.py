@@ -57,7 +57,7 @@ def open_prediction_log(
             )
         return None
     log.info(
-        "prediction log: %s (written every %d records or %.0f s; payloads %s)",
+        "prediction log: %s (written every %d records or %g s; payloads %s)",
         uri,
         settings.prediction_log_flush_rows,
         settings.prediction_log_flush_seconds,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 from socket import socket
 from typing import Any
 
@@ -67,6 +68,10 @@ def bootstrap_worker(model: SklearnModel) -> ModelService:
     return service
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 class WorkerProcess(RESTServerProcess):  # type: ignore[misc]
     """KServe's worker process, bootstrapped (``bootstrap_worker``) before KServe's own start
     (its logging defaults, the liveness pong thread, uvicorn)."""
@@ -82,6 +87,11 @@ class WorkerProcess(RESTServerProcess):  # type: ignore[misc]
         self.model = model
 
     def target(self, sockets: list[socket]) -> Any:
+        # uvicorn, once drained, puts back the SIGTERM handler it found and sends itself the
+        # signal again (uvicorn.server.Server.capture_signals): with the default handler a
+        # spawned worker would die there, before writing its prediction log. This one ends it
+        # with SystemExit instead, so the ``finally`` below runs.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         service = bootstrap_worker(self.model)
         try:
             return super().target(sockets)

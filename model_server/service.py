@@ -322,6 +322,13 @@ class ModelService:
                 },
             )
 
+    def refused_early(self, request_id: str, protocol: str, status: int) -> None:
+        """Record an inference request the HTTP guard turned away before it reached the model
+        (a shed 503, a 413): it is in the prediction log like any refused request."""
+        writer = self.log_slot.writer
+        if writer is not None:
+            self._record(writer, request_id, protocol, status, 0.0, None, None, None)
+
     def _record(  # noqa: PLR0917 (one request's facts, as finish has them)
         self,
         writer: PredictionLogWriter,
