@@ -48,7 +48,7 @@ from model_server.errors import Refused, failure
 from model_server.experiment import Assignment
 from model_server.model import Answer
 from model_server.service import ModelService
-from prediction_log.ids import new_request_id
+from prediction_log.ids import request_id_from
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         service = self.service
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         given = metadata.get("x-request-id")
-        request_id = str(given) if given else new_request_id()
+        request_id = request_id_from(str(given) if given else None)
         # Trailing metadata rides with the status: sending initial metadata early would cost
         # every call an extra HTTP/2 frame and flush.
         trailing = {"x-request-id": request_id, "x-model-version": service.model.version}

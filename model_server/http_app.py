@@ -24,7 +24,7 @@ from model_server import http_guard
 from model_server.http_body import bounded_body
 from model_server.http_routes import HttpRoutes, json_response
 from model_server.service import ModelService
-from prediction_log.ids import new_request_id
+from prediction_log.ids import request_id_from
 
 COMPRESS_MIN_BYTES = 64 * 1024
 """Responses at least this large are gzip-compressed for clients that accept it."""
@@ -95,7 +95,7 @@ class InferenceRoutes:
             return
         routes = self.routes
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or new_request_id()
+        request_id = request_id_from(headers.get("x-request-id"))
         body = await bounded_body(scope, receive, routes.body_limit())
         if body is None:
             return
@@ -139,7 +139,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = given.decode("latin-1") if given else new_request_id()
+        request_id = request_id_from(given.decode("latin-1") if given else None)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
 

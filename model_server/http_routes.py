@@ -27,7 +27,7 @@ from model_server.http_body import BINARY, JSON, body_limit, inflate, parse_docu
 from model_server.metrics import exposition
 from model_server.model import Answer
 from model_server.service import ModelService
-from prediction_log.ids import new_request_id
+from prediction_log.ids import request_id_from
 
 
 def json_response(status: int, body: Any, headers: dict[str, str]) -> Response:
@@ -81,9 +81,8 @@ class HttpRoutes:
     ) -> bytes:
         """The whole 503 for a request refused at --max-concurrency (see ``http_guard``); an
         inference request is counted (``code="503"`` and ``model_server_requests_shed_total``)."""
-        request_id = next((v for k, v in headers if k == b"x-request-id"), None)
-        if request_id is None:
-            request_id = new_request_id().encode()
+        given = next((v for k, v in headers if k == b"x-request-id"), None)
+        request_id = request_id_from(given.decode("latin-1") if given else None).encode("latin-1")
         if path.endswith(b":predict") or path.endswith(b"/infer"):
             protocol = "v1" if path.startswith(b"/v1/") else "v2"
             self.service.metrics.shed(protocol)

@@ -69,6 +69,19 @@ class Answer:
             model_version=model.version,
         )
 
+    @functools.cached_property
+    def json_body(self) -> dict[str, Any]:
+        """The response with every output as JSON, binary ones included (what the prediction
+        log's payloads record: the whole answer, whatever encoding the client asked for)."""
+        if self.protocol == "v1" or not self.decoded.binary_outputs:
+            return self.body
+        return codec_v2.encode_v2(
+            outputs=self.outputs,
+            decoded=dataclasses.replace(self.decoded, binary_outputs=frozenset()),
+            model_name=self.model.name,
+            model_version=self.model.version,
+        )
+
 
 class SklearnModel(ModelVersion):
     """A loaded version (``ModelVersion``) that answers decoded V1 and V2 requests."""

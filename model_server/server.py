@@ -32,7 +32,7 @@ from model_server.grpc_service import GrpcServer
 from model_server.http_app import APP_IMPORT_STRING, install
 from model_server.http_guard import GuardedHttpToolsProtocol
 from model_server.model import SklearnModel
-from model_server.service import ModelService, publish_model_info
+from model_server.service import LOG_STOP_SECONDS, ModelService, publish_model_info
 from model_server.settings import ModelServerSettings
 from serving_common.logging import bind_context, configure_logging
 
@@ -138,6 +138,24 @@ class SupervisedWorkers(RESTServerMultiProcess):  # type: ignore[misc]
         roster = worker_state.roster()
         if roster is not None:
             roster.expect([p.pid for p in self._processes if p.pid is not None])
+
+    async def terminate_all(self) -> None:
+        """KServe's stop (SIGTERM to every worker, then SIGKILL to one still running after the
+        grace period), with room after the grace period for each worker's last prediction log
+        write (``ModelService.close``: at most ``LOG_STOP_SECONDS``): a worker killed there
+        would lose what it held without counting or saying so."""
+        for process in self._processes:
+            process.terminate()
+        wait = (self._rest_server.config.timeout_graceful_shutdown or 0) + LOG_STOP_SECONDS
+
+        async def stop(process: WorkerProcess) -> None:
+            try:
+                await process.wait_for_termination(wait)
+            except TimeoutError:
+                log.warning("worker %s took too long to stop; killing it", process.pid)
+                process.kill()
+
+        await asyncio.gather(*(stop(p) for p in self._processes))
 
     async def keep_subprocess_alive(self, sockets: list[Any]) -> None:
         # KServe's loop, with our bookkeeping between the death and the replacement.

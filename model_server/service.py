@@ -43,6 +43,8 @@ log = logging.getLogger("model_server.access")
 errors_log = logging.getLogger("model_server")
 
 SERVER_NAME = "model-server"
+LOG_STOP_SECONDS = 20.0
+"""The longest a stopping process spends writing its prediction log (after draining)."""
 PLATFORM = "sklearn"
 
 
@@ -364,7 +366,7 @@ class ModelService:
             outputs=(
                 None
                 if not payloads
-                else functools.partial(getattr, answer, "body")
+                else functools.partial(getattr, answer, "json_body")
                 if answer is not None
                 else error
             ),
@@ -485,9 +487,9 @@ class ModelService:
 
     def close(self) -> int:
         """A graceful stop: write every buffered prediction log record (retrying a failing
-        sink for a while). Returns the records lost."""
+        sink for a while, at most ``LOG_STOP_SECONDS``). Returns the records lost."""
         writer = self.log_slot.writer
-        return writer.close() if writer is not None else 0
+        return writer.close(LOG_STOP_SECONDS / 2) if writer is not None else 0
 
     # -- metadata ------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ exit codes:
      printed), or no label outcomes for the model in the window"""
 
 SINCE_RE = re.compile(r"^([1-9][0-9]*)([mhd])$")
+MAX_SINCE = timedelta(days=3660)
+"""Ten years: any window past that is a typo (and past what dates can hold)."""
 SINCE_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 TEXT_PAYLOAD_CHARS = 300
 """Longest inputs or outputs shown in text output (-o json shows all of it)."""
@@ -58,7 +60,10 @@ def parse_since(value: str) -> timedelta:
         raise ValueError(
             "use a whole number and a unit: m (minutes), h (hours) or d (days), e.g. 30m, 6h or 7d"
         )
-    return int(match.group(1)) * SINCE_UNITS[match.group(2)]
+    since = int(match.group(1)) * SINCE_UNITS[match.group(2)]
+    if since > MAX_SINCE:
+        raise ValueError(f"{value.strip()} is more than {MAX_SINCE.days} days back")
+    return since
 
 
 class TraceSettings(BaseSettings):

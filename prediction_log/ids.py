@@ -13,6 +13,11 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+_EARLIEST_MS = 1_577_836_800_000
+"""2020-01-01T00:00:00Z: no id this server made is older."""
+_FUTURE_MS = 86_400_000
+"""A day past now: room for a client's clock running fast, not for nonsense."""
+
 
 def new_request_id(now_ns: int | None = None) -> str:
     """A new UUIDv7 in its canonical text form (36 characters, lower case)."""
@@ -35,4 +40,22 @@ def time_of(request_id: str) -> datetime | None:
         return None
     if parsed.version != 7 or parsed.variant != uuid.RFC_4122:
         return None
-    return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=UTC)
+    millis = parsed.int >> 80
+    # A client may send any id, a v7 one with an absurd time included: a time outside what a
+    # server could have made is no time (the id is then searched like any client's).
+    if not _EARLIEST_MS <= millis <= time.time_ns() // 1_000_000 + _FUTURE_MS:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+MAX_REQUEST_ID = 256
+"""Longest client ``x-request-id`` kept (as feedback accepts it); a longer or empty one is
+replaced by a UUIDv7 the server makes (and the response carries that one)."""
+
+
+def request_id_from(given: str | None) -> str:
+    """The request id of a request: the client's own when it sent a usable one (1 to 256
+    characters), else a new UUIDv7."""
+    if given and len(given) <= MAX_REQUEST_ID:
+        return given
+    return new_request_id()

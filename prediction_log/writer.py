@@ -182,14 +182,15 @@ class PredictionLogWriter:
             return True
         rows = [(time_ns, record, 1) for record in records]
         with self._lock:
-            if self._held + len(rows) > self.max_buffered:
+            if self._held + len(rows) > self.max_buffered or self._closed:
                 full = True
             else:
                 full = False
                 self._buffers["outcomes"].extend(rows)
                 self._held += len(rows)
         if full:
-            self.events.dropped("outcomes", "buffer_full", len(rows))
+            reason = "write_failed" if self._closed else "buffer_full"
+            self.events.dropped("outcomes", reason, len(rows))
             return False
         self._ensure_thread()
         return True
@@ -205,7 +206,7 @@ class PredictionLogWriter:
                 self._held += weight
                 due = len(buffer) >= self.flush_rows
         if full:
-            self.events.dropped(kind, "buffer_full", 1)
+            self.events.dropped(kind, "write_failed" if self._closed else "buffer_full", 1)
             return False
         if self._thread is None or self._pid != os.getpid():
             self._ensure_thread()
@@ -299,6 +300,11 @@ class PredictionLogWriter:
         for record in records:
             by_hour.setdefault(record[when] // 3_600_000_000_000, []).append(record)
         batches = []
+        if kind == "predictions":
+            records = self._with_payloads_encoded(records)
+            by_hour = {}
+            for record in records:
+                by_hour.setdefault(record[when] // 3_600_000_000_000, []).append(record)
         for hour, group in sorted(by_hour.items()):
             table = (
                 self._predictions_table(group)
@@ -318,11 +324,30 @@ class PredictionLogWriter:
         name = f"{stamp}-{os.getpid()}-{self._sequence:06d}-{unique}.parquet"
         return f"{partition(kind, self.model_name, when)}/{name}"
 
+    def _with_payloads_encoded(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The records with their inputs and outputs as JSON text; one that cannot be encoded
+        is dropped and counted alone (the rest of its flush is written)."""
+        encoded = []
+        for record in records:
+            if record[12] is None and record[13] is None:
+                encoded.append(record)
+                continue
+            try:
+                payloads = (_json(record[12]), _json(record[13]))
+            except Exception:
+                log.exception("prediction log: request %s's payload cannot be encoded", record[0])
+                with self._lock:
+                    self._held -= record[-1]
+                self.events.dropped("predictions", "write_failed", 1)
+                continue
+            encoded.append((*record[:12], *payloads, record[-1]))
+        return encoded
+
     def _predictions_table(self, records: list[tuple[Any, ...]]) -> pa.Table:
+        """Records whose payloads are already JSON text (``_with_payloads_encoded``)."""
         columns = list(zip(*records, strict=True))
         count = len(records)
-        inputs = [_json(value) for value in columns[12]]
-        outputs = [_json(value) for value in columns[13]]
+        inputs, outputs = columns[12], columns[13]
         arrays = [
             pa.array([SCHEMA_VERSION] * count, pa.int16()),
             pa.array(columns[0], pa.string()),
@@ -394,8 +419,10 @@ class PredictionLogWriter:
             if not self._pending or time.monotonic() >= deadline:
                 break
             time.sleep(_CLOSE_RETRY_SECONDS)
+        # A write still hanging in the thread owns _pending: read it, change it only when ours.
+        owned = self._flushing.acquire(timeout=0)
         lost: dict[Kind, int] = collections.Counter()
-        for batch in self._pending:
+        for batch in list(self._pending):
             lost[batch.kind] += batch.records
         for kind, records in self._buffers.items():
             lost[kind] += len(records)
@@ -409,7 +436,9 @@ class PredictionLogWriter:
                     kind,
                     self.uri,
                 )
-        self._pending.clear()
+        if owned:
+            self._pending.clear()
+            self._flushing.release()
         return sum(lost.values())
 
 

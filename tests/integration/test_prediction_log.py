@@ -895,3 +895,37 @@ def test_requests_the_guard_turns_away_are_recorded_too(registry: str, tmp_path:
         if each.status != 200:
             assert record["rows"] is None
             assert record["inputs_sha256"] is None
+
+
+def test_binary_outputs_are_recorded_as_json_and_overlong_ids_are_replaced(
+    registry: str, tmp_path: Path
+) -> None:
+    """With payloads, an answer sent as binary tensor data is recorded whole (as JSON); a
+    client x-request-id over 256 characters is replaced by a UUIDv7, which the response
+    carries and the record is filed under."""
+    log_uri = str(tmp_path / "prediction-log")
+    args = server_args(
+        registry, *FAST, "--prediction-log-uri", log_uri, "--prediction-log-payloads"
+    )
+    with ServerProcess(args, tmp_path) as server:
+        wait_ready(server)
+        rows = rows_of(server, MODEL, 2, seed=11)
+        plain = send(server.client, v2(MODEL, rows))
+        request = v2(MODEL, rows, request_id="x" * 300)
+        binary_ask = {
+            **orjson.loads(request.body),
+            "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
+        }
+        binary = send(
+            server.client,
+            Request(request.path, orjson.dumps(binary_ask), "v2", rows, request_id="x" * 300),
+        )
+        assert plain.status == binary.status == 200
+        assert "inference-header-content-length" in binary.headers  # the answer is binary
+        assert time_of(binary.request_id) is not None  # the 300-character id was replaced
+        records = once_each(wait_for_records(log_uri, "predictions", 2))
+    assert set(records) == {plain.request_id, binary.request_id}
+    expected = plain.json()["outputs"][0]["data"]  # the same rows, answered as JSON
+    outputs = orjson.loads(records[binary.request_id]["outputs"])["outputs"]
+    assert [o["name"] for o in outputs] == ["predict"]
+    assert outputs[0]["data"] == expected

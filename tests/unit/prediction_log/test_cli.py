@@ -210,6 +210,9 @@ def test_since_units() -> None:
     for bad in ("7", "d", "1.5h", "-1d", "7w"):
         with pytest.raises(ValueError, match="unit"):
             parse_since(bad)
+    with pytest.raises(ValueError, match="more than 3660 days back"):
+        parse_since("99999999d")
+    assert main(["some-id", "--since", "99999999d"]) == 2  # usage, not a traceback
 
 
 def test_storage_library_messages_are_one_line_each() -> None:

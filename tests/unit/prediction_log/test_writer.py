@@ -273,7 +273,8 @@ def test_close_writes_everything_held(tmp_path: Path) -> None:
     assert len(files(log, "outcomes")) == 1
     assert events.drops == []
     assert not record(writer, 999)  # closed: refused and counted, never buffered
-    assert events.drops == [("predictions", "buffer_full", 1)]
+    assert not writer.outcomes([{"report_id": "r", "outcome": "value", "value": 2.0}], time_ns=1)
+    assert events.drops == [("predictions", "write_failed", 1), ("outcomes", "write_failed", 1)]
 
 
 def test_close_counts_what_a_dead_sink_loses(tmp_path: Path) -> None:
@@ -307,11 +308,14 @@ def test_a_record_that_cannot_be_encoded_is_dropped_and_counted_and_frees_its_ro
         str(tmp_path / "log"), MODEL, flush_rows=10, max_buffered=10, events=events
     )
     assert record(writer, 0, inputs=object)  # a callable whose value orjson cannot encode
-    assert writer.flush() == 0
+    assert record(writer, 2, inputs=[[1.0]])  # flushed with it: written all the same
+    assert writer.flush() == 1
+    assert request_ids(tmp_path / "log") == ["req-2"]
     assert events.drops == [("predictions", "write_failed", 1)]
     assert writer.held == 0  # the room is free again: later records are not dropped for it
     assert record(writer, 1)
     assert writer.flush() == 1
+    assert request_ids(tmp_path / "log") == ["req-2", "req-1"]
     writer.close()
 
 
