@@ -156,6 +156,55 @@ def prediction_log(
     ]
 
 
+def log_pod(
+    model: str,
+    pod: str,
+    answered: str,
+    written: str | None,
+    *,
+    errors: str = "0x45",
+    buffer_full: str = "0x45",
+) -> list[dict[str, str]]:
+    """One pod of ``model``: its answered requests and its prediction log's counters, as the
+    server exports them (``written``: records of kind predictions). ``written=None`` is a pod
+    with the log off: the server exports no prediction log series at all."""
+    pod_requests = series(
+        "model_server_requests_total",
+        answered,
+        namespace=NS,
+        pod=pod,
+        model_name=model,
+        model_version="v1",
+        protocol="v2",
+        code="200",
+    )
+    if written is None:
+        return [pod_requests]
+    labels = {"namespace": NS, "pod": pod, "model_name": model}
+    return [
+        pod_requests,
+        series("model_server_prediction_log_records_total", written, **labels, kind="predictions"),
+        series("model_server_prediction_log_records_total", "0x45", **labels, kind="outcomes"),
+        series(
+            "model_server_prediction_log_write_errors_total", errors, **labels, kind="predictions"
+        ),
+        series(
+            "model_server_prediction_log_dropped_total",
+            buffer_full,
+            **labels,
+            kind="predictions",
+            reason="buffer_full",
+        ),
+        series(
+            "model_server_prediction_log_dropped_total",
+            "0x45",
+            **labels,
+            kind="predictions",
+            reason="write_failed",
+        ),
+    ]
+
+
 def expect(at: str, alert: str, *fired: dict[str, str]) -> dict[str, Any]:
     """``alert`` at ``at`` fires exactly for ``fired`` (label sets beyond alertname)."""
     return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": f} for f in fired]}
@@ -187,6 +236,10 @@ def cases() -> list[dict[str, Any]]:
         return {"severity": "warning", "namespace": NS, "model_name": model} | (
             {"reason": reason} if reason else {}
         )
+
+    def stalled(model: str, pod: str) -> dict[str, str]:
+        """The labels of the stalled prediction log alert (per pod)."""
+        return {"severity": "warning", "namespace": NS, "pod": pod, "model_name": model}
 
     a_burn, l_burn = "ModelServerAvailabilityBudgetBurn", "ModelServerLatencyBudgetBurn"
     return [
@@ -443,9 +496,10 @@ def cases() -> list[dict[str, Any]]:
         ),
         case(
             # lossy drops 50 records a minute from 4m (buffer full). once drops 10 records at 4m
-            # and no more (a worker stopped with records unwritten): the 10-minute window keeps
-            # that single drop in view, pending from 4m, firing from 6m until it leaves the
-            # window after 14m. clean never drops.
+            # and no more (payloads that could not be encoded; a stop's write_failed count goes
+            # with its process, before a scrape): the 10-minute window keeps that single drop
+            # in view, pending from 4m, firing from 6m until it leaves the window after 14m.
+            # clean never drops.
             "prediction log dropping: any record lost in 10 minutes, for 2m",
             [
                 *prediction_log("lossy", "0+6x30", buffer_full="0x3 50+50x26"),
@@ -512,6 +566,53 @@ def cases() -> list[dict[str, Any]]:
                 "ModelServerPredictionLogWriteFailing",
                 log_alert("failing"),
             ),
+        ),
+        case(
+            # Every pod answers a request a second (60 a minute) unless said otherwise.
+            # hung-a's store hangs at 4m: its records stop there, with no write error and no
+            # drop; the 15-minute window is flat from 19m, firing 10 minutes later, at 29m.
+            # hung-b, the same model's other pod, writes on: the alert names hung-a only.
+            # full hangs at 4m too, and its buffer is full at 35m: records drop from 35m, the
+            # stall alert ends there and the drop alert fires from 37m. failing's writes fail
+            # (6 errors a minute): the write alert's, not this one. off runs with the log off
+            # (no prediction log series): never. idle answers nothing and writes nothing:
+            # never. sparse answers one request at 10m and one at 30m, each written a minute
+            # later: the condition holds at 10m and at 30m only, while a record waits for its
+            # flush: pending for one evaluation, never firing.
+            "prediction log stalled: requests answered, no record written, for 15m + 10m",
+            [
+                *log_pod("hung", "hung-a", "0+60x45", "0+60x4 240x40"),
+                *log_pod("hung", "hung-b", "0+60x45", "0+60x45"),
+                *log_pod("full", "full-a", "0+60x45", "0+60x4 240x40", buffer_full="0x34 60+60x10"),
+                *log_pod("failing", "failing-a", "0+60x45", "0x45", errors="0+6x45"),
+                *log_pod("off", "off-a", "0+60x45", None),
+                *log_pod("idle", "idle-a", "0x45", "0x45"),
+                *log_pod("sparse", "sparse-a", "0x9 1x19 2x16", "0x10 1x19 2x15"),
+            ],
+            expect("28m", "ModelServerPredictionLogStalled"),
+            expect(
+                "29m",
+                "ModelServerPredictionLogStalled",
+                stalled("hung", "hung-a"),
+                stalled("full", "full-a"),
+            ),
+            expect(
+                "30m",
+                "ModelServerPredictionLogStalled",
+                stalled("hung", "hung-a"),
+                stalled("full", "full-a"),
+            ),
+            expect(
+                "34m",
+                "ModelServerPredictionLogStalled",
+                stalled("hung", "hung-a"),
+                stalled("full", "full-a"),
+            ),
+            expect("36m", "ModelServerPredictionLogStalled", stalled("hung", "hung-a")),
+            expect("36m", "ModelServerPredictionLogDropping"),
+            expect("37m", "ModelServerPredictionLogDropping", log_alert("full", "buffer_full")),
+            expect("29m", "ModelServerPredictionLogWriteFailing", log_alert("failing")),
+            expect("45m", "ModelServerPredictionLogStalled", stalled("hung", "hung-a")),
         ),
         case(
             # m's run failed at 3m; n's runs never failed.
