@@ -150,7 +150,8 @@ PREDICTION_LOG_RECORDS = Counter(
 PREDICTION_LOG_DROPPED = Counter(
     "model_server_prediction_log_dropped_total",
     "Records the prediction log dropped: buffer_full (the sink was slow or down and the "
-    "buffer at --prediction-log-max-buffered), write_failed (still unwritten at a stop).",
+    "buffer at --prediction-log-max-buffered), write_failed (a payload that could not be "
+    "encoded, or still unwritten at a stop: counted as the process exits, see the log).",
     ["model_name", "kind", "reason"],
 )
 PREDICTION_LOG_WRITE_ERRORS = Counter(

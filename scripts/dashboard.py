@@ -380,8 +380,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Prediction log",
                 "Records written per second to the prediction log, per model (all versions). "
                 "Dropped records are lost: buffer_full (the sink was slow or down and the "
-                "in-memory buffer full), write_failed (still unwritten when a server stopped); any "
-                "drop fires ModelServerPredictionLogDropping. Write errors (right axis) are failed "
+                "in-memory buffer full), write_failed (a payload that could not be encoded; "
+                "records lost at a stop show only in the server log); any drop fires "
+                "ModelServerPredictionLogDropping; a store that hangs fires "
+                "ModelServerPredictionLogStalled. Write errors (right axis) are failed "
                 "file writes whose records are held in memory and retried at each flush: for 10 "
                 "minutes they fire ModelServerPredictionLogWriteFailing.",
                 (
