@@ -46,7 +46,7 @@ CHART := charts/model-serving
 DOCKERFILES := $(wildcard docker/*.Dockerfile)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: images image-base image-test help setup system-deps lock run train test soak test-differential bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
+.PHONY: images image-base image-test help setup system-deps lock run train test soak test-differential bench bench-serve test-unit test-integration lint fmt typecheck bench-train bench-experiment bench-log clean tools chart-lint chart-test monitoring-check monitoring-test dashboard rule-tests loadtest demo e2e versions release-check chart-docs k8s-validate
 
 HELP_VARIABLES := REGISTRY MODEL SAMPLE HOST PORT DIFFERENTIAL_EXAMPLES DIFFERENTIAL_DATASETS SOAK_REQUESTS
 
@@ -294,7 +294,13 @@ bench-serve: setup $(BENCH_VENV)/.installed ## Serving req/s, latency and RSS of
 bench-experiment: setup ## Experiment mode vs one version: RSS of a second version (logistic, 200-tree forest) and req/s
 	$(BIN)/python -m benchmarks.bench_experiment
 
-bench: bench-train bench-serve bench-experiment ## Every benchmark
+BENCH_LOG_ARGS ?=
+
+bench-log: setup ## Prediction log: req/s logging every request vs off (forest, logistic; >= 0.95x), one request id among 10M records (< 2 s), bytes per record with and without payloads (~10 min)
+	@$(MAKE) --no-print-directory system-deps DEBIAN_PACKAGES="wrk"
+	$(BIN)/python -m benchmarks.bench_prediction_log $(BENCH_LOG_ARGS)
+
+bench: bench-train bench-serve bench-experiment bench-log ## Every benchmark
 
 clean: ## Remove the virtualenv, tools, caches and load test reports (never $(REGISTRY) or the prediction log beside it)
 	rm -rf $(VENV) $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache loadtest-results
