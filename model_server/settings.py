@@ -127,7 +127,7 @@ class ModelServerSettings(BaseSettings):
     --model-dir and no URI the log is off (said at start)."""
     prediction_log_flush_rows: int = Field(default=10_000, ge=1, le=1_000_000)
     """Records that make a worker write its buffered records at once (one Parquet file per
-    hour they fall in)."""
+    hour they fall in); with payloads a record counts once per row, as for the buffer."""
     prediction_log_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
     """Longest a record waits in memory before it is written. A hard kill (SIGKILL) loses at
     most this much of a worker's records; a graceful stop (SIGTERM) writes them all first."""

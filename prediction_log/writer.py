@@ -2,9 +2,10 @@
 
 A request hands its record to ``PredictionLogWriter.prediction`` (an append under a lock: no
 I/O, no encoding) and goes on. A background thread writes what is buffered when
-``flush_rows`` records are waiting or ``flush_seconds`` have passed, whichever comes first:
-one Parquet file per kind and hour, created whole (``model_registry.storage.Storage.create``:
-a reader never sees half a file, and no file is overwritten).
+``flush_rows`` records (with payloads, rows) are waiting or ``flush_seconds`` have passed,
+whichever comes first: one Parquet file per kind and hour, created whole
+(``model_registry.storage.Storage.create``: a reader never sees half a file, and no file is
+overwritten).
 
 Memory is bounded by ``max_buffered``: records waiting plus records whose write failed and
 waits for a retry (with payloads a record weighs one per row it carries). Past the bound a new
@@ -125,6 +126,9 @@ class PredictionLogWriter:
         self._buffers: dict[Kind, list[tuple[Any, ...]]] = {"predictions": [], "outcomes": []}
         self._held = 0
         """Weight of records buffered or pending (the memory bound)."""
+        self._waiting = 0
+        """Weight of records buffered and not yet taken by a flush (a flush is due at
+        ``flush_rows``: with payloads, rows)."""
         self._pending: collections.deque[_Batch] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -188,11 +192,15 @@ class PredictionLogWriter:
                 full = False
                 self._buffers["outcomes"].extend(rows)
                 self._held += len(rows)
+                self._waiting += len(rows)
+                due = self._waiting >= self.flush_rows
         if full:
             reason = "write_failed" if self._closed else "buffer_full"
             self.events.dropped("outcomes", reason, len(rows))
             return False
         self._ensure_thread()
+        if due:
+            self._wake.set()
         return True
 
     def _append(self, kind: Kind, record: tuple[Any, ...], weight: int) -> bool:
@@ -201,10 +209,10 @@ class PredictionLogWriter:
                 full = True
             else:
                 full = False
-                buffer = self._buffers[kind]
-                buffer.append(record)
+                self._buffers[kind].append(record)
                 self._held += weight
-                due = len(buffer) >= self.flush_rows
+                self._waiting += weight
+                due = self._waiting >= self.flush_rows
         if full:
             self.events.dropped(kind, "write_failed" if self._closed else "buffer_full", 1)
             return False
@@ -242,6 +250,7 @@ class PredictionLogWriter:
     def _take(self) -> dict[Kind, list[tuple[Any, ...]]]:
         with self._lock:
             taken = {kind: self._buffers[kind] for kind in SCHEMAS if self._buffers[kind]}
+            self._waiting = 0
             for kind in taken:
                 self._buffers[kind] = []
         return taken

@@ -351,3 +351,23 @@ def test_close_gives_up_on_a_hanging_write_and_counts_what_it_loses(tmp_path: Pa
         assert events.drops == [("predictions", "write_failed", 1)]
     finally:
         storage.release.set()
+
+
+def test_with_payloads_a_flush_is_due_by_rows_before_the_buffer_fills(tmp_path: Path) -> None:
+    """A 32-row record with payloads weighs 32 against the buffer: the flush is due by that
+    weight too, or a buffer of 100 would fill after 3 records while waiting for 10."""
+    events = Events()
+    log = tmp_path / "log"
+    writer = PredictionLogWriter(
+        str(log), MODEL, flush_rows=64, flush_seconds=3600, max_buffered=100, events=events
+    )
+    for i in range(12):
+        rows = [[float(i)]] * 32
+        assert writer.prediction(
+            request_id=f"req-{i}", time_ns=ns(WHEN), model_version="v1", revision=None,
+            protocol="v1", status=200, latency_ms=1.0, rows=32, inputs=rows,
+        )  # fmt: skip
+        wait_until(lambda: writer.held < 64)  # the thread writes every second record
+    writer.close()
+    assert events.drops == []
+    assert sorted(request_ids(log)) == sorted(f"req-{i}" for i in range(12))
