@@ -63,6 +63,7 @@ from benchmarks.bench_serve import (
     free_port,
     pinned,
     prepare,
+    process_tree,
     request_body,
     run_wrk,
     stop,
@@ -214,18 +215,8 @@ def ready(server: Server, body: bytes) -> None:
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its descendants (live ones)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ticks, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        stack.extend(children.get(current, []))
+    ticks = 0
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -93,8 +93,8 @@ def pinned(cpus: int | str, command: list[str]) -> list[str]:
     return command
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -103,10 +103,18 @@ def tree_rss_mib(pid: int) -> float:
             except OSError:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total_kib, stack = 0, [pid]
+    tree, stack = [], [pid]
     while stack:
         current = stack.pop()
+        tree.append(current)
         stack.extend(children.get(current, []))
+    return tree
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants."""
+    total_kib = 0
+    for current in process_tree(pid):
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
