@@ -90,12 +90,13 @@ def test_every_packaged_python_package_is_copied(dockerfile: Path) -> None:
 
 def test_dockerignore_sends_only_what_the_images_copy() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
-    assert lines[lines.index("**") + 1 :][:9] == [
+    assert lines[lines.index("**") + 1 :][:10] == [
         "!requirements-runtime.lock",
         "!pyproject.toml",
         "!README.md",
         "!model_registry/",
         "!model_server/",
+        "!prediction_log/",
         "!rollout/",
         "!serving_common/",
         "!trainer/",
