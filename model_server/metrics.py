@@ -166,6 +166,11 @@ class PredictionLogMetrics:
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
+
+    def started(self) -> None:
+        """At the process's first record, not before: a process that records nothing (the
+        parent of --workers N without gRPC traffic) writes no metric file."""
+        model_name = self.model_name
         for kind in ("predictions", "outcomes"):  # at 0 from the start: rate() sees the first
             PREDICTION_LOG_RECORDS.labels(model_name, kind)
             PREDICTION_LOG_WRITE_ERRORS.labels(model_name, kind)

@@ -60,6 +60,9 @@ _CLOSE_RETRY_SECONDS = 0.5
 class LogEvents(Protocol):
     """What the writer reports (the server counts them in Prometheus)."""
 
+    def started(self) -> None:
+        """The first record of this process arrived (its counters may start at 0 now)."""
+
     def written(self, kind: Kind, records: int) -> None: ...
 
     def dropped(self, kind: Kind, reason: str, records: int) -> None: ...
@@ -68,6 +71,9 @@ class LogEvents(Protocol):
 
 
 class _NoEvents:
+    def started(self) -> None:
+        pass
+
     def written(self, kind: Kind, records: int) -> None:
         pass
 
@@ -231,6 +237,7 @@ class PredictionLogWriter:
                 self._thread = None
             if self._thread is not None or self._closed:
                 return
+            self.events.started()
             self._thread = threading.Thread(
                 target=self._run, name="prediction-log-writer", daemon=True
             )

@@ -35,6 +35,9 @@ class Events:
         self.drops: list[tuple[Kind, str, int]] = []
         self.failures: list[Kind] = []
 
+    def started(self) -> None:
+        pass
+
     def written(self, kind: Kind, records: int) -> None:
         with self.lock:
             self.writes.append((kind, records))
