@@ -386,7 +386,7 @@ class ModelService:
         assert self.provenance is not None
         inputs = outputs = None
         if self.provenance.payloads and rows is not None:
-            inputs = rows.tolist() if isinstance(rows, np.ndarray) else rows.records()
+            inputs = _rows_payload(rows)
             outputs = payload
         self.provenance.write(
             request_id=request_id,

@@ -311,16 +311,13 @@ class PredictionLogWriter:
 
     def _encode(self, kind: Kind, records: list[tuple[Any, ...]]) -> list[_Batch]:
         """One file per hour the records fall in (a flush can straddle an hour)."""
-        by_hour: dict[int, list[tuple[Any, ...]]] = {}
+        if kind == "predictions":
+            records = self._with_payloads_encoded(records)
         when = 1 if kind == "predictions" else 0
+        by_hour: dict[int, list[tuple[Any, ...]]] = {}
         for record in records:
             by_hour.setdefault(record[when] // 3_600_000_000_000, []).append(record)
         batches = []
-        if kind == "predictions":
-            records = self._with_payloads_encoded(records)
-            by_hour = {}
-            for record in records:
-                by_hour.setdefault(record[when] // 3_600_000_000_000, []).append(record)
         for hour, group in sorted(by_hour.items()):
             table = (
                 self._predictions_table(group)
